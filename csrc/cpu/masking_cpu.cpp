@@ -1,0 +1,194 @@
+// C++ CPU kernels of the masking ops: rows in parallel (at::parallel_for), the per-token logic
+// from the shared headers so the CPU tests exercise exactly what the CUDA kernels run.
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include "fastmask/masking.h"
+#include "fastmask/binding.h"
+
+namespace fastmask {
+namespace {
+
+// Packed (rank key, position) keys of a row's maskable positions: the shared ranking primitive
+// of exact-count masking (k-th smallest) and the random fully-explored partition (full sort).
+// The position of a key is its low 32 bits.
+std::vector<uint64_t> maskable_keys(const std::vector<Draw>& draws, const bool* maskable,
+                                    int64_t length) {
+  std::vector<uint64_t> keys;
+  keys.reserve(length);
+  for (int64_t i = 0; i < length; ++i) {
+    if (maskable[i]) keys.push_back(packed_rank_key(draws[i], true, static_cast<uint32_t>(i)));
+  }
+  return keys;
+}
+
+void row_draws(const MaskArgs& args, int64_t row_id, int64_t length, std::vector<Draw>* draws) {
+  draws->resize(length);
+  for (int64_t i = 0; i < length; ++i) {
+    (*draws)[i] = token_draw(args.seed, args.epoch, static_cast<uint64_t>(row_id),
+                             static_cast<uint32_t>(i));
+  }
+}
+
+template <typename IdT, typename AttnT>
+void maskable_kernel(const IdT* ids, const AttnT* attention, const int64_t* special,
+                     int64_t num_special, bool* out, int64_t numel) {
+  at::parallel_for(0, numel, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      bool maskable = attention == nullptr || attention[i] != AttnT(0);
+      for (int64_t s = 0; s < num_special && maskable; ++s) maskable = ids[i] != special[s];
+      out[i] = maskable;
+    }
+  });
+}
+
+template <typename IdT>
+void mask_tokens_kernel(const IdT* ids, const bool* maskable, const int64_t* row_ids, IdT* out_ids,
+                        int64_t* labels, int64_t rows, int64_t length, const MaskArgs& args,
+                        bool exact) {
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Draw> draws;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t off = b * length;
+      row_draws(args, row_ids[b], length, &draws);
+      // Exact count: chosen iff the packed key is at most the k-th smallest (nth_element, O(L)).
+      uint64_t threshold = 0;
+      bool any = true;
+      if (exact) {
+        std::vector<uint64_t> keys = maskable_keys(draws, maskable + off, length);
+        const int64_t k = exact_count(static_cast<int64_t>(keys.size()), args);
+        any = k > 0;
+        if (any) {
+          std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
+          threshold = keys[k - 1];
+        }
+      }
+      for (int64_t i = 0; i < length; ++i) {
+        const Draw& d = draws[i];
+        bool chosen = maskable[off + i];
+        if (exact) {
+          chosen = chosen && any && packed_rank_key(d, true, static_cast<uint32_t>(i)) <= threshold;
+        } else {
+          chosen = chosen && bernoulli_selected(d, args);
+        }
+        const int64_t id = static_cast<int64_t>(ids[off + i]);
+        out_ids[off + i] = static_cast<IdT>(chosen ? corrupted_id(id, d, args) : id);
+        labels[off + i] = chosen ? id : kIgnoreIndex;
+      }
+    }
+  });
+}
+
+template <typename IdT>
+void fully_explored_kernel(const IdT* ids, const bool* maskable, const int64_t* row_ids,
+                           IdT* out_ids, int64_t* labels, int64_t rows, int64_t length,
+                           int64_t num_segments, bool contiguous, const MaskArgs& args) {
+  const int64_t view_stride = rows * length;
+  at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<Draw> draws;
+    std::vector<int64_t> segment;
+    for (int64_t b = begin; b < end; ++b) {
+      const int64_t off = b * length;
+      const bool* row_maskable = maskable + off;
+      row_draws(args, row_ids[b], length, &draws);
+      segment.assign(length, -1);  // -1: not maskable, never masked
+      if (contiguous) {
+        const int64_t n = std::count(row_maskable, row_maskable + length, true);
+        for (int64_t i = 0, j = 0; i < length; ++i) {
+          if (row_maskable[i]) segment[i] = contiguous_segment(j++, n, num_segments);
+        }
+      } else {
+        std::vector<uint64_t> keys = maskable_keys(draws, row_maskable, length);
+        std::sort(keys.begin(), keys.end());
+        for (size_t r = 0; r < keys.size(); ++r) {
+          segment[keys[r] & 0xFFFFFFFFu] = static_cast<int64_t>(r) % num_segments;
+        }
+      }
+      for (int64_t i = 0; i < length; ++i) {
+        const int64_t id = static_cast<int64_t>(ids[off + i]);
+        const int64_t corrupted = segment[i] >= 0 ? corrupted_id(id, draws[i], args) : id;
+        for (int64_t v = 0; v < num_segments; ++v) {
+          const bool chosen = segment[i] == v;
+          out_ids[v * view_stride + off + i] = static_cast<IdT>(chosen ? corrupted : id);
+          labels[v * view_stride + off + i] = chosen ? id : kIgnoreIndex;
+        }
+      }
+    }
+  });
+}
+
+at::Tensor maskable_mask_cpu(const at::Tensor& input_ids, const std::optional<at::Tensor>& attention_mask,
+                             const at::Tensor& special_ids) {
+  check_maskable_args(input_ids, attention_mask, special_ids, at::kCPU);
+  const at::Tensor ids = input_ids.contiguous();
+  const at::Tensor special = special_ids.contiguous();
+  at::Tensor out = at::empty(ids.sizes(), ids.options().dtype(at::kBool));
+  const at::Tensor attention = attention_mask ? attention_mask->contiguous() : at::Tensor();
+  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
+    using IdT = decltype(id_tag);
+    dispatch_attention(attention, [&](auto attn_tag) {
+      using AttnT = decltype(attn_tag);
+      maskable_kernel<IdT, AttnT>(ids.data_ptr<IdT>(),
+                                  attention.defined() ? attention.data_ptr<AttnT>() : nullptr,
+                                  special.data_ptr<int64_t>(), special.numel(),
+                                  out.data_ptr<bool>(), ids.numel());
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> mask_tokens_cpu(
+    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, int64_t seed,
+    int64_t epoch, int64_t select_threshold, int64_t mask_threshold, int64_t random_threshold,
+    int64_t mask_token_id, int64_t vocab_size, bool exact) {
+  check_mask_args(input_ids, maskable, row_ids, at::kCPU);
+  const MaskArgs args = make_mask_args(seed, epoch, select_threshold, mask_threshold,
+                                       random_threshold, mask_token_id, vocab_size);
+  const at::Tensor ids = input_ids.contiguous();
+  const at::Tensor mask = maskable.contiguous();
+  const at::Tensor rid = row_ids.contiguous();
+  at::Tensor out_ids = at::empty_like(ids);
+  at::Tensor labels = at::empty(ids.sizes(), ids.options().dtype(at::kLong));
+  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
+    using IdT = decltype(id_tag);
+    mask_tokens_kernel<IdT>(ids.data_ptr<IdT>(), mask.data_ptr<bool>(), rid.data_ptr<int64_t>(),
+                            out_ids.data_ptr<IdT>(), labels.data_ptr<int64_t>(), ids.size(0),
+                            ids.size(1), args, exact);
+  });
+  return {out_ids, labels};
+}
+
+std::tuple<at::Tensor, at::Tensor> fully_explored_mask_cpu(
+    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, int64_t seed,
+    int64_t epoch, int64_t num_segments, bool contiguous, int64_t mask_threshold,
+    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
+  check_mask_args(input_ids, maskable, row_ids, at::kCPU);
+  TORCH_CHECK(num_segments >= 1, "fully_explored_mask: num_segments must be >= 1, got ", num_segments);
+  const MaskArgs args = make_mask_args(seed, epoch, 0, mask_threshold, random_threshold,
+                                       mask_token_id, vocab_size);
+  const at::Tensor ids = input_ids.contiguous();
+  const at::Tensor mask = maskable.contiguous();
+  const at::Tensor rid = row_ids.contiguous();
+  at::Tensor out_ids = at::empty({num_segments, ids.size(0), ids.size(1)}, ids.options());
+  at::Tensor labels = at::empty({num_segments, ids.size(0), ids.size(1)}, ids.options().dtype(at::kLong));
+  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
+    using IdT = decltype(id_tag);
+    fully_explored_kernel<IdT>(ids.data_ptr<IdT>(), mask.data_ptr<bool>(), rid.data_ptr<int64_t>(),
+                               out_ids.data_ptr<IdT>(), labels.data_ptr<int64_t>(), ids.size(0),
+                               ids.size(1), num_segments, contiguous, args);
+  });
+  return {out_ids, labels};
+}
+
+}  // namespace
+}  // namespace fastmask
+
+TORCH_LIBRARY_IMPL(fastmask, CPU, m) {
+  m.impl("maskable_mask", &fastmask::maskable_mask_cpu);
+  m.impl("mask_tokens", &fastmask::mask_tokens_cpu);
+  m.impl("fully_explored_mask", &fastmask::fully_explored_mask_cpu);
+}

@@ -1,0 +1,64 @@
+// Per-token masking decisions shared by the CPU and CUDA kernels (torch-free).
+// The executable specification is fastmask/reference.py.
+#pragma once
+
+#include <cstdint>
+
+#include "fastmask/philox.h"
+
+namespace fastmask {
+
+constexpr int kProbBits = 24;  // probabilities arrive quantised to multiples of 2^-24
+constexpr int64_t kIgnoreIndex = -100;
+constexpr uint32_t kUnrankedKey = 1u << 31;  // above every maskable ranking key (r0 >> 1)
+
+// Arguments every masking kernel shares. Thresholds are probabilities times 2^24.
+struct MaskArgs {
+  uint64_t seed;
+  uint32_t epoch;
+  uint32_t select_threshold;
+  uint32_t mask_threshold;
+  uint32_t random_threshold;
+  int64_t mask_token_id;
+  int64_t vocab_size;
+};
+
+FASTMASK_HD bool bernoulli_selected(const Draw& d, const MaskArgs& a) {
+  return (d.r0 >> 8) < a.select_threshold;
+}
+
+// Ranking key of a position; ties are broken by position (ascending).
+FASTMASK_HD uint32_t rank_key(const Draw& d, bool maskable) {
+  return maskable ? (d.r0 >> 1) : kUnrankedKey;
+}
+
+// Key and position packed so that plain unsigned order is (key, position) order.
+FASTMASK_HD uint64_t packed_rank_key(const Draw& d, bool maskable, uint32_t position) {
+  return (static_cast<uint64_t>(rank_key(d, maskable)) << 32) | position;
+}
+
+// k = min(n, max(1, floor(p n + 1/2))) for n > 0, else 0.
+FASTMASK_HD int64_t exact_count(int64_t n, const MaskArgs& a) {
+  if (n <= 0) return 0;
+  int64_t k = (static_cast<int64_t>(a.select_threshold) * n + (int64_t{1} << (kProbBits - 1))) >>
+              kProbBits;
+  if (k < 1) k = 1;
+  return k < n ? k : n;
+}
+
+// Segment of the j-th (0-based) of n maskable positions in a contiguous K-block partition.
+FASTMASK_HD int64_t contiguous_segment(int64_t j, int64_t n, int64_t num_segments) {
+  return (j * num_segments) / n;
+}
+
+// The 80/10/10 rule for one chosen token: [MASK], a random id, or the original id.
+FASTMASK_HD int64_t corrupted_id(int64_t id, const Draw& d, const MaskArgs& a) {
+  const uint32_t action = d.r1 >> 8;
+  if (action < a.mask_threshold) return a.mask_token_id;
+  if (action < a.mask_threshold + a.random_threshold) {
+    return static_cast<int64_t>((static_cast<uint64_t>(d.r2) * static_cast<uint64_t>(a.vocab_size)) >> 32);
+  }
+  return id;
+}
+
+}  // namespace fastmask

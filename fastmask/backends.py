@@ -1,0 +1,94 @@
+"""Which kernels loaded, why not, and which backend serves a call.
+
+Availability is settled once at import, without touching a GPU: the C++ extension is loaded (a
+failure is kept and reported, never hidden), Triton is located but imported only when first used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+
+import torch
+
+BACKENDS = ("auto", "cpu", "cuda", "triton", "torch")
+# Preference of backend="auto" per device type. On CUDA the hand-written kernel comes first
+# (one block per row, no launch-time compilation), then Triton; on CPU the C++ kernel.
+AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpu", "torch")}
+
+
+def _load_extension() -> str | None:
+    """Loads fastmask._C; returns why it failed, or None."""
+    try:
+        from fastmask import _C  # noqa: F401  (registers the C++ kernels with the dispatcher)
+    except ImportError as exc:
+        return f"fastmask._C did not load ({exc}); reinstall with `pip install --no-build-isolation -e .`"
+    return None
+
+
+@dataclass(frozen=True)
+class Availability:
+    extension_error: str | None
+    has_cuda_kernels: bool
+    triton_error: str | None
+    triton_interpret: bool
+
+
+def _probe() -> Availability:
+    extension_error = _load_extension()
+    has_cuda_kernels = extension_error is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "fastmask::mask_tokens", "CUDA"
+    )
+    triton_error = None if importlib.util.find_spec("triton") else "triton is not installed (pip install triton)"
+    return Availability(extension_error, has_cuda_kernels, triton_error, os.environ.get("TRITON_INTERPRET") == "1")
+
+
+AVAILABILITY: Availability | None = None
+
+
+def availability() -> Availability:
+    # Probed on first use, after fastmask.ops has defined the schemas the extension implements.
+    global AVAILABILITY
+    if AVAILABILITY is None:
+        AVAILABILITY = _probe()
+    return AVAILABILITY
+
+
+def why_unavailable(backend: str, device_type: str) -> str | None:
+    """None if `backend` can run on tensors of `device_type`, else the reason it cannot."""
+    a = availability()
+    if backend == "torch":
+        return None
+    if backend in ("cpu", "cuda"):
+        if device_type != backend:
+            return f"backend {backend!r} runs on {backend} tensors, got {device_type} tensors"
+        if a.extension_error:
+            return a.extension_error
+        if backend == "cuda" and not a.has_cuda_kernels:
+            return "fastmask._C was built without CUDA kernels (torch without CUDA, or no nvcc at build time)"
+        return None
+    if backend == "triton":
+        if a.triton_error:
+            return a.triton_error
+        if device_type == "cpu" and not a.triton_interpret:
+            return "Triton runs on CPU tensors only under the interpreter (set TRITON_INTERPRET=1 before start-up)"
+        if device_type not in ("cpu", "cuda"):
+            return f"Triton kernels need cuda tensors, got {device_type}"
+        return None
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def resolve(backend: str, device: torch.device) -> str:
+    """The concrete backend for a call: an explicit one must be available, auto falls back quietly."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        for candidate in AUTO_ORDER.get(device.type, ("torch",)):
+            if why_unavailable(candidate, device.type) is None:
+                return candidate
+        return "torch"
+    reason = why_unavailable(backend, device.type)
+    if reason is not None:
+        raise RuntimeError(f"backend={backend!r} is unavailable: {reason}")
+    return backend

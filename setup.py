@@ -1,0 +1,38 @@
+"""Builds fastmask._C: the C++ CPU kernels always, the CUDA kernels when the installed torch is a
+CUDA build and nvcc exists (never decided by whether a GPU is visible). Honours
+TORCH_CUDA_ARCH_LIST and MAX_JOBS through torch's cpp_extension; downloads nothing."""
+
+import glob
+import os
+import shutil
+
+import torch
+from setuptools import setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def _want_cuda() -> bool:
+    if os.environ.get("FASTMASK_NO_CUDA") == "1":
+        return False
+    return torch.version.cuda is not None and (CUDA_HOME is not None or shutil.which("nvcc") is not None)
+
+
+def _extension():
+    sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
+    include_dirs = [os.path.join(ROOT, "csrc", "include")]
+    cxx = ["-O3", "-std=c++17"]
+    if not _want_cuda():
+        return CppExtension("fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx})
+    sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*_cuda.cu")))
+    nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+    return CUDAExtension(
+        "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx, "nvcc": nvcc}
+    )
+
+
+setup(
+    ext_modules=[_extension()],
+    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+)
