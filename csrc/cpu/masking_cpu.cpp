@@ -13,25 +13,47 @@
 namespace fastmask {
 namespace {
 
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FASTMASK_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#else
+#define FASTMASK_CPU_CLONES
+#endif
+
+// The row's Philox words, struct-of-arrays so the fill loop vectorises. Compiled for AVX-512,
+// AVX2 and baseline x86-64 and chosen at load time: the draws dominate the CPU kernels' time.
+struct RowDraws {
+  std::vector<uint32_t> r0, r1, r2;
+  Draw operator[](int64_t i) const { return Draw{r0[i], r1[i], r2[i], 0}; }
+};
+
+FASTMASK_CPU_CLONES void fill_draws(uint64_t seed, uint32_t epoch, uint64_t row_id, int64_t length, uint32_t* __restrict r0,
+                uint32_t* __restrict r1, uint32_t* __restrict r2) {
+  for (int64_t i = 0; i < length; ++i) {
+    const Draw d = token_draw(seed, epoch, row_id, static_cast<uint32_t>(i));
+    r0[i] = d.r0;
+    r1[i] = d.r1;
+    r2[i] = d.r2;
+  }
+}
+
+void row_draws(const MaskArgs& args, int64_t row_id, int64_t length, RowDraws* draws) {
+  draws->r0.resize(length);
+  draws->r1.resize(length);
+  draws->r2.resize(length);
+  fill_draws(args.seed, args.epoch, static_cast<uint64_t>(row_id), length, draws->r0.data(),
+             draws->r1.data(), draws->r2.data());
+}
+
 // Packed (rank key, position) keys of a row's maskable positions: the shared ranking primitive
 // of exact-count masking (k-th smallest) and the random fully-explored partition (full sort).
 // The position of a key is its low 32 bits.
-std::vector<uint64_t> maskable_keys(const std::vector<Draw>& draws, const bool* maskable,
-                                    int64_t length) {
+std::vector<uint64_t> maskable_keys(const RowDraws& draws, const bool* maskable, int64_t length) {
   std::vector<uint64_t> keys;
   keys.reserve(length);
   for (int64_t i = 0; i < length; ++i) {
     if (maskable[i]) keys.push_back(packed_rank_key(draws[i], true, static_cast<uint32_t>(i)));
   }
   return keys;
-}
-
-void row_draws(const MaskArgs& args, int64_t row_id, int64_t length, std::vector<Draw>* draws) {
-  draws->resize(length);
-  for (int64_t i = 0; i < length; ++i) {
-    (*draws)[i] = token_draw(args.seed, args.epoch, static_cast<uint64_t>(row_id),
-                             static_cast<uint32_t>(i));
-  }
 }
 
 template <typename IdT, typename AttnT>
@@ -46,39 +68,48 @@ void maskable_kernel(const IdT* ids, const AttnT* attention, const int64_t* spec
   });
 }
 
+// Writes a row's outputs from its chosen flags: the vectorised inner loop of mask_tokens.
+template <typename IdT>
+FASTMASK_CPU_CLONES void write_masked_row(const IdT* __restrict ids, const uint8_t* __restrict chosen,
+                                          const RowDraws& draws, const MaskArgs& args,
+                                          IdT* __restrict out_ids, int64_t* __restrict labels, int64_t length) {
+  const uint32_t* r1 = draws.r1.data();
+  const uint32_t* r2 = draws.r2.data();
+  for (int64_t i = 0; i < length; ++i) {
+    const int64_t id = static_cast<int64_t>(ids[i]);
+    const int64_t corrupted = corrupted_id(id, Draw{0, r1[i], r2[i], 0}, args);
+    out_ids[i] = static_cast<IdT>(chosen[i] ? corrupted : id);
+    labels[i] = chosen[i] ? id : kIgnoreIndex;
+  }
+}
+
 template <typename IdT>
 void mask_tokens_kernel(const IdT* ids, const bool* maskable, const int64_t* row_ids, IdT* out_ids,
                         int64_t* labels, int64_t rows, int64_t length, const MaskArgs& args,
                         bool exact) {
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Draw> draws;
+    RowDraws draws;
+    std::vector<uint8_t> chosen(length);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t off = b * length;
+      const bool* row_maskable = maskable + off;
       row_draws(args, row_ids[b], length, &draws);
-      // Exact count: chosen iff the packed key is at most the k-th smallest (nth_element, O(L)).
-      uint64_t threshold = 0;
-      bool any = true;
       if (exact) {
-        std::vector<uint64_t> keys = maskable_keys(draws, maskable + off, length);
+        // Chosen iff the packed key is at most the k-th smallest (nth_element: O(L)).
+        std::vector<uint64_t> keys = maskable_keys(draws, row_maskable, length);
         const int64_t k = exact_count(static_cast<int64_t>(keys.size()), args);
-        any = k > 0;
-        if (any) {
+        uint64_t threshold = 0;
+        if (k > 0) {
           std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
           threshold = keys[k - 1];
         }
-      }
-      for (int64_t i = 0; i < length; ++i) {
-        const Draw& d = draws[i];
-        bool chosen = maskable[off + i];
-        if (exact) {
-          chosen = chosen && any && packed_rank_key(d, true, static_cast<uint32_t>(i)) <= threshold;
-        } else {
-          chosen = chosen && bernoulli_selected(d, args);
+        for (int64_t i = 0; i < length; ++i) {
+          chosen[i] = k > 0 && row_maskable[i] && packed_rank_key(draws[i], true, static_cast<uint32_t>(i)) <= threshold;
         }
-        const int64_t id = static_cast<int64_t>(ids[off + i]);
-        out_ids[off + i] = static_cast<IdT>(chosen ? corrupted_id(id, d, args) : id);
-        labels[off + i] = chosen ? id : kIgnoreIndex;
+      } else {
+        for (int64_t i = 0; i < length; ++i) chosen[i] = row_maskable[i] && bernoulli_selected(draws[i], args);
       }
+      write_masked_row<IdT>(ids + off, chosen.data(), draws, args, out_ids + off, labels + off, length);
     }
   });
 }
@@ -89,7 +120,7 @@ void fully_explored_kernel(const IdT* ids, const bool* maskable, const int64_t* 
                            int64_t num_segments, bool contiguous, const MaskArgs& args) {
   const int64_t view_stride = rows * length;
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Draw> draws;
+    RowDraws draws;
     std::vector<int64_t> segment;
     for (int64_t b = begin; b < end; ++b) {
       const int64_t off = b * length;

@@ -52,13 +52,13 @@ FASTMASK_HD int64_t contiguous_segment(int64_t j, int64_t n, int64_t num_segment
 }
 
 // The 80/10/10 rule for one chosen token: [MASK], a random id, or the original id.
+// Written with selects, not branches, so the CPU loops over it vectorise.
 FASTMASK_HD int64_t corrupted_id(int64_t id, const Draw& d, const MaskArgs& a) {
   const uint32_t action = d.r1 >> 8;
-  if (action < a.mask_threshold) return a.mask_token_id;
-  if (action < a.mask_threshold + a.random_threshold) {
-    return static_cast<int64_t>((static_cast<uint64_t>(d.r2) * static_cast<uint64_t>(a.vocab_size)) >> 32);
-  }
-  return id;
+  const int64_t random_id =
+      static_cast<int64_t>((static_cast<uint64_t>(d.r2) * static_cast<uint64_t>(a.vocab_size)) >> 32);
+  const int64_t replaced = action < a.mask_threshold + a.random_threshold ? random_id : id;
+  return action < a.mask_threshold ? a.mask_token_id : replaced;
 }
 
 }  // namespace fastmask

@@ -1,0 +1,110 @@
+"""Command line: ``fastmask info`` and ``fastmask demo`` (also ``python -m fastmask ...``)."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+import torch
+
+
+def info(_args) -> int:
+    """Versions, and which backends loaded on this machine and why not."""
+    import fastmask
+    from fastmask import backends
+
+    a = backends.availability()
+    print(f"fastmask {fastmask.__version__}  python {platform.python_version()}  torch {torch.__version__}")
+    try:
+        import triton
+
+        print(f"triton {triton.__version__}  TRITON_INTERPRET={'1' if a.triton_interpret else 'unset'}")
+    except ImportError:
+        print("triton: not installed")
+    cuda = torch.cuda.is_available()
+    print(f"torch CUDA build: {torch.version.cuda or 'no'}  CUDA device visible: {cuda}")
+    device_types = ["cpu"] + (["cuda"] if cuda else [])
+    for device_type in device_types:
+        auto = backends.resolve("auto", torch.device(device_type))
+        print(f"\n{device_type} tensors (auto -> {auto}):")
+        for backend in backends.BACKENDS[1:]:
+            reason = backends.why_unavailable(backend, device_type)
+            print(f"  {backend:7s} {'available' if reason is None else 'unavailable: ' + reason}")
+    if not cuda:
+        reason = backends.why_unavailable("cuda", "cuda")
+        print(f"\ncuda kernels: {'built' if reason is None else reason}")
+    return 0
+
+
+def _demo_sentence() -> list[str]:
+    import json  # the built-in corpus: text every Python install carries
+
+    return json.__doc__.split("\n\n")[0].split()
+
+
+def demo(args) -> int:
+    """Masks a sentence with each strategy, then times the C++ CPU kernel against the HF collator."""
+    import fastmask
+    from fastmask import baselines
+
+    words = ["[CLS]", *_demo_sentence(), "[SEP]"]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(list(baselines.SPECIAL_TOKENS) + words))}
+    itos = {i: w for w, i in vocab.items()}
+    ids = torch.tensor([[vocab[w] for w in words]])
+    specials = [vocab[t] for t in baselines.SPECIAL_TOKENS]
+    mask_id, vocab_size = vocab["[MASK]"], len(vocab)
+    maskable = fastmask.maskable_mask(ids, special_ids=specials)
+
+    def show(title, out_ids, labels):
+        shown = [
+            f"{itos[int(i)]}<-{itos[int(lab)]}" if lab != -100 and i != lab else
+            (f"({itos[int(i)]})" if lab != -100 else itos[int(i)])
+            for i, lab in zip(out_ids.tolist(), labels.tolist())
+        ]
+        print(f"{title}:\n  {' '.join(shown)}")
+
+    print("masked tokens show as NEW<-ORIGINAL, or (ORIGINAL) where the 10% 'keep' rule applied\n")
+    out = fastmask.mask_tokens(ids, maskable, mask_id, vocab_size, exact_count=True, seed=args.seed)
+    show("random (exact count, p = 0.15)", out.input_ids[0], out.labels[0])
+    views = fastmask.fully_explored_mask(ids, maskable, mask_id, vocab_size, num_segments=3, seed=args.seed)
+    for k in range(3):
+        show(f"fully-explored view {k} of 3", views.input_ids[k, 0], views.labels[k, 0])
+
+    print(f"\nCPU speed at B={args.batch}, L={args.length} on {torch.get_num_threads()} threads:")
+    import torch.utils.benchmark as benchmark
+
+    tokenizer = baselines.in_memory_tokenizer(30522)
+    collator = baselines.hf_collator(tokenizer)
+    batch = torch.randint(len(baselines.SPECIAL_TOKENS), 30522, (args.batch, args.length))
+    batch[:, 0], batch[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
+    special_mask = fastmask.maskable_mask(batch, special_ids=[tokenizer.cls_token_id, tokenizer.sep_token_id])
+    timers = {
+        "HF collator": lambda: collator.torch_mask_tokens(batch.clone(), special_tokens_mask=~special_mask),
+        "fastmask cpu": lambda: fastmask.mask_tokens(batch, special_mask, tokenizer.mask_token_id, 30522),
+    }
+    medians = {}
+    for name, fn in timers.items():
+        m = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=args.min_run_time)
+        medians[name] = m.median
+        print(f"  {name:13s} median {m.median * 1e3:8.2f} ms")
+    print(f"  fastmask is {medians['HF collator'] / medians['fastmask cpu']:.1f}x faster than the HF collator")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastmask", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions and available backends").set_defaults(fn=info)
+    p = sub.add_parser("demo", help="mask an example and time the CPU kernel against the HF collator")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--length", type=int, default=512)
+    p.add_argument("--min-run-time", type=float, default=1.0, help="seconds of timing per contender")
+    p.set_defaults(fn=demo)
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

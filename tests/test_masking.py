@@ -1,0 +1,394 @@
+"""The masking ops: every backend against the reference (bit-exact), statistics, properties,
+bad input, opcheck and torch.compile. Shapes stay small: Triton runs interpreted on CPU."""
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastmask
+from fastmask import reference
+from fastmask.ops import probability_threshold
+from conftest import DEVICE, backend_params
+
+MASK_ID, VOCAB = 4, 30522
+CLS, SEP, PAD = 2, 3, 0
+
+
+def make_batch(batch, length, generator, int32=False, density=0.85, vocab=VOCAB):
+    """Random ids with [CLS] ... [SEP] [PAD]... rows of random lengths, and their maskable mask."""
+    ids = torch.randint(5, vocab, (batch, length), generator=generator)
+    attn = torch.ones(batch, length, dtype=torch.int64)
+    for b in range(batch):
+        n = int(torch.randint(0, length + 1, (1,), generator=generator))
+        attn[b, n:] = 0
+        ids[b, n:] = PAD
+        if n >= 2:
+            ids[b, 0], ids[b, n - 1] = CLS, SEP
+    drop = torch.rand(batch, length, generator=generator) > density  # extra non-maskable tokens
+    ids = ids.to(DEVICE, torch.int32 if int32 else torch.int64)
+    maskable = reference.maskable_mask(ids, attn.to(DEVICE), torch.tensor([CLS, SEP, PAD], device=DEVICE))
+    return ids, attn.to(DEVICE), maskable & ~drop.to(DEVICE)
+
+
+def assert_same(got, want):
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert torch.equal(g, w), f"{(g != w).sum().item()} of {g.numel()} elements differ"
+
+
+# --------------------------------------------------------------------------------------------
+# Random numbers: the reference's Philox is Random123's Philox4x32-10.
+
+
+@pytest.mark.parametrize(
+    "counter,key,expected",
+    [
+        ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
+        ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
+        (
+            (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+            (0xA4093822, 0x299F31D0),
+            (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+        ),
+    ],
+)
+def test_philox_known_answers(counter, key, expected):
+    words = reference.philox4x32(*(torch.tensor([c]) for c in counter), *key)
+    assert tuple(int(w) for w in words) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Bit-exact equality with the reference.
+
+
+def random_case(generator, max_batch=5, max_length=70):
+    g = generator
+    randint = lambda lo, hi: int(torch.randint(lo, hi, (1,), generator=g))  # noqa: E731
+    t_mask = randint(0, reference.PROB_ONE + 1)
+    return dict(
+        batch=randint(0, max_batch + 1),
+        length=randint(0, max_length + 1),
+        int32=bool(randint(0, 2)),
+        density=float(torch.rand(1, generator=g)),
+        seed=randint(0, 2**62) * randint(1, 3) - 1 if randint(0, 4) else 0,
+        epoch=randint(0, 2**32),
+        t_select=randint(0, reference.PROB_ONE + 1),
+        t_mask=t_mask,
+        t_random=randint(0, reference.PROB_ONE - t_mask + 1),
+        vocab=[1, 7, VOCAB, 2**31 - 1][randint(0, 4)],
+        num_segments=[1, 2, 3, 7, 10][randint(0, 5)],
+    )
+
+
+def case_inputs(case, g):
+    ids, _, maskable = make_batch(case["batch"], case["length"], g, case["int32"], case["density"])
+    ids = ids % case["vocab"]
+    rows = torch.randint(-(2**63), 2**63 - 1, (case["batch"],), generator=g).to(DEVICE)
+    return ids, maskable, rows
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_mask_tokens_matches_reference(backend):
+    g = torch.Generator().manual_seed(1)
+    for _ in range(24 if backend == "triton" else 120):
+        c = random_case(g)
+        ids, maskable, rows = case_inputs(c, g)
+        mask_id = min(MASK_ID, c["vocab"] - 1)
+        for exact in (False, True):
+            args = (ids, maskable, rows, c["seed"], c["epoch"], c["t_select"], c["t_mask"], c["t_random"],
+                    mask_id, c["vocab"], exact)
+            op = torch.ops.fastmask.mask_tokens_triton if backend == "triton" else torch.ops.fastmask.mask_tokens
+            assert_same(op(*args), reference.mask_tokens(*args))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_fully_explored_matches_reference(backend):
+    g = torch.Generator().manual_seed(2)
+    for _ in range(16 if backend == "triton" else 100):
+        c = random_case(g)
+        ids, maskable, rows = case_inputs(c, g)
+        mask_id = min(MASK_ID, c["vocab"] - 1)
+        for contiguous in (False, True):
+            args = (ids, maskable, rows, c["seed"], c["epoch"], c["num_segments"], contiguous, c["t_mask"],
+                    c["t_random"], mask_id, c["vocab"])
+            op = (torch.ops.fastmask.fully_explored_mask_triton if backend == "triton"
+                  else torch.ops.fastmask.fully_explored_mask)
+            assert_same(op(*args), reference.fully_explored_mask(*args))
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_maskable_mask_matches_reference(backend):
+    g = torch.Generator().manual_seed(3)
+    for trial in range(12):
+        ids, attn, _ = make_batch(trial % 4, 3 + 5 * trial, g, int32=trial % 2 == 1)
+        special = torch.tensor([CLS, SEP, PAD, 7, 11][: trial % 6], dtype=torch.int64)
+        for mask in (None, attn, attn.bool(), attn.int(), attn.to(torch.uint8)):
+            got = fastmask.maskable_mask(ids, mask, special, backend=backend)
+            want = reference.maskable_mask(ids, None if mask is None else mask.bool(), special.to(DEVICE))
+            assert torch.equal(got, want)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    batch=st.integers(0, 4), length=st.integers(0, 40), seed=st.integers(0, 2**63 - 1),
+    epoch=st.integers(0, 2**32 - 1), p=st.floats(0, 1), mask_p=st.floats(0, 1), exact=st.booleans(),
+    k=st.integers(1, 12), partition=st.sampled_from(["random", "contiguous"]), data=st.data(),
+)
+def test_public_api_properties(batch, length, seed, epoch, p, mask_p, exact, k, partition, data):
+    """Property test over random shapes and arguments, through the public API and backend='auto'."""
+    random_p = data.draw(st.floats(0, 1 - mask_p))
+    g = torch.Generator().manual_seed(seed % 2**31)
+    ids, _, maskable = make_batch(batch, length, g)
+    out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, p, mask_p, random_p, exact, seed=seed, epoch=epoch)
+    want = reference.mask_tokens(
+        ids, maskable, torch.arange(batch, device=DEVICE), seed, epoch, probability_threshold("p", p),
+        probability_threshold("p", mask_p), probability_threshold("p", random_p), MASK_ID, VOCAB, exact,
+    )
+    assert_same(out, want)
+    labelled = out.labels != -100
+    assert not (labelled & ~maskable).any()
+    assert torch.equal(out.labels[labelled], ids[labelled])
+    assert torch.equal(out.input_ids[~labelled], ids[~labelled])
+    if exact:
+        n = maskable.sum(1)
+        expected = torch.where(n > 0, torch.clamp(torch.floor(p * n + 0.5), min=1), 0).long().minimum(n)
+        # the op quantises p to 2**-24: allow the count to differ only where p*n + 1/2 is that close to an integer
+        near = ((p * n + 0.5) - torch.round(p * n + 0.5)).abs() < n * 2.0**-24
+        assert torch.equal(labelled.sum(1)[~near], expected[~near])
+
+    views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, k, partition, seed=seed, epoch=epoch)
+    assert views.input_ids.shape == (k, batch, length)
+    times_masked = (views.labels != -100).sum(0)
+    assert torch.equal(times_masked, maskable.long())  # every maskable token exactly once, nothing else
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics (the backends are bit-exact, so these run on the default backend).
+
+
+def test_bernoulli_rate_and_replacement_split():
+    g = torch.Generator().manual_seed(4)
+    ids, _, maskable = make_batch(128, 256, g, density=1.0)
+    p = 0.15
+    out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, p, seed=11)
+    n_maskable = maskable.sum().item()
+    chosen = out.labels != -100
+    n = chosen.sum().item()
+    assert abs(n - p * n_maskable) < 4 * math.sqrt(n_maskable * p * (1 - p))
+    masked = (out.input_ids == MASK_ID) & chosen
+    kept = (out.input_ids == ids) & chosen
+    random = chosen & ~masked & ~kept
+    for share, expected in ((masked, 0.8), (random, 0.1 * (1 - 1 / VOCAB)), (kept, 0.1)):
+        assert abs(share.sum().item() - expected * n) < 4 * math.sqrt(n * expected * (1 - expected))
+    assert out.input_ids[random].min() >= 0 and out.input_ids[random].max() < VOCAB
+
+
+def test_random_tokens_uniform_over_small_vocab():
+    vocab = 5
+    ids = torch.zeros(64, 512, dtype=torch.int64, device=DEVICE)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    out = fastmask.mask_tokens(ids, maskable, 0, vocab, 1.0, 0.0, 1.0, seed=5)
+    counts = torch.bincount(out.input_ids.flatten(), minlength=vocab).double()
+    expected = ids.numel() / vocab
+    chi2 = ((counts - expected) ** 2 / expected).sum().item()
+    assert chi2 < 18.5  # 99.9th percentile of chi-square with 4 degrees of freedom
+
+
+def test_exact_count_positions_uniform():
+    """Exact-count masking picks positions uniformly: per-position frequencies over many rows."""
+    rows, length, p = 4000, 20, 0.25
+    ids = torch.full((rows, length), 9, device=DEVICE)
+    out = fastmask.mask_tokens(ids, torch.ones_like(ids, dtype=torch.bool), MASK_ID, VOCAB, p, exact_count=True)
+    per_row = (out.labels != -100).sum(1)
+    assert (per_row == 5).all()
+    freq = (out.labels != -100).sum(0).double()
+    expected = rows * 5 / length
+    chi2 = ((freq - expected) ** 2 / expected).sum().item()
+    assert chi2 < 43.8  # 99.9th percentile, 19 degrees of freedom
+
+
+@pytest.mark.parametrize("partition", ["random", "contiguous"])
+def test_fully_explored_partition(partition):
+    g = torch.Generator().manual_seed(6)
+    ids, _, maskable = make_batch(16, 64, g)
+    for k in (1, 4, 7, 10):
+        views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, k, partition, seed=3)
+        labelled = views.labels != -100
+        sizes = labelled.sum(2)  # (K, B)
+        assert (sizes.max(0).values - sizes.min(0).values <= 1).all()
+        assert torch.equal(labelled.sum(0), maskable.long())
+        for v in range(k):
+            assert torch.equal(views.labels[v][labelled[v]], ids[labelled[v]])
+            assert torch.equal(views.input_ids[v][~labelled[v]], ids[~labelled[v]])
+        if partition == "contiguous":
+            segment = torch.argmax(labelled.long(), dim=0)  # the view that masks each token
+            for b in range(16):
+                order = segment[b][maskable[b]]
+                assert (order[1:] >= order[:-1]).all()
+
+
+def test_fully_explored_random_partition_is_uniform():
+    """Each position lands in each segment equally often across rows."""
+    k, rows, length = 4, 3000, 12
+    ids = torch.full((rows, length), 9, device=DEVICE)
+    views = fastmask.fully_explored_mask(ids, torch.ones_like(ids, dtype=torch.bool), MASK_ID, VOCAB, k)
+    hits = (views.labels != -100).sum(1).double()  # (K, L)
+    expected = rows / k
+    chi2 = ((hits - expected) ** 2 / expected).sum().item()
+    assert chi2 < 62.5  # 99.9th percentile, 33 degrees of freedom
+
+
+# --------------------------------------------------------------------------------------------
+# Properties every user relies on.
+
+
+@pytest.mark.parametrize("exact", [False, True])
+def test_specials_and_padding_untouched(exact):
+    g = torch.Generator().manual_seed(7)
+    ids, attn, _ = make_batch(32, 48, g)
+    maskable = fastmask.maskable_mask(ids, attn, [CLS, SEP, PAD])
+    out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, 0.9, exact_count=exact)
+    special = torch.isin(ids, torch.tensor([CLS, SEP, PAD], device=DEVICE)) | (attn == 0)
+    assert torch.equal(out.input_ids[special], ids[special])
+    assert (out.labels[special] == -100).all()
+    assert (out.labels[~special] != -100).any()
+
+
+def test_rows_are_independent_of_the_batch():
+    g = torch.Generator().manual_seed(8)
+    ids, _, maskable = make_batch(12, 40, g)
+    rows = torch.arange(100, 112, device=DEVICE)
+    full = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, row_ids=rows, seed=1)
+    views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 5, row_ids=rows, seed=1)
+    perm = torch.randperm(12, generator=g)[:7].to(DEVICE)
+    part = fastmask.mask_tokens(ids[perm], maskable[perm], MASK_ID, VOCAB, exact_count=True, row_ids=rows[perm], seed=1)
+    part_views = fastmask.fully_explored_mask(ids[perm], maskable[perm], MASK_ID, VOCAB, 5, row_ids=rows[perm], seed=1)
+    assert torch.equal(part.input_ids, full.input_ids[perm]) and torch.equal(part.labels, full.labels[perm])
+    assert torch.equal(part_views.labels, views.labels[:, perm])
+
+
+def test_seed_and_epoch_change_the_masks():
+    ids = torch.full((8, 128), 9, device=DEVICE)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    base = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=1, epoch=0).labels
+    assert not torch.equal(base, fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=2, epoch=0).labels)
+    assert not torch.equal(base, fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=1, epoch=1).labels)
+    assert torch.equal(base, fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=1, epoch=0).labels)
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", *backend_params()])
+@pytest.mark.parametrize("shape", [(0, 16), (3, 0), (0, 0), (2, 5)])
+def test_degenerate_shapes(backend, shape):
+    ids = torch.full(shape, 9, dtype=torch.int64, device=DEVICE)
+    nothing = torch.zeros(shape, dtype=torch.bool, device=DEVICE)
+    out = fastmask.mask_tokens(ids, nothing, MASK_ID, VOCAB, exact_count=True, backend=backend)
+    assert torch.equal(out.input_ids, ids) and (out.labels == -100).all()
+    views = fastmask.fully_explored_mask(ids, nothing, MASK_ID, VOCAB, 3, backend=backend)
+    assert views.labels.shape == (3, *shape) and (views.labels == -100).all()
+    assert fastmask.maskable_mask(ids, special_ids=[9], backend=backend).shape == shape
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input: a clear exception naming the argument.
+
+IDS = torch.full((2, 6), 9, device=DEVICE)
+OK = torch.ones(2, 6, dtype=torch.bool, device=DEVICE)
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: fastmask.mask_tokens(IDS.float(), OK, MASK_ID, VOCAB), "input_ids"),
+        (lambda: fastmask.mask_tokens(IDS[0], OK[0], MASK_ID, VOCAB), "input_ids"),
+        (lambda: fastmask.mask_tokens(IDS, OK.long(), MASK_ID, VOCAB), "maskable"),
+        (lambda: fastmask.mask_tokens(IDS, OK[:, :3], MASK_ID, VOCAB), "maskable"),
+        (lambda: fastmask.mask_tokens(IDS, OK.to("meta"), MASK_ID, VOCAB), "maskable"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, mlm_probability=1.5), "mlm_probability"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, mlm_probability=float("nan")), "mlm_probability"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, mask_replace_prob=-0.1), "mask_replace_prob"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, 0.15, 0.8, 0.3), "random_replace_prob"),
+        (lambda: fastmask.mask_tokens(IDS, OK, VOCAB, VOCAB), "mask_token_id"),
+        (lambda: fastmask.mask_tokens(IDS, OK, -1, VOCAB), "mask_token_id"),
+        (lambda: fastmask.mask_tokens(IDS, OK, 0, 0), "vocab_size"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, seed=-1), "seed"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, epoch=2**32), "epoch"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, row_ids=torch.arange(3)), "row_ids"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, row_ids=torch.arange(2).int()), "row_ids"),
+        (lambda: fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, backend="tpu"), "backend"),
+        (lambda: fastmask.fully_explored_mask(IDS, OK, MASK_ID, VOCAB, num_segments=0), "num_segments"),
+        (lambda: fastmask.fully_explored_mask(IDS, OK, MASK_ID, VOCAB, partition="spans"), "partition"),
+        (lambda: fastmask.maskable_mask(IDS, attention_mask=OK[:1]), "attention_mask"),
+        (lambda: fastmask.maskable_mask(IDS, attention_mask=OK.float()), "attention_mask"),
+        (lambda: fastmask.maskable_mask(IDS, special_ids=[1.5]), "special_ids"),
+        (lambda: fastmask.maskable_mask(IDS, special_ids=torch.tensor([[1]]).float()), "special_ids"),
+    ],
+)
+def test_bad_input_names_the_argument(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
+
+
+def test_unavailable_backend_says_why():
+    other = "cpu" if DEVICE.type == "cuda" else "cuda"
+    with pytest.raises(RuntimeError, match=f"backend='{other}' is unavailable: .*{other} tensors"):
+        fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, backend=other)
+
+
+def test_direct_op_calls_are_checked():
+    """The C++ kernels check what would otherwise read out of bounds, even without the wrapper."""
+    rows = torch.arange(2, device=DEVICE)
+    with pytest.raises(RuntimeError, match="maskable"):
+        torch.ops.fastmask.mask_tokens(IDS, OK[:, :2], rows, 0, 0, 1, 1, 1, 4, 10, True)
+    with pytest.raises(RuntimeError, match="row_ids"):
+        torch.ops.fastmask.mask_tokens(IDS, OK, rows[:1], 0, 0, 1, 1, 1, 4, 10, True)
+    with pytest.raises(RuntimeError, match="mask_token_id"):
+        torch.ops.fastmask.mask_tokens(IDS, OK, rows, 0, 0, 1, 1, 1, 10, 10, True)
+
+
+# --------------------------------------------------------------------------------------------
+# Real ops: opcheck and torch.compile.
+
+
+def _opcheck_args(int32):
+    g = torch.Generator().manual_seed(9)
+    ids, attn, maskable = make_batch(3, 17, g, int32=int32)
+    rows = torch.arange(3, device=DEVICE)
+    return {
+        "maskable_mask": (ids, attn, torch.tensor([CLS, SEP], device=DEVICE)),
+        "mask_tokens": (ids, maskable, rows, 5, 1, 2516582, 13421773, 1677722, MASK_ID, VOCAB, True),
+        "fully_explored_mask": (ids, maskable, rows, 5, 1, 3, False, 13421773, 1677722, MASK_ID, VOCAB),
+    }
+
+
+@pytest.mark.parametrize("suffix", ["", "_triton", "_torch"])
+@pytest.mark.parametrize("name", ["maskable_mask", "mask_tokens", "fully_explored_mask"])
+def test_opcheck(name, suffix):
+    backend = {"": DEVICE.type, "_triton": "triton", "_torch": "torch"}[suffix]
+    from fastmask import backends
+
+    reason = backends.why_unavailable(backend, DEVICE.type)
+    if reason:
+        pytest.skip(reason)
+    op = getattr(torch.ops.fastmask, name + suffix)
+    for int32 in (False, True):
+        torch.library.opcheck(op, _opcheck_args(int32)[name])
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch"])
+def test_torch_compile_fullgraph(backend):
+    g = torch.Generator().manual_seed(10)
+    ids, attn, _ = make_batch(4, 24, g)
+
+    def step(ids, attn):
+        maskable = fastmask.maskable_mask(ids, attn, [CLS, SEP, PAD], backend=backend)
+        out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, seed=3, backend=backend)
+        views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, seed=3, backend=backend)
+        return out.input_ids, out.labels, views.labels
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    for got, want in zip(compiled(ids, attn), step(ids, attn)):
+        assert torch.equal(got, want)
