@@ -1,0 +1,38 @@
+"""The README's promise: .ci/run runs the README's test command, and the demo command works."""
+
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme_commands():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    return re.findall(r"```bash\n(pip install [^\n]+)\n```", text)
+
+
+def test_ci_runs_the_readme_test_command():
+    main_job, test_command = _readme_commands()[:2]
+    assert test_command.endswith("python -m pytest") and main_job.endswith("fastmask demo")
+    ci = open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
+    assert test_command in ci
+
+
+def test_info_and_demo_run():
+    info = subprocess.run([sys.executable, "-m", "fastmask", "info"], capture_output=True, text=True, check=True)
+    assert "cpu tensors (auto ->" in info.stdout
+    demo = subprocess.run(
+        [sys.executable, "-m", "fastmask", "demo", "--batch", "8", "--length", "64", "--min-run-time", "0.05"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "[MASK]" in demo.stdout and "faster than the HF collator" in demo.stdout
+
+
+def test_bench_quick_runs():
+    out = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "bench_masking.py"), "--quick", "--no-save"],
+        capture_output=True, text=True, check=True,
+    )
+    assert "| mask_tokens | 32x128 | int64 | hf-collator |" in out.stdout
