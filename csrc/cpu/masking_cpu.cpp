@@ -68,18 +68,28 @@ void maskable_kernel(const IdT* ids, const AttnT* attention, const int64_t* spec
   });
 }
 
-// Writes a row's outputs from its chosen flags: the vectorised inner loop of mask_tokens.
 template <typename IdT>
-FASTMASK_CPU_CLONES void write_masked_row(const IdT* __restrict ids, const uint8_t* __restrict chosen,
-                                          const RowDraws& draws, const MaskArgs& args,
-                                          IdT* __restrict out_ids, int64_t* __restrict labels, int64_t length) {
-  const uint32_t* r1 = draws.r1.data();
-  const uint32_t* r2 = draws.r2.data();
+inline void write_token(int64_t i, bool chosen, const IdT* ids, const Draw& d, const MaskArgs& args,
+                        IdT* out_ids, int64_t* labels) {
+  const int64_t id = static_cast<int64_t>(ids[i]);
+  const int64_t corrupted = corrupted_id(id, d, args);
+  out_ids[i] = static_cast<IdT>(chosen ? corrupted : id);
+  labels[i] = chosen ? id : kIgnoreIndex;
+}
+
+// Writes one row of mask_tokens from its draws. Bernoulli: chosen iff (r0 >> 8) < threshold.
+// Exact count: chosen iff the packed rank key is at most `kth_key`, the k-th smallest (k > 0).
+template <typename IdT, bool kExact>
+FASTMASK_CPU_CLONES void write_masked_row(const IdT* __restrict ids, const bool* __restrict maskable,
+                                          const RowDraws& draws, bool any, uint64_t kth_key,
+                                          const MaskArgs& args, IdT* __restrict out_ids,
+                                          int64_t* __restrict labels, int64_t length) {
+  const MaskArgs a = args;  // a local copy: stores through out_ids cannot alias it
   for (int64_t i = 0; i < length; ++i) {
-    const int64_t id = static_cast<int64_t>(ids[i]);
-    const int64_t corrupted = corrupted_id(id, Draw{0, r1[i], r2[i], 0}, args);
-    out_ids[i] = static_cast<IdT>(chosen[i] ? corrupted : id);
-    labels[i] = chosen[i] ? id : kIgnoreIndex;
+    const Draw d = draws[i];
+    const bool selected = kExact ? any & (packed_rank_key(d, true, static_cast<uint32_t>(i)) <= kth_key)
+                                 : bernoulli_selected(d, a);
+    write_token(i, maskable[i] & selected, ids, d, a, out_ids, labels);
   }
 }
 
@@ -89,27 +99,21 @@ void mask_tokens_kernel(const IdT* ids, const bool* maskable, const int64_t* row
                         bool exact) {
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     RowDraws draws;
-    std::vector<uint8_t> chosen(length);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t off = b * length;
-      const bool* row_maskable = maskable + off;
       row_draws(args, row_ids[b], length, &draws);
-      if (exact) {
-        // Chosen iff the packed key is at most the k-th smallest (nth_element: O(L)).
-        std::vector<uint64_t> keys = maskable_keys(draws, row_maskable, length);
-        const int64_t k = exact_count(static_cast<int64_t>(keys.size()), args);
-        uint64_t threshold = 0;
+      int64_t k = 0;
+      uint64_t kth_key = 0;
+      if (exact) {  // the k-th smallest packed key by nth_element: O(L)
+        std::vector<uint64_t> keys = maskable_keys(draws, maskable + off, length);
+        k = exact_count(static_cast<int64_t>(keys.size()), args);
         if (k > 0) {
           std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end());
-          threshold = keys[k - 1];
+          kth_key = keys[k - 1];
         }
-        for (int64_t i = 0; i < length; ++i) {
-          chosen[i] = k > 0 && row_maskable[i] && packed_rank_key(draws[i], true, static_cast<uint32_t>(i)) <= threshold;
-        }
-      } else {
-        for (int64_t i = 0; i < length; ++i) chosen[i] = row_maskable[i] && bernoulli_selected(draws[i], args);
       }
-      write_masked_row<IdT>(ids + off, chosen.data(), draws, args, out_ids + off, labels + off, length);
+      auto write = exact ? write_masked_row<IdT, true> : write_masked_row<IdT, false>;
+      write(ids + off, maskable + off, draws, k > 0, kth_key, args, out_ids + off, labels + off, length);
     }
   });
 }

@@ -56,7 +56,7 @@ FASTMASK_HD int64_t contiguous_segment(int64_t j, int64_t n, int64_t num_segment
 FASTMASK_HD int64_t corrupted_id(int64_t id, const Draw& d, const MaskArgs& a) {
   const uint32_t action = d.r1 >> 8;
   const int64_t random_id =
-      static_cast<int64_t>((static_cast<uint64_t>(d.r2) * static_cast<uint64_t>(a.vocab_size)) >> 32);
+      static_cast<int64_t>((static_cast<uint64_t>(d.r2) * static_cast<uint32_t>(a.vocab_size)) >> 32);
   const int64_t replaced = action < a.mask_threshold + a.random_threshold ? random_id : id;
   return action < a.mask_threshold ? a.mask_token_id : replaced;
 }
