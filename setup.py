@@ -22,11 +22,11 @@ def _want_cuda() -> bool:
 def _extension():
     sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
-    cxx = ["-O3", "-std=c++17"]
+    cxx = ["-O3"]  # the C++ standard is cpp_extension's choice, matching torch's headers
     if not _want_cuda():
         return CppExtension("fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx})
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*_cuda.cu")))
-    nvcc = ["-O3", "-std=c++17", "--use_fast_math", "-lineinfo"]
+    nvcc = ["-O3", "--use_fast_math", "-lineinfo"]
     return CUDAExtension(
         "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx, "nvcc": nvcc}
     )

@@ -113,7 +113,7 @@ def corrupt(input_ids, chosen, r1, r2, mask_threshold, random_threshold, mask_to
 
 def maskable_mask(input_ids, attention_mask, special_ids):
     """True where a token may be masked: attended (if a mask is given) and not a special id."""
-    maskable = ~torch.isin(input_ids, special_ids.to(input_ids.dtype))
+    maskable = ~torch.isin(input_ids.to(torch.int64), special_ids)  # int64: no wrap-around of large ids
     if attention_mask is not None:
         maskable &= attention_mask != 0
     return maskable
@@ -155,3 +155,45 @@ def fully_explored_mask(
         input_ids[None], chosen, r1[None], r2[None], mask_threshold, random_threshold,
         mask_token_id, vocab_size,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse masked-token gathering.
+
+
+def masked_positions(labels: torch.Tensor, capacity: int):
+    """Positions of each row's labelled tokens (label != -100), ascending, in `capacity` slots.
+
+    Returns (index (B, C) int64 with -1 in unused slots, labels (B, C) int64 with -100 in unused
+    slots, count (B,) int64: the row's number of labelled tokens, which exceeds C on overflow).
+    """
+    batch, length = labels.shape
+    labelled = labels != IGNORE_INDEX
+    count = labelled.sum(1)
+    slot = labelled.cumsum(1) - 1
+    slot = torch.where(labelled & (slot < capacity), slot, capacity)  # slot C collects the rest
+    index = torch.full((batch, capacity + 1), -1, dtype=torch.int64, device=labels.device)
+    positions = torch.arange(length, device=labels.device).expand(batch, length)
+    index.scatter_(1, slot, positions)
+    index = index[:, :capacity].contiguous()
+    gathered = labels.gather(1, index.clamp(min=0))
+    return index, torch.where(index >= 0, gathered, IGNORE_INDEX), count
+
+
+def gather_masked(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, L, H) -> (B, C, H): the rows of `index` (zeros where index is -1)."""
+    valid = (index >= 0)[..., None]
+    rows = index.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1])
+    return torch.where(valid, hidden.gather(1, rows), hidden.new_zeros(()))
+
+
+def scatter_masked(values: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
+    """(B, C, H) -> (B, L, H): zeros, with row index[b, c] set to values[b, c] (-1: dropped).
+
+    The adjoint of gather_masked; positions are unique per row, so no accumulation is needed.
+    """
+    batch, _, width = values.shape
+    out = values.new_zeros(batch, length + 1, width)  # row L collects the unused slots
+    rows = torch.where(index >= 0, index, length)[..., None].expand(-1, -1, width)
+    out.scatter_(1, rows, values)
+    return out[:, :length].contiguous()

@@ -124,7 +124,8 @@ def test_maskable_mask_matches_reference(backend):
     g = torch.Generator().manual_seed(3)
     for trial in range(12):
         ids, attn, _ = make_batch(trial % 4, 3 + 5 * trial, g, int32=trial % 2 == 1)
-        special = torch.tensor([CLS, SEP, PAD, 7, 11][: trial % 6], dtype=torch.int64)
+        # 2**32 + 11 would wrap to 11 in int32: ids compare in int64, so it matches nothing
+        special = torch.tensor([CLS, SEP, PAD, 7, 2**32 + 11][: trial % 6], dtype=torch.int64)
         for mask in (None, attn, attn.bool(), attn.int(), attn.to(torch.uint8)):
             got = fastmask.maskable_mask(ids, mask, special, backend=backend)
             want = reference.maskable_mask(ids, None if mask is None else mask.bool(), special.to(DEVICE))

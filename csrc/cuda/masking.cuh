@@ -52,11 +52,10 @@ __global__ void __launch_bounds__(kElementwiseThreads)
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += stride) {
-    const IdT id = ids[idx];
+    const int64_t id = static_cast<int64_t>(ids[idx]);  // compared in int64, as the reference does
     bool ok = attention_mask == nullptr || is_nonzero(attention_mask, idx);
-    // The reference compares in the ids dtype (special_ids.to(input_ids.dtype)).
     for (int64_t j = 0; ok && j < num_special; ++j) {
-      if (static_cast<IdT>(special_ids[j]) == id) ok = false;
+      if (special_ids[j] == id) ok = false;
     }
     out[idx] = ok;
   }

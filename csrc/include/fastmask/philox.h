@@ -30,7 +30,9 @@ FASTMASK_HD void mulhilo32(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {
 
 FASTMASK_HD Draw philox4x32_10(uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint32_t k0,
                                uint32_t k1) {
+#if defined(__CUDA_ARCH__)
 #pragma unroll
+#endif
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0, lo0, hi1, lo1;
     mulhilo32(0xD2511F53u, c0, &hi0, &lo0);
