@@ -79,13 +79,16 @@ def why_unavailable(backend: str, device_type: str) -> str | None:
     raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
-def resolve(backend: str, device: torch.device) -> str:
-    """The concrete backend for a call: an explicit one must be available, auto falls back quietly."""
+def resolve(backend: str, device: torch.device, skip: tuple[str, ...] = ()) -> str:
+    """The concrete backend for a call: an explicit one must be available, auto falls back quietly.
+
+    `skip` lists backends that auto must pass over for this call (say, a row too long for them).
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         for candidate in AUTO_ORDER.get(device.type, ("torch",)):
-            if why_unavailable(candidate, device.type) is None:
+            if candidate not in skip and why_unavailable(candidate, device.type) is None:
                 return candidate
         return "torch"
     reason = why_unavailable(backend, device.type)

@@ -90,6 +90,15 @@ for _name, _schema in _SCHEMAS.items():
 backends.availability()  # load the C++ kernels now that their schemas exist
 
 
+# Rows longer than this are ranked by Triton or the reference: the CUDA kernel sorts a row in one
+# thread block (csrc/cuda/masking.cuh, kMaxRankedLength).
+CUDA_MAX_RANKED_LENGTH = 8192
+
+
+def _ranked_skip(input_ids: torch.Tensor, ranked: bool) -> tuple[str, ...]:
+    return ("cuda",) if ranked and input_ids.shape[1] > CUDA_MAX_RANKED_LENGTH else ()
+
+
 def _op(name: str, backend: str):
     suffix = {"cpu": "", "cuda": "", "triton": "_triton", "torch": "_torch"}[backend]
     return getattr(torch.ops.fastmask, name + suffix).default
@@ -229,7 +238,7 @@ def mask_tokens(
     t_select = probability_threshold("mlm_probability", mlm_probability)
     t_mask, t_random = _replacement_thresholds(mask_replace_prob, random_replace_prob)
     rows = _row_ids(row_ids, input_ids)
-    chosen = backends.resolve(backend, input_ids.device)
+    chosen = backends.resolve(backend, input_ids.device, _ranked_skip(input_ids, exact_count))
     ids, labels = _op("mask_tokens", chosen)(
         input_ids, maskable, rows, _check_int("seed", seed, 0, 2**63), _check_int("epoch", epoch, 0, 2**32),
         t_select, t_mask, t_random, mask_token_id, vocab_size, bool(exact_count),
@@ -270,7 +279,7 @@ def fully_explored_mask(
         raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
     t_mask, t_random = _replacement_thresholds(mask_replace_prob, random_replace_prob)
     rows = _row_ids(row_ids, input_ids)
-    chosen = backends.resolve(backend, input_ids.device)
+    chosen = backends.resolve(backend, input_ids.device, _ranked_skip(input_ids, partition == "random"))
     ids, labels = _op("fully_explored_mask", chosen)(
         input_ids, maskable, rows, _check_int("seed", seed, 0, 2**63), _check_int("epoch", epoch, 0, 2**32),
         num_segments, partition == "contiguous", t_mask, t_random, mask_token_id, vocab_size,

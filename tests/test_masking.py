@@ -393,3 +393,36 @@ def test_torch_compile_fullgraph(backend):
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     for got, want in zip(compiled(ids, attn), step(ids, attn)):
         assert torch.equal(got, want)
+
+
+# --------------------------------------------------------------------------------------------
+# GPU only.
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@needs_cuda
+def test_no_host_sync_on_gpu():
+    g = torch.Generator().manual_seed(11)
+    ids, attn, _ = make_batch(64, 128, g)
+    rows = torch.arange(64, device=DEVICE)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for backend in ("auto", "cuda", "triton"):
+            maskable = fastmask.maskable_mask(ids, attn, torch.tensor([CLS, SEP, PAD], device=DEVICE), backend=backend)
+            fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, row_ids=rows, backend=backend)
+            fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, row_ids=rows, backend=backend)
+            fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 7, row_ids=rows, backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@needs_cuda
+def test_long_rows_beyond_the_cuda_ranking_limit():
+    ids = torch.full((2, 9000), 9, device=DEVICE)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    with pytest.raises(RuntimeError, match="input_ids rows have length 9000"):
+        fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, backend="cuda")
+    out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True)  # auto: not the CUDA kernel
+    assert ((out.labels != -100).sum(1) == 1350).all()
