@@ -406,11 +406,12 @@ def test_no_host_sync_on_gpu():
     g = torch.Generator().manual_seed(11)
     ids, attn, _ = make_batch(64, 128, g)
     rows = torch.arange(64, device=DEVICE)
+    specials = torch.tensor([CLS, SEP, PAD], device=DEVICE)  # a host-to-device copy: made up front
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for backend in ("auto", "cuda", "triton"):
-            maskable = fastmask.maskable_mask(ids, attn, torch.tensor([CLS, SEP, PAD], device=DEVICE), backend=backend)
+            maskable = fastmask.maskable_mask(ids, attn, specials, backend=backend)
             fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, row_ids=rows, backend=backend)
             fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, row_ids=rows, backend=backend)
             fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 7, row_ids=rows, backend=backend)
