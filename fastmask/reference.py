@@ -176,24 +176,30 @@ def masked_positions(labels: torch.Tensor, capacity: int):
     positions = torch.arange(length, device=labels.device).expand(batch, length)
     index.scatter_(1, slot, positions)
     index = index[:, :capacity].contiguous()
+    if length == 0:  # nothing to gather from: every slot is unused
+        return index, torch.full_like(index, IGNORE_INDEX), count
     gathered = labels.gather(1, index.clamp(min=0))
     return index, torch.where(index >= 0, gathered, IGNORE_INDEX), count
 
 
 def gather_masked(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(B, L, H) -> (B, C, H): the rows of `index` (zeros where index is -1)."""
-    valid = (index >= 0)[..., None]
-    rows = index.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1])
+    """(B, L, H) -> (B, C, H): the rows of `index`; zeros where index is -1 (or outside [0, L))."""
+    batch, length, width = hidden.shape
+    if length == 0:
+        return hidden.new_zeros(batch, index.shape[1], width)
+    valid = ((index >= 0) & (index < length))[..., None]
+    rows = torch.where(valid[..., 0], index, 0)[..., None].expand(-1, -1, width)
     return torch.where(valid, hidden.gather(1, rows), hidden.new_zeros(()))
 
 
 def scatter_masked(values: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
-    """(B, C, H) -> (B, L, H): zeros, with row index[b, c] set to values[b, c] (-1: dropped).
+    """(B, C, H) -> (B, L, H): zeros, with row index[b, c] set to values[b, c] (-1 or outside [0, L): dropped).
 
     The adjoint of gather_masked; positions are unique per row, so no accumulation is needed.
     """
     batch, _, width = values.shape
     out = values.new_zeros(batch, length + 1, width)  # row L collects the unused slots
-    rows = torch.where(index >= 0, index, length)[..., None].expand(-1, -1, width)
+    valid = (index >= 0) & (index < length)
+    rows = torch.where(valid, index, length)[..., None].expand(-1, -1, width)
     out.scatter_(1, rows, values)
     return out[:, :length].contiguous()
