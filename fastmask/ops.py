@@ -37,6 +37,14 @@ _SCHEMAS = {
         "bool contiguous, int mask_threshold, int random_threshold, int mask_token_id, int vocab_size) "
         "-> (Tensor, Tensor)"
     ),
+    "masked_positions": "(Tensor labels, int capacity) -> (Tensor, Tensor, Tensor)",
+    "gather_masked": "(Tensor hidden, Tensor index) -> Tensor",
+    "scatter_masked": "(Tensor values, Tensor index, int length) -> Tensor",
+}
+# The Triton module of each op family.
+_TRITON_MODULES = {
+    "maskable_mask": "masking", "mask_tokens": "masking", "fully_explored_mask": "masking",
+    "masked_positions": "gather", "gather_masked": "gather", "scatter_masked": "gather",
 }
 
 
@@ -53,18 +61,35 @@ def _fully_explored_mask_fake(input_ids, maskable, row_ids, seed, epoch, num_seg
     return input_ids.new_empty(shape), input_ids.new_empty(shape, dtype=torch.int64)
 
 
+def _masked_positions_fake(labels, capacity):
+    slots = labels.new_empty(labels.shape[0], capacity)
+    return slots, torch.empty_like(slots), labels.new_empty(labels.shape[0])
+
+
+def _gather_masked_fake(hidden, index):
+    return hidden.new_empty(hidden.shape[0], index.shape[1], hidden.shape[2])
+
+
+def _scatter_masked_fake(values, index, length):
+    return values.new_empty(values.shape[0], length, values.shape[2])
+
+
 _FAKES = {
     "maskable_mask": _maskable_mask_fake,
     "mask_tokens": _mask_tokens_fake,
     "fully_explored_mask": _fully_explored_mask_fake,
+    "masked_positions": _masked_positions_fake,
+    "gather_masked": _gather_masked_fake,
+    "scatter_masked": _scatter_masked_fake,
 }
 
 
 def _triton_kernel(name: str) -> Callable:
     def run(*args):
-        from fastmask.triton import masking  # imported on first use: Triton is optional
+        import importlib  # the Triton modules are imported on first use: Triton is optional
 
-        return getattr(masking, name)(*args)
+        module = importlib.import_module(f"fastmask.triton.{_TRITON_MODULES[name]}")
+        return getattr(module, name)(*args)
 
     return run
 
@@ -86,6 +111,35 @@ for _name, _schema in _SCHEMAS.items():
         torch.library.register_fake(f"fastmask::{_name}{_suffix}", _FAKES[_name], lib=_lib)
         if _kernel is not None:
             torch.library.impl(f"fastmask::{_name}{_suffix}", ("cpu", "cuda"), _kernel, lib=_lib)
+
+
+
+# Gather and scatter are each other's adjoint, on the same backend.
+def _gather_setup_context(ctx, inputs, output):
+    hidden, index = inputs
+    ctx.save_for_backward(index)
+    ctx.length = hidden.shape[1]
+
+
+def _scatter_setup_context(ctx, inputs, output):
+    _, index, _ = inputs
+    ctx.save_for_backward(index)
+
+
+for _suffix in ("", "_triton", "_torch"):
+    _gather = getattr(torch.ops.fastmask, "gather_masked" + _suffix).default
+    _scatter = getattr(torch.ops.fastmask, "scatter_masked" + _suffix).default
+
+    def _gather_backward(ctx, grad, scatter=_scatter):
+        (index,) = ctx.saved_tensors
+        return scatter(grad.contiguous(), index, ctx.length), None
+
+    def _scatter_backward(ctx, grad, gather=_gather):
+        (index,) = ctx.saved_tensors
+        return gather(grad.contiguous(), index), None, None
+
+    torch.library.register_autograd(_gather, _gather_backward, setup_context=_gather_setup_context, lib=_lib)
+    torch.library.register_autograd(_scatter, _scatter_backward, setup_context=_scatter_setup_context, lib=_lib)
 
 backends.availability()  # load the C++ kernels now that their schemas exist
 
@@ -285,3 +339,74 @@ def fully_explored_mask(
         num_segments, partition == "contiguous", t_mask, t_random, mask_token_id, vocab_size,
     )
     return MaskedBatch(ids, labels)
+
+
+# --------------------------------------------------------------------------------------------
+# Sparse masked-token gathering.
+
+
+class MaskedPositions(NamedTuple):
+    """Per row, the positions of labelled tokens in `capacity` slots.
+
+    index (B, C) int64: ascending positions, -1 in unused slots; labels (B, C) int64: their
+    labels, -100 in unused slots; count (B,) int64: the row's labelled tokens, on the device.
+    count > C means the row overflowed and its last count - C labelled tokens were dropped:
+    read it at log time (:func:`check_capacity`), not every step.
+    """
+
+    index: torch.Tensor
+    labels: torch.Tensor
+    count: torch.Tensor
+
+
+def masked_positions(labels: torch.Tensor, capacity: int | None = None, backend: str = "auto") -> MaskedPositions:
+    """Compacts the labelled positions of each row into `capacity` slots, with static shapes.
+
+    With `capacity=None` the capacity is the largest number of labels in a row, which reads a
+    value back from the device: this synchronises with the host. Give a capacity in a training
+    step (exact-count masking: C = max(1, round(p * L)) is exact).
+    """
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64 or labels.dim() != 2:
+        got = f"{labels.dtype} {tuple(labels.shape)}" if isinstance(labels, torch.Tensor) else type(labels).__name__
+        raise ValueError(f"labels must be a 2-D int64 tensor (batch, length), got {got}")
+    if capacity is None:
+        capacity = max(1, int((labels != reference.IGNORE_INDEX).sum(1).max().item()) if labels.numel() else 1)
+    _check_int("capacity", capacity, 1, 2**31)
+    chosen = backends.resolve(backend, labels.device)
+    return MaskedPositions(*_op("masked_positions", chosen)(labels, capacity))
+
+
+def check_capacity(positions: MaskedPositions) -> None:
+    """Raises if any row had more labelled tokens than slots. Reads from the device: a host sync."""
+    capacity = positions.index.shape[1]
+    worst = int(positions.count.max().item()) if positions.count.numel() else 0
+    if worst > capacity:
+        raise RuntimeError(
+            f"masked_positions: a row has {worst} labelled tokens but capacity is {capacity}; "
+            f"{worst - capacity} were dropped from the loss. Raise capacity (or use exact-count masking)."
+        )
+
+
+def _check_index(index: torch.Tensor, batch: int, device: torch.device) -> None:
+    if not isinstance(index, torch.Tensor) or index.dtype != torch.int64 or index.dim() != 2:
+        got = f"{index.dtype} {tuple(index.shape)}" if isinstance(index, torch.Tensor) else type(index).__name__
+        raise ValueError(f"index must be a 2-D int64 tensor (batch, capacity), got {got}")
+    if index.shape[0] != batch:
+        raise ValueError(f"index must have batch size {batch}, got {index.shape[0]}")
+    if index.device != device:
+        raise ValueError(f"index must be on {device}, got {index.device}")
+
+
+def gather_masked(hidden: torch.Tensor, index: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """(B, L, H) -> (B, C, H): the hidden states at `index` (zeros in slots holding -1).
+
+    Differentiable: the backward scatters into zeros of the hidden's shape (positions are
+    unique per row: no atomics, deterministic). Indices are not validated on the host (that
+    would sync); the kernels treat an index outside [0, L) as an unused slot.
+    """
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3 or not hidden.is_floating_point():
+        got = f"{hidden.dtype} {tuple(hidden.shape)}" if isinstance(hidden, torch.Tensor) else type(hidden).__name__
+        raise ValueError(f"hidden must be a 3-D floating-point tensor (batch, length, width), got {got}")
+    _check_index(index, hidden.shape[0], hidden.device)
+    chosen = backends.resolve(backend, hidden.device)
+    return _op("gather_masked", chosen)(hidden, index)

@@ -29,3 +29,37 @@ FASTMASK_INSTANTIATE_MASKING(int64_t)
 #undef FASTMASK_INSTANTIATE_MASKABLE
 
 }  // namespace fastmask
+
+// Sparse-gathering launchers (gather.cuh). The binding passes 2-, 4- and 8-byte unsigned storage
+// types; the floating types are instantiated too, to show that any element of those sizes works.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "gather.cuh"
+
+namespace fastmask {
+
+// launch_masked_positions is not a template: an external function makes nvcc emit it.
+cudaError_t compile_check_masked_positions(const int64_t* labels, int64_t rows, int64_t length,
+                                           int64_t capacity, int64_t* index, int64_t* out_labels,
+                                           int64_t* count, cudaStream_t stream) {
+  return launch_masked_positions(labels, rows, length, capacity, index, out_labels, count, stream);
+}
+
+#define FASTMASK_INSTANTIATE_GATHER(T)                                                             \
+  template cudaError_t launch_gather_masked<T>(const T*, const int64_t*, T*, int64_t, int64_t,     \
+                                               int64_t, int64_t, cudaStream_t);                    \
+  template cudaError_t launch_scatter_masked<T>(const T*, const int64_t*, T*, int32_t*, int64_t,   \
+                                                int64_t, int64_t, int64_t, cudaStream_t);
+
+FASTMASK_INSTANTIATE_GATHER(uint16_t)
+FASTMASK_INSTANTIATE_GATHER(uint32_t)
+FASTMASK_INSTANTIATE_GATHER(uint64_t)
+FASTMASK_INSTANTIATE_GATHER(float)
+FASTMASK_INSTANTIATE_GATHER(double)
+FASTMASK_INSTANTIATE_GATHER(__half)
+FASTMASK_INSTANTIATE_GATHER(__nv_bfloat16)
+
+#undef FASTMASK_INSTANTIATE_GATHER
+
+}  // namespace fastmask

@@ -1,0 +1,58 @@
+"""The sparse MLM loss: the vocabulary head runs on the gathered masked tokens only.
+
+About 85% of an MLM batch carries no label, yet the usual head projects every token onto the
+vocabulary. Here the labelled positions are compacted into a fixed number of slots per row
+(static shapes, no host sync), the head runs on those rows, and the cross-entropy is averaged
+over the labelled tokens exactly as the dense loss is.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from fastmask.ops import MaskedPositions, gather_masked, masked_positions
+from fastmask.reference import IGNORE_INDEX
+
+
+def sparse_mlm_loss(
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    capacity: int | None = None,
+    weights: torch.Tensor | None = None,
+    positions: MaskedPositions | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Cross-entropy of `head` over the labelled tokens of `hidden` (B, L, H), averaged over them.
+
+    `head` maps (B, C, H) to logits (B, C, V): any module, e.g. the ``cls`` head of a Hugging
+    Face ``BertForMaskedLM``. `weights` (B, L) multiplies each token's loss before the average
+    (Σ w_i ℓ_i / number of labelled tokens; weights of 1 give the plain mean). Pass `positions`
+    from :func:`fastmask.masked_positions` to reuse them (and read their overflow count at log
+    time); otherwise they are computed from `labels` with `capacity` (None: exact, but syncs).
+    A batch with no labelled token gives a loss of 0.
+    """
+    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
+        raise ValueError(f"hidden must be a 3-D tensor (batch, length, width), got {getattr(hidden, 'shape', hidden)}")
+    if not isinstance(labels, torch.Tensor) or labels.shape != hidden.shape[:2]:
+        raise ValueError(
+            f"labels must have shape {tuple(hidden.shape[:2])} (the batch and length of hidden), "
+            f"got {tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__}"
+        )
+    if weights is not None and (not isinstance(weights, torch.Tensor) or weights.shape != labels.shape
+                                or not weights.is_floating_point()):
+        raise ValueError(f"weights must be a floating-point tensor of shape {tuple(labels.shape)}")
+    if positions is None:
+        positions = masked_positions(labels, capacity, backend=backend)
+    logits = head(gather_masked(hidden, positions.index, backend=backend))
+    token_loss = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), positions.labels.reshape(-1), ignore_index=IGNORE_INDEX,
+        reduction="none",
+    )
+    if weights is not None:
+        token_loss = token_loss * weights.gather(1, positions.index.clamp(min=0)).reshape(-1)
+    labelled = (positions.labels != IGNORE_INDEX).sum()
+    return token_loss.sum() / labelled.clamp(min=1)
