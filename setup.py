@@ -5,6 +5,7 @@ TORCH_CUDA_ARCH_LIST and MAX_JOBS through torch's cpp_extension; downloads nothi
 import glob
 import os
 import shutil
+import sys
 
 import torch
 from setuptools import setup
@@ -23,12 +24,20 @@ def _extension():
     sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
     cxx = ["-O3"]  # the C++ standard is cpp_extension's choice, matching torch's headers
+    link = []
+    if torch.backends.openmp.is_available() and sys.platform.startswith("linux"):
+        # at::parallel_for is inlined into our code: without OpenMP here it runs on one thread.
+        cxx.append("-fopenmp")
+        link.append("-fopenmp")
     if not _want_cuda():
-        return CppExtension("fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx})
+        return CppExtension(
+            "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx}, extra_link_args=link
+        )
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*_cuda.cu")))
     nvcc = ["-O3", "--use_fast_math", "-lineinfo"]
     return CUDAExtension(
-        "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx, "nvcc": nvcc}
+        "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx, "nvcc": nvcc},
+        extra_link_args=link,
     )
 
 

@@ -118,6 +118,19 @@ void mask_tokens_kernel(const IdT* ids, const bool* maskable, const int64_t* row
   });
 }
 
+// One view's row of fully_explored_mask: tokens of segment `view` take their corrupted id.
+template <typename IdT>
+FASTMASK_CPU_CLONES void write_view_row(const IdT* __restrict ids, const int64_t* __restrict segment,
+                                        const int64_t* __restrict corrupted, int64_t view, IdT* __restrict out_ids,
+                                        int64_t* __restrict labels, int64_t length) {
+  for (int64_t i = 0; i < length; ++i) {
+    const bool chosen = segment[i] == view;
+    const int64_t id = static_cast<int64_t>(ids[i]);
+    out_ids[i] = static_cast<IdT>(chosen ? corrupted[i] : id);
+    labels[i] = chosen ? id : kIgnoreIndex;
+  }
+}
+
 template <typename IdT>
 void fully_explored_kernel(const IdT* ids, const bool* maskable, const int64_t* row_ids,
                            IdT* out_ids, int64_t* labels, int64_t rows, int64_t length,
@@ -126,6 +139,7 @@ void fully_explored_kernel(const IdT* ids, const bool* maskable, const int64_t* 
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     RowDraws draws;
     std::vector<int64_t> segment;
+    std::vector<int64_t> corrupted(length);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t off = b * length;
       const bool* row_maskable = maskable + off;
@@ -144,13 +158,12 @@ void fully_explored_kernel(const IdT* ids, const bool* maskable, const int64_t* 
         }
       }
       for (int64_t i = 0; i < length; ++i) {
-        const int64_t id = static_cast<int64_t>(ids[off + i]);
-        const int64_t corrupted = segment[i] >= 0 ? corrupted_id(id, draws[i], args) : id;
-        for (int64_t v = 0; v < num_segments; ++v) {
-          const bool chosen = segment[i] == v;
-          out_ids[v * view_stride + off + i] = static_cast<IdT>(chosen ? corrupted : id);
-          labels[v * view_stride + off + i] = chosen ? id : kIgnoreIndex;
-        }
+        corrupted[i] = segment[i] >= 0 ? corrupted_id(static_cast<int64_t>(ids[off + i]), draws[i], args) : 0;
+      }
+      // View by view, so each view's row is written sequentially.
+      for (int64_t v = 0; v < num_segments; ++v) {
+        write_view_row<IdT>(ids + off, segment.data(), corrupted.data(), v, out_ids + v * view_stride + off,
+                            labels + v * view_stride + off, length);
       }
     }
   });
