@@ -5,6 +5,8 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -30,9 +32,13 @@ def test_info_and_demo_run():
     assert "[MASK]" in demo.stdout and "faster than the HF collator" in demo.stdout
 
 
-def test_bench_quick_runs():
+@pytest.mark.parametrize("script,row", [
+    ("bench_masking.py", "| mask_tokens | 32x128 | int64 | hf-collator |"),
+    ("bench_gather.py", "| bert_step_tiny | 4x64 | fp32 | sparse-head |"),
+])
+def test_bench_quick_runs(script, row):
     out = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "bench", "bench_masking.py"), "--quick", "--no-save"],
+        [sys.executable, os.path.join(ROOT, "bench", script), "--quick", "--no-save"],
         capture_output=True, text=True, check=True,
     )
-    assert "| mask_tokens | 32x128 | int64 | hf-collator |" in out.stdout
+    assert row in out.stdout
