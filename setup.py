@@ -23,7 +23,9 @@ def _want_cuda() -> bool:
 def _extension():
     sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     include_dirs = [os.path.join(ROOT, "csrc", "include")]
-    cxx = ["-O3"]  # the C++ standard is cpp_extension's choice, matching torch's headers
+    # The C++ standard is cpp_extension's choice, matching torch's headers. No FMA contraction:
+    # proposal sampling must round every float operation exactly as the other backends do.
+    cxx = ["-O3", "-ffp-contract=off"]
     link = []
     if torch.backends.openmp.is_available() and sys.platform.startswith("linux"):
         # at::parallel_for is inlined into our code: without OpenMP here it runs on one thread.
@@ -34,7 +36,7 @@ def _extension():
             "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx}, extra_link_args=link
         )
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*_cuda.cu")))
-    nvcc = ["-O3", "--use_fast_math", "-lineinfo"]
+    nvcc = ["-O3", "-lineinfo"]  # IEEE floats (no --use_fast_math): see csrc/include/fastmask/proposal.h
     return CUDAExtension(
         "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx, "nvcc": nvcc},
         extra_link_args=link,

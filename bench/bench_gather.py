@@ -30,6 +30,7 @@ import fastmask  # noqa: E402
 from fastmask import backends, reference  # noqa: E402
 
 P = 0.15
+PRESETS = {"tiny": (128, 2, 2, 512), "base": (768, 12, 12, 3072)}  # width, layers, heads, ffn
 
 
 def masked_labels(batch, length, device):
@@ -79,12 +80,11 @@ def bench_gather(batch, length, width, dtype, device, min_run_time):
     return rows
 
 
-def bench_step(preset, batch, length, device, min_run_time):
+def bench_step(preset, batch, length, device, min_run_time, heads=("dense-head", "sparse-head")):
     """BertForMaskedLM dense head vs the sparse head on the same masks: time and peak memory."""
     from transformers import BertConfig, BertForMaskedLM
 
-    sizes = {"tiny": (128, 2, 2, 512), "base": (768, 12, 12, 3072)}[preset]
-    hidden, layers, heads, ffn = sizes
+    hidden, layers, heads, ffn = PRESETS[preset]
     config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
                         intermediate_size=ffn, max_position_embeddings=max(512, length))
     model = BertForMaskedLM(config).to(device)
@@ -106,6 +106,8 @@ def bench_step(preset, batch, length, device, min_run_time):
 
     rows, peaks = [], {}
     for name, fn in (("dense-head", dense), ("sparse-head", sparse)):
+        if name not in heads:
+            continue
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         timing = harness.time_fn(fn, [()], device, min_run_time)

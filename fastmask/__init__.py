@@ -1,27 +1,35 @@
 """fastmask: fused GPU kernels for the masking side of masked-language-model pretraining."""
 
+from fastmask.mapnet import MaskProposalNet, mapnet_loss, proposal_log_q
 from fastmask.ops import (
     MaskedBatch,
     MaskedPositions,
+    ProposedBatch,
     check_capacity,
     fully_explored_mask,
     gather_masked,
     mask_tokens,
     maskable_mask,
     masked_positions,
+    proposal_mask,
 )
 from fastmask.sparse import sparse_mlm_loss
 
 __version__ = "0.1.0"
 __all__ = [
+    "MaskProposalNet",
     "MaskedBatch",
     "MaskedPositions",
+    "ProposedBatch",
     "check_capacity",
     "fully_explored_mask",
     "gather_masked",
     "mask_tokens",
     "maskable_mask",
+    "mapnet_loss",
     "masked_positions",
+    "proposal_log_q",
+    "proposal_mask",
     "sparse_mlm_loss",
     "__version__",
 ]

@@ -40,11 +40,17 @@ _SCHEMAS = {
     "masked_positions": "(Tensor labels, int capacity) -> (Tensor, Tensor, Tensor)",
     "gather_masked": "(Tensor hidden, Tensor index) -> Tensor",
     "scatter_masked": "(Tensor values, Tensor index, int length) -> Tensor",
+    "proposal_mask": (
+        "(Tensor input_ids, Tensor scores, Tensor maskable, Tensor row_ids, int seed, int epoch, "
+        "int select_threshold, float uniform_mix, float temperature, bool poisson, bool sequence_weights, "
+        "int mask_threshold, int random_threshold, int mask_token_id, int vocab_size) -> (Tensor, Tensor, Tensor)"
+    ),
 }
 # The Triton module of each op family.
 _TRITON_MODULES = {
     "maskable_mask": "masking", "mask_tokens": "masking", "fully_explored_mask": "masking",
     "masked_positions": "gather", "gather_masked": "gather", "scatter_masked": "gather",
+    "proposal_mask": "proposal",
 }
 
 
@@ -74,6 +80,11 @@ def _scatter_masked_fake(values, index, length):
     return values.new_empty(values.shape[0], length, values.shape[2])
 
 
+def _proposal_mask_fake(input_ids, *args):
+    return (torch.empty_like(input_ids), torch.empty_like(input_ids, dtype=torch.int64),
+            torch.empty_like(input_ids, dtype=torch.float32))
+
+
 _FAKES = {
     "maskable_mask": _maskable_mask_fake,
     "mask_tokens": _mask_tokens_fake,
@@ -81,6 +92,7 @@ _FAKES = {
     "masked_positions": _masked_positions_fake,
     "gather_masked": _gather_masked_fake,
     "scatter_masked": _scatter_masked_fake,
+    "proposal_mask": _proposal_mask_fake,
 }
 
 
@@ -410,3 +422,83 @@ def gather_masked(hidden: torch.Tensor, index: torch.Tensor, backend: str = "aut
     _check_index(index, hidden.shape[0], hidden.device)
     chosen = backends.resolve(backend, hidden.device)
     return _op("gather_masked", chosen)(hidden, index)
+
+
+# --------------------------------------------------------------------------------------------
+# MAPNet proposal sampling.
+
+
+class ProposedBatch(NamedTuple):
+    """Corrupted ids, int64 labels (-100 where not masked) and float32 importance weights (0 there)."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    weights: torch.Tensor
+
+
+SAMPLINGS = ("topk", "poisson")
+WEIGHTINGS = ("token", "sequence")
+
+
+def proposal_mask(
+    input_ids: torch.Tensor,
+    scores: torch.Tensor,
+    maskable: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    uniform_mix: float = 0.1,
+    temperature: float = 1.0,
+    sampling: str = "topk",
+    weighting: str = "token",
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    seed: int = 0,
+    row_ids: torch.Tensor | None = None,
+    epoch: int = 0,
+    backend: str = "auto",
+) -> ProposedBatch:
+    """Masks drawn from a proposal q over each row's maskable positions, with importance weights.
+
+    q = (1 - uniform_mix) softmax(scores / temperature) + uniform_mix / n over the n maskable
+    positions (0 elsewhere). ``sampling="topk"``: exactly k = min(n, max(1, floor(p n + 1/2)))
+    positions without replacement (Gumbel-top-k on log q); ``"poisson"``: each position
+    independently with pi_i = min(1, k q_i). Then the 80/10/10 rule.
+
+    ``weighting="token"``: w_i = (k / n) / pi_i on sampled positions, so that E[sum w_i l_i] is the
+    uniform-masking expectation: exact for Poisson; for top-k, pi_i = min(1, k q_i) approximates
+    the inclusion probability (well for k q_i << 1). ``"sequence"``: the paper author's variant,
+    one weight per row, prod over sampled i of 1 / (n q_i), clipped to [0.8, 1.2] and divided by
+    the batch mean. uniform_mix = 1 is uniform masking with weights 1.
+
+    A row with a non-finite score (nan, inf) is sampled uniformly (as with uniform_mix = 1)
+    rather than from a garbage distribution; checking for them on the host would sync.
+    Integer outputs are bit-identical on every backend; no host sync.
+    """
+    _check_ids(input_ids)
+    _check_companion("maskable", maskable, input_ids, (torch.bool,))
+    _check_companion("scores", scores, input_ids, (torch.float32, torch.float16, torch.bfloat16))
+    _check_vocab(mask_token_id, vocab_size)
+    t_select = probability_threshold("mlm_probability", mlm_probability)
+    t_mask, t_random = _replacement_thresholds(mask_replace_prob, random_replace_prob)
+    if isinstance(uniform_mix, bool) or not isinstance(uniform_mix, (int, float)) or not 0 <= uniform_mix <= 1:
+        raise ValueError(f"uniform_mix must be in [0, 1], got {uniform_mix!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    rows = _row_ids(row_ids, input_ids)
+    chosen = backends.resolve(backend, input_ids.device, _ranked_skip(input_ids, sampling == "topk"))
+    ids, labels, weights = _op("proposal_mask", chosen)(
+        input_ids, scores, maskable, rows, _check_int("seed", seed, 0, 2**63), _check_int("epoch", epoch, 0, 2**32),
+        t_select, float(uniform_mix), float(temperature), sampling == "poisson", weighting == "sequence",
+        t_mask, t_random, mask_token_id, vocab_size,
+    )
+    if weighting == "sequence":  # divide by the batch mean of the rows' weights (rows with a mask)
+        row_weight = weights.amax(1) if weights.shape[1] else weights.new_zeros(weights.shape[0])
+        has_mask = row_weight > 0
+        mean = (row_weight * has_mask).sum() / has_mask.sum().clamp(min=1)
+        weights = weights / torch.where(mean > 0, mean, torch.ones_like(mean))
+    return ProposedBatch(ids, labels, weights)

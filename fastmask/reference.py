@@ -203,3 +203,118 @@ def scatter_masked(values: torch.Tensor, index: torch.Tensor, length: int) -> to
     rows = torch.where(valid, index, length)[..., None].expand(-1, -1, width)
     out.scatter_(1, rows, values)
     return out[:, :length].contiguous()
+
+
+# --------------------------------------------------------------------------------------------
+# MAPNet proposal sampling.
+#
+# Integer outputs must be bit-identical on every backend, yet they depend on floats (softmax,
+# Gumbel noise). So every float that feeds a decision is computed in float32 with correctly
+# rounded +, -, *, / only (no fused multiply-add, no fast division), and exp/log are the
+# "canonical" polynomials below rather than a libm whose last bit varies across backends.
+# The softmax normaliser is summed exactly in 40-bit fixed point, so its value does not
+# depend on the order of the reduction.
+
+LN2_HI = 0.693359375  # Cody-Waite split of ln 2: k * LN2_HI is exact for |k| < 2**12
+LN2_LO = -2.12194440e-4
+LOG2E = 1.44269504
+EXP_CUTOFF = -64.0  # canonical_exp(x) = 0 below: keeps every later product away from denormals
+SQRT2 = 1.41421356
+FIXED_ONE = 2.0**40  # the fixed point of the exact softmax normaliser
+
+
+def _f32(value):
+    return torch.tensor(value, dtype=torch.float32)
+
+
+def canonical_exp(x: torch.Tensor) -> torch.Tensor:
+    """exp for float32 x < 88 from +, -, *, floor and exponent bits (about 2 ulp); 0 below -64."""
+    k = torch.floor(x * _f32(LOG2E) + _f32(0.5))
+    r = (x - k * _f32(LN2_HI)) - k * _f32(LN2_LO)
+    p = _f32(1.0 / 720)
+    for c in (1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0, 1.0):
+        p = p * r + _f32(c)
+    scale = ((k.clamp(min=-126).to(torch.int32) + 127) << 23).view(torch.float32)
+    return torch.where(x < EXP_CUTOFF, torch.zeros_like(x), p * scale)
+
+
+def canonical_log(u: torch.Tensor) -> torch.Tensor:
+    """log for positive normal float32 u from +, -, *, / and exponent bits (about 2 ulp)."""
+    bits = u.view(torch.int32)
+    e = ((bits >> 23) & 0xFF) - 127
+    m = ((bits & 0x7FFFFF) | (127 << 23)).view(torch.float32)  # mantissa in [1, 2)
+    big = m > _f32(SQRT2)
+    m = torch.where(big, m * _f32(0.5), m)
+    e = (e + big.to(torch.int32)).to(torch.float32)
+    s = (m - _f32(1.0)) / (m + _f32(1.0))
+    s2 = s * s
+    t = _f32(1.0 / 9)
+    for c in (1.0 / 7, 1.0 / 5, 1.0 / 3, 1.0):
+        t = t * s2 + _f32(c)
+    return (e * _f32(LN2_LO) + (s + s) * t) + e * _f32(LN2_HI)
+
+
+def proposal_inclusion(scores, maskable, select_threshold, uniform_mix, temperature):
+    """The proposal q (B, L), inclusion probabilities pi = min(1, k q) (B, L) and counts k (B,).
+
+    q = (1 - uniform_mix) softmax(scores / temperature over maskable positions) + uniform_mix / n,
+    0 where not maskable. A row with a non-finite maskable score is treated as uniform.
+    """
+    x = scores.to(torch.float32) / _f32(temperature)
+    n = maskable.sum(1)
+    nf = n.to(torch.float32)[:, None]
+    finite = (torch.isfinite(x) | ~maskable).all(1, keepdim=True)
+    x = torch.where(maskable & finite, x, torch.full_like(x, float("-inf")))
+    top = x.max(1, keepdim=True).values if x.shape[1] else x.new_zeros(x.shape[0], 1)
+    top = torch.where(n[:, None] > 0, top, torch.zeros_like(top))
+    e = torch.where(maskable & finite, canonical_exp(x - top), torch.zeros_like(x))
+    fixed = torch.floor(e * _f32(FIXED_ONE)).to(torch.int64).sum(1, keepdim=True)
+    p = e / (fixed.to(torch.float32) * _f32(1.0 / FIXED_ONE)).clamp(min=1.0)
+    eps = torch.where(finite, _f32(uniform_mix), _f32(1.0))
+    kf = exact_count(n, select_threshold).to(torch.float32)[:, None]
+    q = torch.where(maskable, (_f32(1.0) - eps) * p + eps / nf, torch.zeros_like(p))
+    a = kf * (_f32(1.0) - eps)
+    b = (kf * eps) / nf
+    pi = torch.where(maskable, torch.clamp(a * p + b, max=1.0), torch.zeros_like(p))
+    return q, pi, kf[:, 0].to(torch.int64)
+
+
+def proposal_mask(
+    input_ids, scores, maskable, row_ids, seed, epoch, select_threshold, uniform_mix, temperature,
+    poisson, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
+):
+    """MAPNet masking: positions drawn from the proposal q, with importance weights.
+
+    topk (poisson=False): exactly k positions without replacement, the k smallest keys
+    E_i / q_i with E_i = -log U_i ~ Exp(1) (equivalent to Gumbel-top-k on log q); ties by position.
+    poisson: position i included iff U_i < pi_i = min(1, k q_i).
+    Weights (float32, 0 where not masked): token mode w_i = (k / n) / pi_i (exact for Poisson, pi_i
+    approximates the inclusion probability for top-k); sequence mode: the row's
+    exp(-sum over sampled i of log(n q_i)), clipped to [0.8, 1.2] (the batch-mean division is
+    the wrapper's). Returns (ids, labels, weights).
+    """
+    r0, r1, r2, _ = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
+    q, pi, k = proposal_inclusion(scores, maskable, select_threshold, uniform_mix, temperature)
+    if poisson:
+        u = (r0 >> 8).to(torch.float32) * _f32(2.0**-24)
+        chosen = maskable & (u < pi)
+    else:
+        u = ((r0 >> 9).to(torch.float32) + _f32(0.5)) * _f32(2.0**-23)  # in (0, 1)
+        key = -canonical_log(u) / q  # q = 0 gives inf; non-maskable rank last regardless
+        bits = torch.where(q > 0, key, torch.full_like(key, float("inf"))).view(torch.int32).to(torch.int64)
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
+        packed = torch.where(maskable, bits, 0xFFFFFFFF) << 31 | pos
+        rank = torch.empty_like(packed)
+        rank.scatter_(1, packed.argsort(1), pos.expand_as(packed).contiguous())
+        chosen = maskable & (rank < k[:, None])
+    ids, labels = corrupt(input_ids, chosen, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
+    nf = maskable.sum(1, keepdim=True).to(torch.float32)
+    if sequence_weights:
+        log_n_q = canonical_log(torch.where(chosen, nf * q, _f32(1.0)))  # log 1 = 0 where not chosen
+        row_log = torch.clamp(-log_n_q.sum(1, keepdim=True), -1.0, 1.0)  # the clip below needs no more
+        row = torch.clamp(canonical_exp(row_log), 0.8, 1.2)
+        weights = torch.where(chosen, row.expand_as(q), torch.zeros_like(q))
+    else:
+        k_over_n = k[:, None].to(torch.float32) / nf
+        weights = torch.where(chosen, k_over_n / torch.where(chosen, pi, _f32(1.0)), torch.zeros_like(q))
+    return ids, labels, weights

@@ -63,3 +63,24 @@ FASTMASK_INSTANTIATE_GATHER(__nv_bfloat16)
 #undef FASTMASK_INSTANTIATE_GATHER
 
 }  // namespace fastmask
+
+// Proposal-sampling launcher (proposal.cuh), for every id and score type.
+#include "proposal.cuh"
+
+namespace fastmask {
+
+#define FASTMASK_INSTANTIATE_PROPOSAL(IdT, ScoreT)                                                 \
+  template cudaError_t launch_proposal_mask<IdT, ScoreT>(                                          \
+      const IdT*, const ScoreT*, const bool*, const int64_t*, IdT*, int64_t*, float*, int64_t,     \
+      int64_t, const MaskArgs&, float, float, bool, bool, cudaStream_t);
+
+FASTMASK_INSTANTIATE_PROPOSAL(int32_t, float)
+FASTMASK_INSTANTIATE_PROPOSAL(int32_t, __half)
+FASTMASK_INSTANTIATE_PROPOSAL(int32_t, __nv_bfloat16)
+FASTMASK_INSTANTIATE_PROPOSAL(int64_t, float)
+FASTMASK_INSTANTIATE_PROPOSAL(int64_t, __half)
+FASTMASK_INSTANTIATE_PROPOSAL(int64_t, __nv_bfloat16)
+
+#undef FASTMASK_INSTANTIATE_PROPOSAL
+
+}  // namespace fastmask

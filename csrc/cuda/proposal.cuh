@@ -1,0 +1,407 @@
+// CUDA kernels of MAPNet proposal sampling (proposal_mask) and their torch-free host launcher.
+// The per-token float arithmetic is fastmask/proposal.h, shared with the CPU kernel, so that
+// integer outputs are bit-identical to fastmask/reference.py (the executable specification).
+// All arrays are contiguous row-major (rows, length); the launcher returns the cudaError_t.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include <cub/block/block_reduce.cuh>
+
+#include "fastmask/masking.h"
+#include "fastmask/philox.h"
+#include "fastmask/proposal.h"
+#include "masking.cuh"
+
+namespace fastmask {
+namespace kernels {
+
+constexpr int kProposalStreamThreads = 512;
+
+// Exact widening of the score (torch's .to(float32)); the intrinsics also work under
+// __CUDA_NO_HALF_CONVERSIONS__, which torch extension builds define.
+__device__ __forceinline__ float score_value(float s) { return s; }
+__device__ __forceinline__ float score_value(__half s) { return __half2float(s); }
+__device__ __forceinline__ float score_value(__nv_bfloat16 s) { return __bfloat162float(s); }
+
+// Not cub::Max, whose name and deprecation vary across CCCL versions. NaN never matters: a row
+// with a non-finite score ignores its maximum.
+struct MaxFloat {
+  __device__ __forceinline__ float operator()(float a, float b) const { return a < b ? b : a; }
+};
+
+__device__ __forceinline__ float negative_infinity() { return bits_float(0xFF800000u); }
+
+// What the 80/10/10 rule puts in place of a chosen token: its replacement id, or -1 to keep it.
+// One register per token instead of r1 and r2; exact because mask_token_id and the random ids lie
+// in [0, 2^31), which the launcher checks.
+__device__ __forceinline__ int32_t replacement_id(const Draw& d, const MaskArgs& args) {
+  return static_cast<int32_t>(corrupted_id(-1, d, args));
+}
+
+// Top-k selection: bit i set iff item i (striped) is maskable and among the row's k smallest
+// (key, position). The sort storage lives here so that Poisson kernels do not allocate it.
+// Every thread must call this; the caller's end-of-row barrier guards reuse of the storage.
+template <int kThreads, int kItems>
+__device__ __forceinline__ uint32_t topk_chosen(const uint32_t (&keys)[kItems], uint32_t flags,
+                                                int64_t k) {
+  using Ranker = RowRanker<kThreads, kItems>;
+  __shared__ typename Ranker::TempStorage rank_storage;
+  Ranker::rank(rank_storage, keys);
+  uint32_t chosen = 0;
+#pragma unroll
+  for (int i = 0; i < kItems; ++i) {
+    const int p = i * kThreads + static_cast<int>(threadIdx.x);
+    // Maskable keys are below kUnsampledKey, so maskable positions hold ranks 0..n-1.
+    if (((flags >> i) & 1u) && static_cast<int64_t>(rank_storage.rank[p]) < k) chosen |= 1u << i;
+  }
+  return chosen;
+}
+
+// One block per row (row loop for huge batches), length <= kThreads * kItems. Items are striped
+// (item i of thread t is position i * kThreads + t): loads and stores coalesce. Each token's draw
+// and float state stay in registers across the phases: (1) x = score / temperature, row max, n,
+// finiteness; (2) softmax terms and their exact fixed-point sum; (3) q, pi and the selection
+// (top-k by the shared RowRanker, or Poisson); (4) sequence log sum; (5) outputs.
+template <typename IdT, typename ScoreT, int kThreads, int kItems, bool kTopK>
+__global__ void __launch_bounds__(kThreads)
+    proposal_mask_kernel(const IdT* __restrict__ ids, const ScoreT* __restrict__ scores,
+                         const bool* __restrict__ maskable, const int64_t* __restrict__ row_ids,
+                         IdT* __restrict__ out_ids, int64_t* __restrict__ labels,
+                         float* __restrict__ weights, int64_t rows, int64_t length, MaskArgs args,
+                         float uniform_mix, float temperature, bool sequence_weights) {
+  static_assert(kItems <= 32, "per-item flags are packed in one uint32");
+  using FloatReduce = cub::BlockReduce<float, kThreads>;
+  using CountReduce = cub::BlockReduce<int, kThreads>;
+  using FixedReduce = cub::BlockReduce<uint64_t, kThreads>;
+  // One storage per reduction: consecutive reductions need no barrier between them.
+  __shared__ typename FloatReduce::TempStorage max_storage;
+  __shared__ typename CountReduce::TempStorage count_storage;
+  __shared__ typename FixedReduce::TempStorage fixed_storage;
+  __shared__ typename FloatReduce::TempStorage log_storage;
+  __shared__ float row_max_shared;
+  __shared__ int row_count_shared;
+  __shared__ uint64_t fixed_shared;
+  __shared__ float log_shared;
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int len = static_cast<int>(length);  // <= kThreads * kItems, checked by the launcher
+
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t base = row * length;
+    const uint64_t row_id = static_cast<uint64_t>(row_ids[row]);
+
+    // Phase 1: one Philox draw per maskable token (r0 selects, r1 and r2 give the replacement).
+    float val[kItems];  // x, then the softmax term, then pi (token weights) or q (sequence weights)
+    uint32_t r0[kItems];
+    int32_t replacement[kItems];
+    uint32_t flags = 0;  // bit i: item i is maskable
+    float local_max = negative_infinity();
+    int local_bad = 0;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int p = i * kThreads + tid;
+      val[i] = 0.0f;
+      r0[i] = 0u;
+      replacement[i] = -1;
+      if (p < len && is_nonzero(maskable, base + p)) {
+        const float x = fdiv(score_value(scores[base + p]), temperature);
+        const Draw d = token_draw(args.seed, args.epoch, row_id, static_cast<uint32_t>(p));
+        r0[i] = d.r0;
+        replacement[i] = replacement_id(d, args);
+        val[i] = x;
+        flags |= 1u << i;
+        if (is_finite_f32(x)) {
+          local_max = x > local_max ? x : local_max;
+        } else {
+          local_bad = 1;
+        }
+      }
+    }
+    const float block_max = FloatReduce(max_storage).Reduce(local_max, MaxFloat());
+    const int block_count = CountReduce(count_storage).Sum(__popc(flags));
+    if (tid == 0) {
+      row_max_shared = block_max;
+      row_count_shared = block_count;
+    }
+    // Barrier and block-wide OR in one: also publishes row_max_shared and row_count_shared.
+    const bool finite = __syncthreads_or(local_bad) == 0;
+    const float row_max = row_max_shared;
+    const int n = row_count_shared;
+
+    // Phase 2: softmax terms (0 in a non-finite row) and the order-free fixed-point normaliser.
+    uint64_t local_fixed = 0;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      float term = 0.0f;
+      if (finite && ((flags >> i) & 1u)) {
+        term = proposal_term(val[i], row_max);
+        local_fixed += fixed_point(term);
+      }
+      val[i] = term;
+    }
+    const uint64_t block_fixed = FixedReduce(fixed_storage).Sum(local_fixed);
+    if (tid == 0) fixed_shared = block_fixed;
+    __syncthreads();
+    const float z = normaliser(fixed_shared);
+
+    // Phase 3: q, pi and the selection. n and k are block-uniform, so branches on them are too.
+    const int64_t k = exact_count(static_cast<int64_t>(n), args);
+    const ProposalRow prow = n > 0 ? proposal_row(finite ? uniform_mix : 1.0f, n, k) : ProposalRow{};
+    uint32_t chosen = 0;  // bit i: item i is sampled
+    if constexpr (kTopK) {
+      uint32_t keys[kItems];
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        keys[i] = kUnsampledKey;  // non-maskable and padding positions rank after every maskable one
+        if ((flags >> i) & 1u) {
+          const float p = fdiv(val[i], z);
+          const float q = proposal_q(p, prow);
+          keys[i] = proposal_rank_key(Draw{r0[i], 0u, 0u, 0u}, q);
+          val[i] = sequence_weights ? q : inclusion_probability(p, prow);
+        }
+      }
+      if (n > 0) chosen = topk_chosen<kThreads, kItems>(keys, flags, k);
+    } else {
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        if ((flags >> i) & 1u) {
+          const float p = fdiv(val[i], z);
+          const float q = proposal_q(p, prow);
+          const float pi = inclusion_probability(p, prow);
+          if (poisson_selected(Draw{r0[i], 0u, 0u, 0u}, pi)) chosen |= 1u << i;
+          val[i] = sequence_weights ? q : pi;
+        }
+      }
+    }
+
+    // Phase 4: the row's sequence weight (sequence_weights is uniform: every thread reduces).
+    float row_weight = 0.0f;
+    if (sequence_weights) {
+      float local_log = 0.0f;
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        if ((chosen >> i) & 1u) local_log = fadd(local_log, sequence_log_term(val[i], prow));
+      }
+      const float block_log = FloatReduce(log_storage).Sum(local_log);
+      if (tid == 0) log_shared = block_log;
+      __syncthreads();
+      row_weight = sequence_weight(log_shared);
+    }
+
+    // Phase 5: outputs.
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int p = i * kThreads + tid;
+      if (p < len) {
+        const IdT raw = ids[base + p];
+        IdT out = raw;
+        int64_t label = kIgnoreIndex;
+        float weight = 0.0f;
+        if ((chosen >> i) & 1u) {
+          out = replacement[i] < 0 ? raw : static_cast<IdT>(replacement[i]);
+          label = static_cast<int64_t>(raw);
+          weight = sequence_weights ? row_weight : token_weight(val[i], prow);
+        }
+        out_ids[base + p] = out;
+        labels[base + p] = label;
+        weights[base + p] = weight;
+      }
+    }
+    __syncthreads();  // the shared row values, reduction and sort storage are reused by the next row
+  }
+}
+
+// Poisson sampling of rows too long for the register tiles: no sort is needed, so the block walks
+// the row several times, recomputing x (and the term) instead of holding them. Pass 3 writes the
+// outputs; in sequence mode it marks sampled weights with 1 and pass 4 overwrites the marks with
+// the row's weight (each thread rereads only its own writes).
+template <typename IdT, typename ScoreT>
+__global__ void __launch_bounds__(kProposalStreamThreads)
+    proposal_poisson_stream_kernel(const IdT* __restrict__ ids, const ScoreT* __restrict__ scores,
+                                   const bool* __restrict__ maskable,
+                                   const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
+                                   int64_t* __restrict__ labels, float* __restrict__ weights,
+                                   int64_t rows, int64_t length, MaskArgs args, float uniform_mix,
+                                   float temperature, bool sequence_weights) {
+  constexpr int kThreads = kProposalStreamThreads;
+  using FloatReduce = cub::BlockReduce<float, kThreads>;
+  using CountReduce = cub::BlockReduce<int64_t, kThreads>;
+  using FixedReduce = cub::BlockReduce<uint64_t, kThreads>;
+  __shared__ typename FloatReduce::TempStorage max_storage;
+  __shared__ typename CountReduce::TempStorage count_storage;
+  __shared__ typename FixedReduce::TempStorage fixed_storage;
+  __shared__ typename FloatReduce::TempStorage log_storage;
+  __shared__ float row_max_shared;
+  __shared__ int64_t row_count_shared;
+  __shared__ uint64_t fixed_shared;
+  __shared__ float log_shared;
+
+  const int64_t tid = threadIdx.x;
+
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t base = row * length;
+    const uint64_t row_id = static_cast<uint64_t>(row_ids[row]);
+
+    // Pass 1: row max, n, finiteness.
+    float local_max = negative_infinity();
+    int64_t local_count = 0;
+    int local_bad = 0;
+    for (int64_t p = tid; p < length; p += kThreads) {
+      if (!is_nonzero(maskable, base + p)) continue;
+      const float x = fdiv(score_value(scores[base + p]), temperature);
+      ++local_count;
+      if (is_finite_f32(x)) {
+        local_max = x > local_max ? x : local_max;
+      } else {
+        local_bad = 1;
+      }
+    }
+    const float block_max = FloatReduce(max_storage).Reduce(local_max, MaxFloat());
+    const int64_t block_count = CountReduce(count_storage).Sum(local_count);
+    if (tid == 0) {
+      row_max_shared = block_max;
+      row_count_shared = block_count;
+    }
+    const bool finite = __syncthreads_or(local_bad) == 0;  // also publishes the two above
+    const float row_max = row_max_shared;
+    const int64_t n = row_count_shared;
+
+    // Pass 2: the fixed-point normaliser (a non-finite row has no terms).
+    uint64_t local_fixed = 0;
+    if (finite) {
+      for (int64_t p = tid; p < length; p += kThreads) {
+        if (!is_nonzero(maskable, base + p)) continue;
+        const float x = fdiv(score_value(scores[base + p]), temperature);
+        local_fixed += fixed_point(proposal_term(x, row_max));
+      }
+    }
+    const uint64_t block_fixed = FixedReduce(fixed_storage).Sum(local_fixed);
+    if (tid == 0) fixed_shared = block_fixed;
+    __syncthreads();
+    const float z = normaliser(fixed_shared);
+
+    // Pass 3: selection and outputs.
+    const int64_t k = exact_count(n, args);
+    const ProposalRow prow = n > 0 ? proposal_row(finite ? uniform_mix : 1.0f, n, k) : ProposalRow{};
+    float local_log = 0.0f;
+    for (int64_t p = tid; p < length; p += kThreads) {
+      const IdT raw = ids[base + p];
+      IdT out = raw;
+      int64_t label = kIgnoreIndex;
+      float weight = 0.0f;
+      if (is_nonzero(maskable, base + p)) {
+        float term = 0.0f;
+        if (finite) term = proposal_term(fdiv(score_value(scores[base + p]), temperature), row_max);
+        const float prob = fdiv(term, z);
+        const float q = proposal_q(prob, prow);
+        const float pi = inclusion_probability(prob, prow);
+        const Draw d = token_draw(args.seed, args.epoch, row_id, static_cast<uint32_t>(p));
+        if (poisson_selected(d, pi)) {
+          out = static_cast<IdT>(corrupted_id(static_cast<int64_t>(raw), d, args));
+          label = static_cast<int64_t>(raw);
+          if (sequence_weights) {
+            local_log = fadd(local_log, sequence_log_term(q, prow));
+            weight = 1.0f;  // mark; pass 4 writes the row's weight
+          } else {
+            weight = token_weight(pi, prow);
+          }
+        }
+      }
+      out_ids[base + p] = out;
+      labels[base + p] = label;
+      weights[base + p] = weight;
+    }
+
+    // Pass 4 (sequence_weights is uniform: every thread reduces).
+    if (sequence_weights) {
+      const float block_log = FloatReduce(log_storage).Sum(local_log);
+      if (tid == 0) log_shared = block_log;
+      __syncthreads();
+      const float row_weight = sequence_weight(log_shared);
+      for (int64_t p = tid; p < length; p += kThreads) {
+        if (weights[base + p] != 0.0f) weights[base + p] = row_weight;
+      }
+    }
+    __syncthreads();  // the shared row values and reduction storage are reused by the next row
+  }
+}
+
+template <typename IdT, typename ScoreT, int kThreads, int kItems, bool kTopK>
+cudaError_t launch_proposal_tile(const IdT* ids, const ScoreT* scores, const bool* maskable,
+                                 const int64_t* row_ids, IdT* out_ids, int64_t* labels,
+                                 float* weights, int64_t rows, int64_t length, const MaskArgs& args,
+                                 float uniform_mix, float temperature, bool sequence_weights,
+                                 cudaStream_t stream) {
+  proposal_mask_kernel<IdT, ScoreT, kThreads, kItems, kTopK>
+      <<<row_blocks(rows), kThreads, 0, stream>>>(ids, scores, maskable, row_ids, out_ids, labels,
+                                                   weights, rows, length, args, uniform_mix,
+                                                   temperature, sequence_weights);
+  return cudaGetLastError();
+}
+
+// Smallest block shape that covers the row (static shared memory stays under 48 KiB; 512-thread
+// shapes keep kItems <= 16 so the per-token registers fit the 128 a thread may use). Poisson rows
+// longer than kMaxRankedLength take the streaming kernel.
+template <typename IdT, typename ScoreT, bool kTopK>
+cudaError_t launch_proposal_shaped(const IdT* ids, const ScoreT* scores, const bool* maskable,
+                                   const int64_t* row_ids, IdT* out_ids, int64_t* labels,
+                                   float* weights, int64_t rows, int64_t length,
+                                   const MaskArgs& args, float uniform_mix, float temperature,
+                                   bool sequence_weights, cudaStream_t stream) {
+#define FASTMASK_PROPOSAL_TILE(THREADS, ITEMS)                                                   \
+  return launch_proposal_tile<IdT, ScoreT, THREADS, ITEMS, kTopK>(                               \
+      ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args, uniform_mix, \
+      temperature, sequence_weights, stream)
+  if (length <= 256) FASTMASK_PROPOSAL_TILE(128, 2);
+  if (length <= 512) FASTMASK_PROPOSAL_TILE(256, 2);
+  if (length <= 1024) FASTMASK_PROPOSAL_TILE(256, 4);
+  if (length <= 2048) FASTMASK_PROPOSAL_TILE(256, 8);
+  if (length <= 4096) FASTMASK_PROPOSAL_TILE(512, 8);
+  if (length <= kMaxRankedLength) FASTMASK_PROPOSAL_TILE(512, 16);
+#undef FASTMASK_PROPOSAL_TILE
+  if constexpr (kTopK) {
+    return cudaErrorInvalidValue;
+  } else {
+    proposal_poisson_stream_kernel<IdT, ScoreT>
+        <<<row_blocks(rows), kProposalStreamThreads, 0, stream>>>(
+            ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args,
+            uniform_mix, temperature, sequence_weights);
+    return cudaGetLastError();
+  }
+}
+
+}  // namespace kernels
+
+// MAPNet proposal sampling of (rows, length): ids (same type as the input), int64 labels and
+// float32 weights. Top-k sampling requires length <= kMaxRankedLength (else
+// cudaErrorInvalidValue); Poisson sampling takes any length. uniform_mix and temperature are the
+// float32 values of the op's arguments (checked by the binding).
+template <typename IdT, typename ScoreT>
+cudaError_t launch_proposal_mask(const IdT* ids, const ScoreT* scores, const bool* maskable,
+                                 const int64_t* row_ids, IdT* out_ids, int64_t* labels,
+                                 float* weights, int64_t rows, int64_t length, const MaskArgs& args,
+                                 float uniform_mix, float temperature, bool poisson,
+                                 bool sequence_weights, cudaStream_t stream) {
+  if (rows < 0 || length < 0) return cudaErrorInvalidValue;
+  if (args.mask_token_id < 0 || args.mask_token_id > INT32_MAX || args.vocab_size < 1 ||
+      args.vocab_size > INT32_MAX) {
+    return cudaErrorInvalidValue;  // replacement ids must fit kernels::replacement_id
+  }
+  if (!poisson && length > kMaxRankedLength) return cudaErrorInvalidValue;
+  if (rows == 0 || length == 0) return cudaSuccess;
+  if (poisson) {
+    return kernels::launch_proposal_shaped<IdT, ScoreT, false>(
+        ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args, uniform_mix,
+        temperature, sequence_weights, stream);
+  }
+  return kernels::launch_proposal_shaped<IdT, ScoreT, true>(
+      ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args, uniform_mix,
+      temperature, sequence_weights, stream);
+}
+
+}  // namespace fastmask

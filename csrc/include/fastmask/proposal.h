@@ -1,0 +1,179 @@
+// Per-token arithmetic of MAPNet proposal sampling, shared by the CPU and CUDA kernels
+// (torch-free). The executable specification is fastmask/reference.py (proposal_mask).
+//
+// Integer outputs must be bit-identical on every backend, so every float feeding a decision is
+// float32 arithmetic with correctly rounded +, -, *, / only: on the device through the _rn
+// intrinsics (no FMA contraction, no approximate division), on the host compiled with
+// -ffp-contract=off. exp and log are the canonical polynomials below, not libm.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "fastmask/masking.h"
+
+namespace fastmask {
+
+FASTMASK_HD float fmul(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+FASTMASK_HD float fadd(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+FASTMASK_HD float fsub(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+FASTMASK_HD float fdiv(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+FASTMASK_HD uint32_t float_bits(float x) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint32_t>(__float_as_int(x));
+#else
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+FASTMASK_HD float bits_float(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __int_as_float(static_cast<int>(u));
+#else
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+FASTMASK_HD float floor_f32(float x) {
+#if defined(__CUDA_ARCH__)
+  return floorf(x);
+#else
+  return __builtin_floorf(x);
+#endif
+}
+
+constexpr float kLn2Hi = 0.693359375f;  // Cody-Waite split of ln 2
+constexpr float kLn2Lo = -2.12194440e-4f;
+constexpr float kLog2e = 1.44269504f;
+constexpr float kExpCutoff = -64.0f;
+constexpr float kSqrt2 = 1.41421356f;
+constexpr float kFixedOne = 1099511627776.0f;  // 2^40: fixed point of the softmax normaliser
+constexpr float kInvFixedOne = 9.094947017729282e-13f;  // 2^-40
+
+// exp for x < 88 (about 2 ulp); 0 below -64. Same operations, same order as the reference.
+FASTMASK_HD float canonical_exp(float x) {
+  if (x < kExpCutoff) return 0.0f;
+  const float k = floor_f32(fadd(fmul(x, kLog2e), 0.5f));
+  const float r = fsub(fsub(x, fmul(k, kLn2Hi)), fmul(k, kLn2Lo));
+  float p = 1.0f / 720;
+  p = fadd(fmul(p, r), 1.0f / 120);
+  p = fadd(fmul(p, r), 1.0f / 24);
+  p = fadd(fmul(p, r), 1.0f / 6);
+  p = fadd(fmul(p, r), 0.5f);
+  p = fadd(fmul(p, r), 1.0f);
+  p = fadd(fmul(p, r), 1.0f);
+  const int exponent = static_cast<int>(k) < -126 ? -126 : static_cast<int>(k);
+  return fmul(p, bits_float(static_cast<uint32_t>(exponent + 127) << 23));
+}
+
+// log for positive normal u (about 2 ulp).
+FASTMASK_HD float canonical_log(float u) {
+  const uint32_t bits = float_bits(u);
+  int e = static_cast<int>((bits >> 23) & 0xFF) - 127;
+  float m = bits_float((bits & 0x7FFFFF) | (127u << 23));  // mantissa in [1, 2)
+  if (m > kSqrt2) {
+    m = fmul(m, 0.5f);
+    e += 1;
+  }
+  const float ef = static_cast<float>(e);
+  const float s = fdiv(fsub(m, 1.0f), fadd(m, 1.0f));
+  const float s2 = fmul(s, s);
+  float t = 1.0f / 9;
+  t = fadd(fmul(t, s2), 1.0f / 7);
+  t = fadd(fmul(t, s2), 1.0f / 5);
+  t = fadd(fmul(t, s2), 1.0f / 3);
+  t = fadd(fmul(t, s2), 1.0f);
+  return fadd(fadd(fmul(ef, kLn2Lo), fmul(fadd(s, s), t)), fmul(ef, kLn2Hi));
+}
+
+FASTMASK_HD bool is_finite_f32(float x) { return (float_bits(x) & 0x7F800000u) != 0x7F800000u; }
+
+// The unnormalised softmax term of one position, and its share of the exact normaliser.
+FASTMASK_HD float proposal_term(float x, float row_max) { return canonical_exp(fsub(x, row_max)); }
+FASTMASK_HD uint64_t fixed_point(float term) {
+  return static_cast<uint64_t>(floor_f32(fmul(term, kFixedOne)));
+}
+FASTMASK_HD float normaliser(uint64_t fixed_sum) {
+#if defined(__CUDA_ARCH__)
+  const float z = fmul(__ll2float_rn(static_cast<long long>(fixed_sum)), kInvFixedOne);
+#else
+  const float z = fmul(static_cast<float>(static_cast<int64_t>(fixed_sum)), kInvFixedOne);
+#endif
+  return z < 1.0f ? 1.0f : z;
+}
+
+// Row constants of the proposal: q = one_minus_eps p + eps_over_n; pi = min(1, pi_a p + pi_b).
+struct ProposalRow {
+  float one_minus_eps, eps_over_n, pi_a, pi_b, k_over_n, nf;
+};
+
+// eps is the row's uniform mix (1 for a row with a non-finite score); n > 0, k its count.
+FASTMASK_HD ProposalRow proposal_row(float eps, int64_t n, int64_t k) {
+  const float nf = static_cast<float>(n);
+  const float kf = static_cast<float>(k);
+  const float one_minus_eps = fsub(1.0f, eps);
+  return ProposalRow{one_minus_eps, fdiv(eps, nf), fmul(kf, one_minus_eps), fdiv(fmul(kf, eps), nf),
+                     fdiv(kf, nf), nf};
+}
+
+FASTMASK_HD float proposal_q(float p, const ProposalRow& row) {
+  return fadd(fmul(row.one_minus_eps, p), row.eps_over_n);
+}
+FASTMASK_HD float inclusion_probability(float p, const ProposalRow& row) {
+  const float pi = fadd(fmul(row.pi_a, p), row.pi_b);
+  return pi < 1.0f ? pi : 1.0f;
+}
+
+// Top-k: the 32-bit ranking key of a maskable position (the bits of E / q, E = -log U ~ Exp(1));
+// smaller is sampled first. Non-maskable positions take kUnsampledKey.
+constexpr uint32_t kUnsampledKey = 0xFFFFFFFFu;
+FASTMASK_HD uint32_t proposal_rank_key(const Draw& d, float q) {
+  const float u = fmul(fadd(static_cast<float>(d.r0 >> 9), 0.5f), 1.1920928955078125e-7f);  // (0, 1)
+  const float key = q > 0.0f ? fdiv(-canonical_log(u), q) : bits_float(0x7F800000u);
+  return float_bits(key);
+}
+
+// Poisson: included iff U < pi.
+FASTMASK_HD bool poisson_selected(const Draw& d, float pi) {
+  return fmul(static_cast<float>(d.r0 >> 8), 5.9604644775390625e-8f) < pi;  // U = (r0 >> 8) 2^-24
+}
+
+// Token weight (k / n) / pi of a sampled position.
+FASTMASK_HD float token_weight(float pi, const ProposalRow& row) { return fdiv(row.k_over_n, pi); }
+
+// Sequence weight from the row's sum of log(n q_i) over sampled positions.
+FASTMASK_HD float sequence_log_term(float q, const ProposalRow& row) { return canonical_log(fmul(row.nf, q)); }
+FASTMASK_HD float sequence_weight(float log_sum) {
+  float x = -log_sum;
+  x = x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x);
+  const float w = canonical_exp(x);
+  return w < 0.8f ? 0.8f : (w > 1.2f ? 1.2f : w);
+}
+
+}  // namespace fastmask

@@ -1,0 +1,322 @@
+"""MAPNet proposal sampling: backends against the reference (integers bit-exact, weights within
+float tolerance), sampling statistics, unbiasedness, the uniform limit, bad input, the real-op
+checks, and a MaskProposalNet that learns to propose the hard positions."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import fastmask
+from fastmask import backends, reference
+from fastmask.ops import probability_threshold
+from conftest import DEVICE, backend_params
+
+MASK_ID, VOCAB = 4, 1000
+T_MASK, T_RANDOM = probability_threshold("p", 0.8), probability_threshold("p", 0.1)
+
+
+def op(backend):
+    return torch.ops.fastmask.proposal_mask_triton if backend == "triton" else torch.ops.fastmask.proposal_mask
+
+
+def test_canonical_exp_and_log_are_accurate():
+    x = torch.linspace(-63.99, 80, 100_001)
+    rel = (reference.canonical_exp(x).double() / torch.exp(x.double()) - 1).abs().max().item()
+    assert rel < 5 * 2.0**-24
+    assert (reference.canonical_exp(torch.tensor([-64.5, -200.0])) == 0).all()
+    u = torch.logspace(-37, 37, 100_001).float()
+    assert (reference.canonical_log(u).double() - torch.log(u.double())).abs().max().item() < 1e-5
+    near_one = torch.linspace(0.5, 2.0, 100_001)
+    ref = torch.log(near_one.double())
+    assert ((reference.canonical_log(near_one).double() - ref).abs() <= 4 * 2.0**-24 * ref.abs().clamp(min=0.5)).all()
+
+
+def random_case(g):
+    randint = lambda lo, hi: int(torch.randint(lo, hi, (1,), generator=g))  # noqa: E731
+    batch, length = randint(0, 5), randint(0, 70)
+    ids = torch.randint(5, VOCAB, (batch, length), generator=g)
+    if randint(0, 2):
+        ids = ids.int()
+    maskable = torch.rand(batch, length, generator=g) < float(torch.rand(1, generator=g))
+    scale = [0.01, 1.0, 30.0, 200.0][randint(0, 4)]
+    scores = (torch.randn(batch, length, generator=g) * scale).to([torch.float32, torch.bfloat16, torch.float16][randint(0, 3)])
+    if batch and length and randint(0, 4) == 0:
+        scores[randint(0, batch), randint(0, length)] = [float("nan"), float("inf"), -float("inf")][randint(0, 3)]
+    rows = torch.randint(-(2**62), 2**62, (batch,), generator=g)
+    args = (
+        ids.to(DEVICE), scores.to(DEVICE), maskable.to(DEVICE), rows.to(DEVICE), randint(0, 2**62), randint(0, 2**32),
+        randint(0, reference.PROB_ONE + 1), [0.0, 0.1, 0.5, 1.0][randint(0, 4)], [0.3, 1.0, 5.0][randint(0, 3)],
+    )
+    return args
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_matches_reference(backend):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(10 if backend == "triton" else 60):
+        head = random_case(g)
+        for poisson, sequence in itertools.product((False, True), repeat=2):
+            args = (*head, poisson, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+            ids, labels, weights = op(backend)(*args)
+            want_ids, want_labels, want_weights = reference.proposal_mask(*args)
+            assert torch.equal(ids, want_ids) and torch.equal(labels, want_labels)
+            assert weights.dtype == torch.float32
+            torch.testing.assert_close(weights, want_weights, rtol=1e-5 if sequence else 1e-6, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics (backends are bit-exact, so these use the default backend).
+
+
+def many_rows(scores_row, maskable_row, rows, **kwargs):
+    """The same row sampled `rows` times (row ids differ): (labels != -100, weights)."""
+    scores = scores_row.expand(rows, -1).contiguous().to(DEVICE)
+    maskable = maskable_row.expand(rows, -1).contiguous().to(DEVICE)
+    ids = torch.full(scores.shape, 9, device=DEVICE)
+    out = fastmask.proposal_mask(ids, scores, maskable, MASK_ID, VOCAB, **kwargs)
+    return out.labels != -100, out.weights
+
+
+def test_topk_counts_are_exact():
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(64, 50, generator=g).to(DEVICE) * 3
+    maskable = (torch.rand(64, 50, generator=g) < 0.7).to(DEVICE)
+    out = fastmask.proposal_mask(torch.full_like(maskable, 9, dtype=torch.long), scores, maskable, MASK_ID, VOCAB, 0.2)
+    n = maskable.sum(1)
+    k = torch.minimum(torch.clamp(torch.floor(0.2 * n + 0.5), min=1).long(), n)
+    assert torch.equal((out.labels != -100).sum(1), torch.where(n > 0, k, 0))
+    assert not ((out.labels != -100) & ~maskable).any()
+
+
+def successive_sampling_inclusion(q, k):
+    """Exact inclusion probabilities of drawing k items without replacement proportionally to q."""
+    pi = torch.zeros_like(q, dtype=torch.float64)
+    for order in itertools.permutations(range(len(q)), k):
+        p, left = 1.0, 1.0
+        for i in order:
+            p *= q[i].item() / left
+            left -= q[i].item()
+        for i in order:
+            pi[i] += p
+    return pi
+
+
+def test_topk_inclusion_frequencies_match_successive_sampling():
+    scores = torch.tensor([[2.0, 0.0, -1.0, 1.0, 0.5]])
+    maskable = torch.ones_like(scores, dtype=torch.bool)
+    rows = 40_000
+    chosen, _ = many_rows(scores, maskable, rows, mlm_probability=0.4, uniform_mix=0.2)  # k = 2
+    q = torch.exp(fastmask.proposal_log_q(scores, maskable, 0.2))[0].double()
+    pi = successive_sampling_inclusion(q, 2)
+    freq = chosen.double().mean(0).cpu()
+    sd = torch.sqrt(pi * (1 - pi) / rows)
+    assert ((freq - pi).abs() < 4.5 * sd).all(), (freq, pi)
+
+
+def test_poisson_inclusion_and_unbiased_token_weights():
+    g = torch.Generator().manual_seed(2)
+    scores = torch.randn(1, 40, generator=g) * 1.5
+    maskable = torch.rand(1, 40, generator=g) < 0.8
+    rows = 30_000
+    chosen, weights = many_rows(scores, maskable, rows, sampling="poisson", uniform_mix=0.1)
+    _, pi, k = reference.proposal_inclusion(scores, maskable, probability_threshold("p", 0.15), 0.1, 1.0)
+    pi = pi[0].double()
+    freq = chosen.double().mean(0).cpu()
+    sd = torch.sqrt(pi * (1 - pi) / rows).clamp(min=1e-12)
+    assert ((freq - pi).abs() <= 4.5 * sd).all()
+    # E[sum_i w_i l_i] = (k / n) sum_i l_i for any fixed per-token losses l.
+    losses = torch.rand(40, generator=g).double()
+    estimates = (weights.double().cpu() * losses).sum(1)
+    n = maskable.sum().item()
+    target = (k.item() / n) * losses[maskable[0]].sum().item()
+    assert abs(estimates.mean().item() - target) < 4.5 * estimates.std().item() / math.sqrt(rows)
+
+
+def test_uniform_mix_one_is_uniform_masking():
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(1, 30, generator=g) * 10
+    maskable = torch.ones(1, 30, dtype=torch.bool)
+    rows = 20_000
+    for sampling in ("topk", "poisson"):
+        chosen, weights = many_rows(scores, maskable, rows, uniform_mix=1.0, sampling=sampling, mlm_probability=0.2)
+        assert (weights[chosen] == 1).all() and (weights[~chosen] == 0).all()
+        freq = chosen.double().mean(0)
+        assert ((freq - 0.2).abs() < 4.5 * math.sqrt(0.2 * 0.8 / rows)).all()
+        if sampling == "topk":
+            assert (chosen.sum(1) == 6).all()
+
+
+def test_non_finite_scores_fall_back_to_uniform():
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(5, VOCAB, (3, 40), generator=g).to(DEVICE)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    scores = torch.randn(3, 40, generator=g).to(DEVICE)
+    scores[1, 7] = float("nan")
+    scores[2, 3] = float("inf")
+    out = fastmask.proposal_mask(ids, scores, maskable, MASK_ID, VOCAB, seed=5)
+    uniform = fastmask.proposal_mask(ids, torch.zeros_like(scores), maskable, MASK_ID, VOCAB, uniform_mix=1.0, seed=5)
+    for field in range(3):
+        assert torch.equal(out[field][1:], uniform[field][1:])
+    assert torch.isfinite(out.weights).all()
+
+
+def test_sequence_weights_are_clipped_and_normalised():
+    g = torch.Generator().manual_seed(5)
+    scores = torch.randn(32, 64, generator=g).to(DEVICE) * 3
+    maskable = torch.ones(32, 64, dtype=torch.bool, device=DEVICE)
+    ids = torch.full(scores.shape, 9, device=DEVICE)
+    out = fastmask.proposal_mask(ids, scores, maskable, MASK_ID, VOCAB, weighting="sequence")
+    chosen = out.labels != -100
+    row = out.weights.amax(1)
+    assert ((out.weights == row[:, None]) | ~chosen).all()  # one weight per row
+    raw = reference.proposal_mask(ids, scores, maskable, torch.arange(32, device=DEVICE), 0, 0,
+                                  probability_threshold("p", 0.15), 0.1, 1.0, False, True,
+                                  T_MASK, T_RANDOM, MASK_ID, VOCAB)[2].amax(1)
+    assert ((raw >= 0.8) & (raw <= 1.2)).all() and (raw != 1).any()
+    torch.testing.assert_close(row, raw / raw.mean())
+
+
+# --------------------------------------------------------------------------------------------
+# MaskProposalNet and its REINFORCE objective.
+
+
+def test_mask_proposal_net_learns_the_hard_positions():
+    """Tokens with a 'hard' id have a systematically higher loss; q must move toward them."""
+    torch.manual_seed(0)
+    vocab, length = 50, 24
+    embedding = torch.nn.Embedding(vocab, 16)
+    net = fastmask.MaskProposalNet(embedding, num_layers=1, hidden_size=32, num_heads=2, max_len=length, dropout=0.0)
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    hard = torch.arange(vocab) < 10  # ids 0..9 are hard
+
+    def hard_mass():
+        ids = torch.randint(0, vocab, (256, length), generator=torch.Generator().manual_seed(99))
+        with torch.no_grad():
+            q = torch.exp(fastmask.proposal_log_q(net(ids), torch.ones_like(ids, dtype=torch.bool)))
+        return (q * hard[ids]).sum(1).mean().item() / hard[ids].float().mean(1).mean().item()
+
+    before = hard_mass()
+    for step in range(60):
+        ids = torch.randint(0, vocab, (64, length))
+        maskable = torch.ones_like(ids, dtype=torch.bool)
+        scores = net(ids)
+        out = fastmask.proposal_mask(ids, scores.detach(), maskable, 3, vocab, 0.25, seed=step)
+        token_losses = torch.where(hard[ids], 3.0, 1.0) + 0.1 * torch.rand(ids.shape)
+        loss = fastmask.mapnet_loss(scores, out.labels, token_losses, maskable)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = hard_mass()
+    assert before == pytest.approx(1.0, rel=1e-5)  # the zero-initialised head proposes uniformly
+    assert after > 2.0 * before, (before, after)
+
+
+def test_shared_embedding_is_not_a_parameter_and_not_trained():
+    embedding = torch.nn.Embedding(20, 8)
+    net = fastmask.MaskProposalNet(embedding, num_layers=1, hidden_size=8, num_heads=2, max_len=10)
+    assert all(p is not embedding.weight for p in net.parameters())
+    net(torch.randint(0, 20, (2, 10))).sum().backward()
+    assert embedding.weight.grad is None
+    with pytest.raises(ValueError, match="max_len"):
+        net(torch.randint(0, 20, (2, 11)))
+
+
+def test_mapnet_loss_gradient_pushes_toward_high_loss():
+    scores = torch.zeros(1, 4, requires_grad=True)
+    labels = torch.tensor([[5, 6, -100, -100]])
+    losses = torch.tensor([[3.0, 1.0, 0.0, 0.0]])
+    fastmask.mapnet_loss(scores, labels, losses, torch.ones(1, 4, dtype=torch.bool), uniform_mix=0.0).backward()
+    assert scores.grad[0, 0] < 0 < scores.grad[0, 1]  # descent raises the score of the hard position
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input, opcheck, torch.compile.
+
+IDS = torch.full((2, 6), 9, device=DEVICE)
+OK = torch.ones(2, 6, dtype=torch.bool, device=DEVICE)
+SCORES = torch.zeros(2, 6, device=DEVICE)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(scores=SCORES[:, :3]), "scores"),
+        (dict(scores=SCORES.double()), "scores"),
+        (dict(scores=SCORES.long()), "scores"),
+        (dict(uniform_mix=1.5), "uniform_mix"),
+        (dict(uniform_mix=-0.1), "uniform_mix"),
+        (dict(temperature=0.0), "temperature"),
+        (dict(temperature=float("inf")), "temperature"),
+        (dict(sampling="multinomial"), "sampling"),
+        (dict(weighting="row"), "weighting"),
+        (dict(mlm_probability=2.0), "mlm_probability"),
+        (dict(maskable=OK.int()), "maskable"),
+    ],
+)
+def test_bad_input_names_the_argument(kwargs, match):
+    args = dict(input_ids=IDS, scores=SCORES, maskable=OK, mask_token_id=MASK_ID, vocab_size=VOCAB)
+    args.update(kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        fastmask.proposal_mask(**args)
+
+
+def test_direct_op_call_checks_floats():
+    rows = torch.arange(2, device=DEVICE)
+    with pytest.raises(RuntimeError, match="temperature"):
+        torch.ops.fastmask.proposal_mask(IDS, SCORES, OK, rows, 0, 0, 1, 0.1, 0.0, False, False, 1, 1, 4, 10)
+    with pytest.raises(RuntimeError, match="scores"):
+        torch.ops.fastmask.proposal_mask(IDS, SCORES[:1], OK, rows, 0, 0, 1, 0.1, 1.0, False, False, 1, 1, 4, 10)
+
+
+@pytest.mark.parametrize("suffix", ["", "_triton", "_torch"])
+def test_opcheck(suffix):
+    backend = {"": DEVICE.type, "_triton": "triton", "_torch": "torch"}[suffix]
+    reason = backends.why_unavailable(backend, DEVICE.type)
+    if reason:
+        pytest.skip(reason)
+    g = torch.Generator().manual_seed(6)
+    ids = torch.randint(5, VOCAB, (3, 17), generator=g).to(DEVICE)
+    scores = torch.randn(3, 17, generator=g).to(DEVICE)
+    maskable = (torch.rand(3, 17, generator=g) < 0.8).to(DEVICE)
+    rows = torch.arange(3, device=DEVICE)
+    for poisson in (False, True):
+        args = (ids, scores, maskable, rows, 1, 2, 5033165, 0.1, 1.0, poisson, False, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+        torch.library.opcheck(getattr(torch.ops.fastmask, "proposal_mask" + suffix), args)
+
+
+def test_torch_compile_fullgraph():
+    g = torch.Generator().manual_seed(7)
+    ids = torch.randint(5, VOCAB, (4, 20), generator=g).to(DEVICE)
+    scores = torch.randn(4, 20, generator=g).to(DEVICE).requires_grad_()
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+
+    def step(ids, scores):
+        out = fastmask.proposal_mask(ids, scores.detach(), maskable, MASK_ID, VOCAB, seed=3)
+        losses = torch.where(out.labels != -100, 1.0 + out.weights, 0.0)
+        return out.labels, fastmask.mapnet_loss(scores, out.labels, losses, maskable)
+
+    torch._dynamo.reset()
+    got = torch.compile(step, fullgraph=True, backend="aot_eager")(ids, scores)
+    want = step(ids, scores)
+    assert torch.equal(got[0], want[0])
+    torch.testing.assert_close(got[1], want[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("weighting", ["token", "sequence"])
+def test_long_rows_on_gpu(weighting):
+    """Poisson rows beyond the CUDA sort limit take the streaming kernel; top-k leaves CUDA."""
+    g = torch.Generator().manual_seed(8)
+    ids = torch.randint(5, VOCAB, (2, 9000), generator=g).to(DEVICE)
+    scores = torch.randn(2, 9000, generator=g).to(DEVICE)
+    maskable = (torch.rand(2, 9000, generator=g) < 0.9).to(DEVICE)
+    rows = torch.arange(2, device=DEVICE)
+    args = (ids, scores, maskable, rows, 1, 2, 2516582, 0.1, 1.0, True, weighting == "sequence", T_MASK, T_RANDOM,
+            MASK_ID, VOCAB)
+    got, want = torch.ops.fastmask.proposal_mask(*args), reference.proposal_mask(*args)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=0)
+    topk = fastmask.proposal_mask(ids, scores, maskable, MASK_ID, VOCAB)  # auto: not the CUDA kernel
+    assert ((topk.labels != -100).sum(1) == torch.round(0.15 * maskable.sum(1))).all()
