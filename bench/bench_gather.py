@@ -84,8 +84,8 @@ def bench_step(preset, batch, length, device, min_run_time, heads=("dense-head",
     """BertForMaskedLM dense head vs the sparse head on the same masks: time and peak memory."""
     from transformers import BertConfig, BertForMaskedLM
 
-    hidden, layers, heads, ffn = PRESETS[preset]
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+    hidden, layers, num_heads, ffn = PRESETS[preset]
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=num_heads,
                         intermediate_size=ffn, max_position_embeddings=max(512, length))
     model = BertForMaskedLM(config).to(device)
     ids = torch.randint(5, 30522, (batch, length), device=device)

@@ -35,6 +35,7 @@ def test_info_and_demo_run():
 @pytest.mark.parametrize("script,row", [
     ("bench_masking.py", "| mask_tokens | 32x128 | int64 | hf-collator |"),
     ("bench_gather.py", "| bert_step_tiny | 4x64 | fp32 | sparse-head |"),
+    ("bench_proposal.py", "| proposal_topk | 16x128 | float32 | eager-multinomial |"),
 ])
 def test_bench_quick_runs(script, row):
     out = subprocess.run(
