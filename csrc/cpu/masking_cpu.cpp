@@ -8,41 +8,11 @@
 #include <torch/library.h>
 
 #include "fastmask/masking.h"
+#include "cpu_draws.h"
 #include "fastmask/binding.h"
 
 namespace fastmask {
 namespace {
-
-#if defined(__x86_64__) && defined(__GNUC__)
-#define FASTMASK_CPU_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#else
-#define FASTMASK_CPU_CLONES
-#endif
-
-// The row's Philox words, struct-of-arrays so the fill loop vectorises. Compiled for AVX-512,
-// AVX2 and baseline x86-64 and chosen at load time: the draws dominate the CPU kernels' time.
-struct RowDraws {
-  std::vector<uint32_t> r0, r1, r2;
-  Draw operator[](int64_t i) const { return Draw{r0[i], r1[i], r2[i], 0}; }
-};
-
-FASTMASK_CPU_CLONES void fill_draws(uint64_t seed, uint32_t epoch, uint64_t row_id, int64_t length, uint32_t* __restrict r0,
-                uint32_t* __restrict r1, uint32_t* __restrict r2) {
-  for (int64_t i = 0; i < length; ++i) {
-    const Draw d = token_draw(seed, epoch, row_id, static_cast<uint32_t>(i));
-    r0[i] = d.r0;
-    r1[i] = d.r1;
-    r2[i] = d.r2;
-  }
-}
-
-void row_draws(const MaskArgs& args, int64_t row_id, int64_t length, RowDraws* draws) {
-  draws->r0.resize(length);
-  draws->r1.resize(length);
-  draws->r2.resize(length);
-  fill_draws(args.seed, args.epoch, static_cast<uint64_t>(row_id), length, draws->r0.data(),
-             draws->r1.data(), draws->r2.data());
-}
 
 // Packed (rank key, position) keys of a row's maskable positions: the shared ranking primitive
 // of exact-count masking (k-th smallest) and the random fully-explored partition (full sort).

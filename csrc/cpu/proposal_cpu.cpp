@@ -9,6 +9,7 @@
 #include <torch/library.h>
 
 #include "fastmask/binding.h"
+#include "cpu_draws.h"
 #include "fastmask/proposal.h"
 #include "fastmask/proposal_binding.h"
 
@@ -21,12 +22,21 @@ struct ProposalArgs {
   bool poisson, sequence_weights;
 };
 
+// Per-row scratch, reused across the rows of one thread.
+struct RowScratch {
+  RowDraws draws;
+  std::vector<float> q, pi;
+  std::vector<uint64_t> keys;
+};
+
 template <typename IdT>
 void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskable, uint64_t row_id,
                          const ProposalArgs& a, IdT* out_ids, int64_t* labels, float* weights, int64_t length,
-                         std::vector<float>* q_buf, std::vector<float>* pi_buf, std::vector<uint64_t>* keys) {
-  std::vector<float>& q = *q_buf;
-  std::vector<float>& pi = *pi_buf;
+                         RowScratch* scratch) {
+  RowDraws& draws = scratch->draws;
+  row_draws(a.mask, static_cast<int64_t>(row_id), length, &draws);
+  std::vector<float>& q = scratch->q;
+  std::vector<float>& pi = scratch->pi;
   q.assign(length, 0.0f);
   pi.assign(length, 0.0f);
   int64_t n = 0;
@@ -56,37 +66,36 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
     pi[i] = inclusion_probability(p, row);
   }
   // Top-k: the k smallest packed (key, position), found by nth_element.
+  std::vector<uint64_t>& packed = scratch->keys;
+  packed.assign(length, ~uint64_t{0});
+  for (int64_t i = 0; i < length; ++i) {
+    if (!maskable[i]) continue;
+    const Draw d = draws[i];
+    packed[i] = a.poisson ? uint64_t{poisson_selected(d, pi[i])}
+                          : (static_cast<uint64_t>(proposal_rank_key(d, q[i])) << 32) | static_cast<uint64_t>(i);
+  }
   uint64_t kth_key = 0;
   if (!a.poisson && k > 0) {
-    keys->clear();
-    for (int64_t i = 0; i < length; ++i) {
-      if (!maskable[i]) continue;
-      const Draw d = token_draw(a.mask.seed, a.mask.epoch, row_id, static_cast<uint32_t>(i));
-      keys->push_back((static_cast<uint64_t>(proposal_rank_key(d, q[i])) << 32) | static_cast<uint64_t>(i));
-    }
-    std::nth_element(keys->begin(), keys->begin() + (k - 1), keys->end());
-    kth_key = (*keys)[k - 1];
+    std::vector<uint64_t> order(packed);  // non-maskable entries are the largest: never among the k
+    std::nth_element(order.begin(), order.begin() + (k - 1), order.end());
+    kth_key = order[k - 1];
   }
+  auto chosen = [&](int64_t i) {
+    return maskable[i] && (a.poisson ? packed[i] == 1 : k > 0 && packed[i] <= kth_key);
+  };
   float log_sum = 0.0f;
-  for (int pass = 0; pass < (a.sequence_weights ? 2 : 1); ++pass) {
-    const float row_weight = sequence_weight(log_sum);
+  if (a.sequence_weights) {
     for (int64_t i = 0; i < length; ++i) {
-      const Draw d = token_draw(a.mask.seed, a.mask.epoch, row_id, static_cast<uint32_t>(i));
-      bool chosen = false;
-      if (maskable[i]) {
-        chosen = a.poisson ? poisson_selected(d, pi[i])
-                           : k > 0 && ((static_cast<uint64_t>(proposal_rank_key(d, q[i])) << 32) |
-                                       static_cast<uint64_t>(i)) <= kth_key;
-      }
-      if (a.sequence_weights && pass == 0) {  // first pass: the row's log-weight only
-        if (chosen) log_sum = fadd(log_sum, sequence_log_term(q[i], row));
-        continue;
-      }
-      const int64_t id = static_cast<int64_t>(ids[i]);
-      out_ids[i] = static_cast<IdT>(chosen ? corrupted_id(id, d, a.mask) : id);
-      labels[i] = chosen ? id : kIgnoreIndex;
-      weights[i] = !chosen ? 0.0f : (a.sequence_weights ? row_weight : token_weight(pi[i], row));
+      if (chosen(i)) log_sum = fadd(log_sum, sequence_log_term(q[i], row));
     }
+  }
+  const float row_weight = sequence_weight(log_sum);
+  for (int64_t i = 0; i < length; ++i) {
+    const bool c = chosen(i);
+    const int64_t id = static_cast<int64_t>(ids[i]);
+    out_ids[i] = static_cast<IdT>(c ? corrupted_id(id, draws[i], a.mask) : id);
+    labels[i] = c ? id : kIgnoreIndex;
+    weights[i] = !c ? 0.0f : (a.sequence_weights ? row_weight : token_weight(pi[i], row));
   }
 }
 
@@ -114,14 +123,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cpu(
     const IdT* in = ids.data_ptr<IdT>();
     IdT* out = out_ids.data_ptr<IdT>();
     at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> q, pi;
-      std::vector<uint64_t> keys;
+      RowScratch scratch;
       for (int64_t b = begin; b < end; ++b) {
         const int64_t off = b * length;
         proposal_row_kernel<IdT>(in + off, sc.data_ptr<float>() + off, mask.data_ptr<bool>() + off,
                                  static_cast<uint64_t>(rid.data_ptr<int64_t>()[b]), args, out + off,
-                                 labels.data_ptr<int64_t>() + off, weights.data_ptr<float>() + off, length, &q,
-                                 &pi, &keys);
+                                 labels.data_ptr<int64_t>() + off, weights.data_ptr<float>() + off, length,
+                                 &scratch);
       }
     });
   });
