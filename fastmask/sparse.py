@@ -47,12 +47,29 @@ def sparse_mlm_loss(
         raise ValueError(f"weights must be a floating-point tensor of shape {tuple(labels.shape)}")
     if positions is None:
         positions = masked_positions(labels, capacity, backend=backend)
+    token_loss = sparse_token_losses(hidden, head, positions, backend=backend)
+    if weights is not None:
+        token_loss = token_loss * weights.gather(1, positions.index.clamp(min=0))
+    labelled = (positions.labels != IGNORE_INDEX).sum()
+    return token_loss.sum() / labelled.clamp(min=1)
+
+
+def sparse_token_losses(
+    hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor], positions: MaskedPositions,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Cross-entropy (B, C) of each gathered slot (0 in unused slots): the per-token losses."""
     logits = head(gather_masked(hidden, positions.index, backend=backend))
-    token_loss = F.cross_entropy(
+    loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), positions.labels.reshape(-1), ignore_index=IGNORE_INDEX,
         reduction="none",
     )
-    if weights is not None:
-        token_loss = token_loss * weights.gather(1, positions.index.clamp(min=0)).reshape(-1)
-    labelled = (positions.labels != IGNORE_INDEX).sum()
-    return token_loss.sum() / labelled.clamp(min=1)
+    return loss.view(positions.labels.shape)
+
+
+def losses_by_position(slot_losses: torch.Tensor, positions: MaskedPositions, length: int) -> torch.Tensor:
+    """Per-slot values (B, C) placed back at their positions (B, L), 0 elsewhere (no sync)."""
+    batch = slot_losses.shape[0]
+    index = torch.where(positions.index >= 0, positions.index, length)  # column L collects unused slots
+    out = slot_losses.new_zeros(batch, length + 1)
+    return out.scatter_(1, index, slot_losses)[:, :length]

@@ -245,3 +245,15 @@ def test_torch_compile_fullgraph_forward_and_backward():
     want.backward()
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(compiled_grad, model.cls.predictions.transform.dense.weight.grad)
+
+
+def test_token_losses_by_position_match_dense_cross_entropy():
+    from fastmask.sparse import losses_by_position, sparse_token_losses
+
+    model = tiny_bert()
+    batch = masked_batch(seed=2)
+    hidden = model.bert(input_ids=batch.input_ids)[0].detach()
+    pos = fastmask.masked_positions(batch.labels, 6)
+    by_position = losses_by_position(sparse_token_losses(hidden, model.cls, pos), pos, hidden.shape[1])
+    dense = torch.nn.functional.cross_entropy(model.cls(hidden).flatten(0, 1), batch.labels.flatten(), reduction="none")
+    torch.testing.assert_close(by_position, dense.view(batch.labels.shape))
