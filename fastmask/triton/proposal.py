@@ -1,0 +1,249 @@
+"""Triton kernel of MAPNet proposal sampling; bit-exact twin of ``reference.proposal_mask``.
+
+One program per row holds the whole row in registers (BLOCK = next power of two >= L):
+
+* softmax of score / temperature over the maskable positions, with the canonical exp below and
+  the normaliser summed exactly in 40-bit fixed point (int64), so the reduction order is free;
+* q (proposal) and pi = min(1, k q) from the same formulas, in the same order, as the reference;
+* top-k: packed keys (bits of -log(U) / q << 32) | position are sorted with ``tl.sort`` and the
+  k-th smallest is a threshold (as the exact-count kernel of :mod:`fastmask.triton.masking`);
+  Poisson: U < pi elementwise;
+* the 80/10/10 corruption and the Philox draws are masking.py's helpers; weights are written
+  per token (token mode) or from a row sum of canonical logs (sequence mode).
+
+Every float that feeds a decision is float32 with correctly rounded +, -, *, / only: division is
+``tl.math.div_rn`` (plain ``/`` may be approximate on GPUs) and the kernel is launched with
+``enable_fp_fusion=False`` (no mul+add contraction into FMA).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fastmask.triton.masking import (
+    _CORRUPT_ARGS,
+    _DRAW_ARGS,
+    _LOW32,
+    _MASK32,
+    _PAD_KEY,
+    _as_bytes,
+    _corrupt,
+    _key,
+    _replacement,
+    _row_block,
+    _row_ids,
+    _row_warps,
+    _token_draw,
+)
+
+
+def _f32(value: float) -> float:
+    """The float32 rounding of `value`, as a Python float (exact, so no later rounding differs)."""
+    return float(torch.tensor(value, dtype=torch.float32))
+
+
+# The reference's float32 constants (fastmask.reference: LN2_HI, ..., the Taylor coefficients).
+_LN2_HI = tl.constexpr(_f32(0.693359375))
+_LN2_LO = tl.constexpr(_f32(-2.12194440e-4))
+_LOG2E = tl.constexpr(_f32(1.44269504))
+_EXP_CUTOFF = tl.constexpr(_f32(-64.0))
+_SQRT2 = tl.constexpr(_f32(1.41421356))
+_FIXED_ONE = tl.constexpr(_f32(2.0**40))
+_INV_FIXED_ONE = tl.constexpr(_f32(1.0 / 2.0**40))
+_EXP_C720 = tl.constexpr(_f32(1.0 / 720))
+_EXP_C120 = tl.constexpr(_f32(1.0 / 120))
+_EXP_C24 = tl.constexpr(_f32(1.0 / 24))
+_EXP_C6 = tl.constexpr(_f32(1.0 / 6))
+_LOG_C9 = tl.constexpr(_f32(1.0 / 9))
+_LOG_C7 = tl.constexpr(_f32(1.0 / 7))
+_LOG_C5 = tl.constexpr(_f32(1.0 / 5))
+_LOG_C3 = tl.constexpr(_f32(1.0 / 3))
+_TWO_M23 = tl.constexpr(_f32(2.0**-23))
+_TWO_M24 = tl.constexpr(_f32(2.0**-24))
+_WEIGHT_MIN = tl.constexpr(_f32(0.8))
+_WEIGHT_MAX = tl.constexpr(_f32(1.2))
+_EXP_FIELD = tl.constexpr(0x7F800000)  # float32 exponent bits: all set means inf or nan
+
+
+# --------------------------------------------------------------------------------------------
+# Device helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _div(a, b):
+    """Correctly rounded a / b; div_rn does not broadcast a scalar against a block by itself."""
+    a, b = tl.broadcast(a, b)
+    return tl.math.div_rn(a, b)
+
+
+@triton.jit
+def _canonical_exp(x):
+    """reference.canonical_exp: exp for float32 x < 88 from +, -, *, floor and exponent bits."""
+    k = tl.floor(x * _LOG2E + 0.5)
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    p = _EXP_C720 * r + _EXP_C120
+    p = p * r + _EXP_C24
+    p = p * r + _EXP_C6
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    # 2**k from its exponent bits (k clamped so the field stays >= 1; x < -64 is 0 anyway).
+    scale = ((tl.maximum(k, -126.0).to(tl.int32) + 127) << 23).to(tl.float32, bitcast=True)
+    return tl.where(x < _EXP_CUTOFF, 0.0, p * scale)
+
+
+@triton.jit
+def _canonical_log(u):
+    """reference.canonical_log: log for positive normal u from +, -, *, / and exponent bits."""
+    bits = u.to(tl.int32, bitcast=True)
+    e = ((bits >> 23) & 0xFF) - 127
+    m = ((bits & 0x7FFFFF) | (127 << 23)).to(tl.float32, bitcast=True)  # mantissa in [1, 2)
+    big = m > _SQRT2
+    m = tl.where(big, m * 0.5, m)
+    ef = (e + big.to(tl.int32)).to(tl.float32)
+    s = _div(m - 1.0, m + 1.0)
+    s2 = s * s
+    t = _LOG_C9 * s2 + _LOG_C7
+    t = t * s2 + _LOG_C5
+    t = t * s2 + _LOG_C3
+    t = t * s2 + 1.0
+    return (ef * _LN2_LO + (s + s) * t) + ef * _LN2_HI
+
+
+@triton.jit
+def _proposal_inclusion(score, maskable, select_threshold, uniform_mix, temperature):
+    """reference.proposal_inclusion of one row: (q block, pi block, k, n as float32)."""
+    n = tl.sum(maskable.to(tl.int64), axis=0)
+    k = (select_threshold.to(tl.int64) * n + (1 << 23)) >> 24
+    k = tl.minimum(tl.maximum(k, 1), n)  # reference.exact_count; 0 when n == 0
+    kf = k.to(tl.float32)
+    nf = n.to(tl.float32)
+    # Divisor for the row constants: where n == 0 nothing is maskable and they are never used.
+    nf_div = tl.maximum(nf, 1.0)
+
+    # 1. Scaled scores; a non-finite maskable one makes the whole row uniform.
+    # (temperature splatted to a block: the interpreter passes float arguments as Python floats)
+    x = _div(score, tl.zeros_like(score) + temperature)
+    bad = maskable & ((x.to(tl.int32, bitcast=True) & _EXP_FIELD) == _EXP_FIELD)
+    finite = tl.sum(bad.to(tl.int32), axis=0) == 0
+    use = maskable & finite
+    row_max = tl.max(tl.where(use, x, float("-inf")), axis=0)
+
+    # 2. Softmax with the exact fixed-point normaliser (int64 sum: any order gives the same Z).
+    term = tl.where(use, _canonical_exp(tl.where(use, x - row_max, 0.0)), 0.0)
+    fixed = tl.sum(tl.floor(term * _FIXED_ONE).to(tl.int64), axis=0)
+    z = tl.maximum(fixed.to(tl.float32) * _INV_FIXED_ONE, 1.0)  # int64 -> float32 rounds to nearest
+    p = _div(term, z)
+
+    # 3. Proposal q and inclusion probability pi, in the reference's order of operations.
+    eps = tl.where(finite, uniform_mix, 1.0)
+    one_minus_eps = 1.0 - eps
+    q = tl.where(maskable, one_minus_eps * p + _div(eps, nf_div), 0.0)
+    pi_a = kf * one_minus_eps
+    pi_b = _div(kf * eps, nf_div)
+    pi = tl.where(maskable, tl.minimum(pi_a * p + pi_b, 1.0), 0.0)
+    return q, pi, k, nf
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit(
+    do_not_specialize=_DRAW_ARGS + ["select_threshold", "uniform_mix", "temperature"]
+    + _CORRUPT_ARGS)
+def _proposal_mask_kernel(
+    ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
+    seed_lo, seed_hi, epoch, select_threshold, uniform_mix, temperature,
+    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    POISSON: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # One program per row; BLOCK >= L.
+    row = tl.program_id(0).to(tl.int64)
+    offs = tl.arange(0, BLOCK)
+    in_row = offs < L
+    base = row * L
+    ids = tl.load(ids_ptr + base + offs, mask=in_row, other=0)
+    maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
+    score = tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32)
+    r0, r1, r2, _ = _token_draw(offs, tl.load(row_ids_ptr + row), seed_lo, seed_hi, epoch)
+
+    q, pi, k, nf = _proposal_inclusion(score, maskable, select_threshold, uniform_mix, temperature)
+    kf = k.to(tl.float32)
+
+    # 4. Selection.
+    if POISSON:
+        u = (r0 >> 8).to(tl.float32) * _TWO_M24  # exact: r0 >> 8 < 2**24
+        chosen = maskable & (u < pi)
+    else:
+        u = ((r0 >> 9).to(tl.float32) + 0.5) * _TWO_M23  # in (0, 1), so -log(u) > 0
+        positive = q > 0.0
+        key = tl.where(positive, _div(-_canonical_log(u), tl.where(positive, q, 1.0)), float("inf"))
+        # Positive floats order like their bits; non-maskable positions rank after every key.
+        key_bits = key.to(tl.int32, bitcast=True).to(tl.uint32).to(tl.uint64)
+        rank_key = tl.where(maskable, key_bits, _LOW32)
+        packed = (rank_key << 32) | offs.to(tl.uint64)
+        packed = tl.where(in_row, packed, _PAD_KEY)
+        ordered = tl.sort(packed)
+        # The k-th smallest key; the first k maskable positions are exactly those <= it.
+        kth = tl.sum(tl.where(offs == k - 1, ordered, 0), axis=0)
+        chosen = maskable & (packed <= kth) & (k > 0)
+
+    # 5. Corruption and weights.
+    ids64 = ids.to(tl.int64)
+    replaced = _replacement(
+        ids64, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
+    out, labels = _corrupt(ids64, chosen, replaced)
+    if SEQUENCE_WEIGHTS:
+        # log 1 = 0 exactly where not chosen; the float sum's order only moves the last bits.
+        log_n_q = _canonical_log(tl.where(chosen, nf * q, 1.0))
+        log_sum = tl.sum(tl.where(chosen, log_n_q, 0.0), axis=0)
+        row_log = tl.minimum(tl.maximum(-log_sum, -1.0), 1.0)
+        row_weight = tl.minimum(tl.maximum(_canonical_exp(row_log), _WEIGHT_MIN), _WEIGHT_MAX)
+        weights = tl.where(chosen, row_weight, 0.0)
+    else:
+        k_over_n = _div(kf, tl.maximum(nf, 1.0))  # chosen implies n >= 1
+        weights = tl.where(chosen, _div(k_over_n, tl.where(chosen, pi, 1.0)), 0.0)
+
+    tl.store(out_ids_ptr + base + offs, out.to(out_ids_ptr.dtype.element_ty), mask=in_row)
+    tl.store(labels_ptr + base + offs, labels, mask=in_row)
+    tl.store(weights_ptr + base + offs, weights, mask=in_row)
+
+
+# --------------------------------------------------------------------------------------------
+# Host function (signature and return convention of fastmask.reference.proposal_mask)
+# --------------------------------------------------------------------------------------------
+
+
+def proposal_mask(
+    input_ids, scores, maskable, row_ids, seed, epoch, select_threshold, uniform_mix, temperature,
+    poisson, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
+):
+    """MAPNet masking: positions drawn from the proposal q, with importance weights.
+
+    Returns (ids, labels int64, weights float32), bit-exact to the reference for ids and labels.
+    """
+    batch, length = input_ids.shape
+    device = input_ids.device
+    out_ids = torch.empty((batch, length), dtype=input_ids.dtype, device=device)
+    labels = torch.empty((batch, length), dtype=torch.int64, device=device)
+    weights = torch.empty((batch, length), dtype=torch.float32, device=device)
+    if batch == 0 or length == 0:
+        return out_ids, labels, weights
+    seed_lo, seed_hi = _key(seed)
+    block = _row_block(length)
+    _proposal_mask_kernel[(batch,)](
+        input_ids.contiguous(), scores.to(device).contiguous(), _as_bytes(maskable.contiguous()),
+        _row_ids(row_ids, device), out_ids, labels, weights, length,
+        seed_lo, seed_hi, int(epoch) & _MASK32, int(select_threshold),
+        # Rounded to float32 here, as the reference's torch.tensor(..., float32) does.
+        _f32(uniform_mix), _f32(temperature),
+        int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
+        POISSON=bool(poisson), SEQUENCE_WEIGHTS=bool(sequence_weights), BLOCK=block,
+        num_warps=_row_warps(block), enable_fp_fusion=False,
+    )
+    return out_ids, labels, weights
