@@ -1,4 +1,4 @@
-"""Command line: ``fastmask info`` and ``fastmask demo`` (also ``python -m fastmask ...``)."""
+"""Command line: ``fastmask pretrain``, ``info`` and ``demo`` (also ``python -m fastmask ...``)."""
 
 from __future__ import annotations
 
@@ -93,9 +93,15 @@ def demo(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pretrain"]:  # its own parser: every Config field is a flag
+        from fastmask import pretrain
+
+        return pretrain.main(argv[1:])
     parser = argparse.ArgumentParser(prog="fastmask", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions and available backends").set_defaults(fn=info)
+    sub.add_parser("pretrain", help="BERT MLM pretraining (fastmask pretrain --help)")
     p = sub.add_parser("demo", help="mask an example and time the CPU kernel against the HF collator")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=256)

@@ -257,3 +257,25 @@ def test_token_losses_by_position_match_dense_cross_entropy():
     by_position = losses_by_position(sparse_token_losses(hidden, model.cls, pos), pos, hidden.shape[1])
     dense = torch.nn.functional.cross_entropy(model.cls(hidden).flatten(0, 1), batch.labels.flatten(), reduction="none")
     torch.testing.assert_close(by_position, dense.view(batch.labels.shape))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["auto", "cuda", "triton"])
+def test_no_host_sync_on_gpu(backend):
+    """masked_positions -> gather -> head -> loss -> backward, and proposal sampling: no sync."""
+    g = torch.Generator().manual_seed(4)
+    labels = random_labels(64, 128, 0.15, g)
+    hidden = torch.randn(64, 128, 32, generator=g).to(DEVICE).requires_grad_()
+    head = torch.nn.Linear(32, 50).to(DEVICE)
+    labels = torch.where(labels >= 0, labels % 50, labels)
+    scores = torch.randn(64, 128, generator=g).to(DEVICE)
+    maskable = torch.ones(64, 128, dtype=torch.bool, device=DEVICE)
+    ids = torch.randint(5, 50, (64, 128), generator=g).to(DEVICE)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fastmask.sparse_mlm_loss(hidden, labels, head, capacity=40, backend=backend).backward()
+        fastmask.proposal_mask(ids, scores, maskable, 4, 50, backend=backend)
+        fastmask.proposal_mask(ids, scores, maskable, 4, 50, sampling="poisson", weighting="sequence", backend=backend)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
