@@ -17,7 +17,7 @@ def _readme_commands():
 
 def test_ci_runs_the_readme_test_command():
     main_job, test_command = _readme_commands()[:2]
-    assert test_command.endswith("python -m pytest") and main_job.endswith("fastmask demo")
+    assert test_command.endswith("python -m pytest") and main_job.endswith("fastmask pretrain")
     ci = open(os.path.join(ROOT, ".ci", "run")).read().splitlines()
     assert test_command in ci
 
