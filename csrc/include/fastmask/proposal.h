@@ -76,11 +76,12 @@ constexpr float kSqrt2 = 1.41421356f;
 constexpr float kFixedOne = 1099511627776.0f;  // 2^40: fixed point of the softmax normaliser
 constexpr float kInvFixedOne = 9.094947017729282e-13f;  // 2^-40
 
-// exp for x < 88 (about 2 ulp); 0 below -64. Same operations, same order as the reference.
+// exp for x < 88 (about 2 ulp); 0 below -64. Same operations, same order as the reference;
+// selects rather than branches, so CPU loops over it vectorise.
 FASTMASK_HD float canonical_exp(float x) {
-  if (x < kExpCutoff) return 0.0f;
-  const float k = floor_f32(fadd(fmul(x, kLog2e), 0.5f));
-  const float r = fsub(fsub(x, fmul(k, kLn2Hi)), fmul(k, kLn2Lo));
+  const float xc = x < kExpCutoff ? kExpCutoff : x;  // keeps the exponent bits in range
+  const float k = floor_f32(fadd(fmul(xc, kLog2e), 0.5f));
+  const float r = fsub(fsub(xc, fmul(k, kLn2Hi)), fmul(k, kLn2Lo));
   float p = 1.0f / 720;
   p = fadd(fmul(p, r), 1.0f / 120);
   p = fadd(fmul(p, r), 1.0f / 24);
@@ -89,19 +90,17 @@ FASTMASK_HD float canonical_exp(float x) {
   p = fadd(fmul(p, r), 1.0f);
   p = fadd(fmul(p, r), 1.0f);
   const int exponent = static_cast<int>(k) < -126 ? -126 : static_cast<int>(k);
-  return fmul(p, bits_float(static_cast<uint32_t>(exponent + 127) << 23));
+  const float e = fmul(p, bits_float(static_cast<uint32_t>(exponent + 127) << 23));
+  return x < kExpCutoff ? 0.0f : e;
 }
 
 // log for positive normal u (about 2 ulp).
 FASTMASK_HD float canonical_log(float u) {
   const uint32_t bits = float_bits(u);
-  int e = static_cast<int>((bits >> 23) & 0xFF) - 127;
-  float m = bits_float((bits & 0x7FFFFF) | (127u << 23));  // mantissa in [1, 2)
-  if (m > kSqrt2) {
-    m = fmul(m, 0.5f);
-    e += 1;
-  }
-  const float ef = static_cast<float>(e);
+  const float mantissa = bits_float((bits & 0x7FFFFF) | (127u << 23));  // in [1, 2)
+  const bool big = mantissa > kSqrt2;
+  const float m = big ? fmul(mantissa, 0.5f) : mantissa;
+  const float ef = static_cast<float>(static_cast<int>((bits >> 23) & 0xFF) - 127 + (big ? 1 : 0));
   const float s = fdiv(fsub(m, 1.0f), fadd(m, 1.0f));
   const float s2 = fmul(s, s);
   float t = 1.0f / 9;
