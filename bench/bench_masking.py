@@ -1,4 +1,4 @@
-"""Benchmark of the masking ops (random/exact-count and fully-explored) against their baselines.
+"""Benchmark of standard MLM masking (fastmask.mask_tokens, Bernoulli and exact count).
 
 Contenders, all in one run:
   hf-collator    Hugging Face DataCollatorForLanguageModeling.torch_mask_tokens (CPU tensors,
@@ -9,13 +9,12 @@ Contenders, all in one run:
   cpu/cuda/triton  fastmask's kernels
 The floor is the op's bytes read + written at the device-to-device copy bandwidth of this run.
 
-    python bench/bench_masking.py                 # sizes for the current device
-    python bench/bench_masking.py --quick         # CPU smoke run, seconds
+    python bench/bench_masking.py            # sizes for the current device
+    python bench/bench_masking.py --quick    # CPU smoke run, seconds
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -25,10 +24,26 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 import fastmask  # noqa: E402
-from fastmask import backends, baselines, reference  # noqa: E402
+from fastmask import baselines, reference  # noqa: E402
 from fastmask.ops import probability_threshold  # noqa: E402
 
 VOCAB, P = 30522, 0.15
+THRESHOLDS = (probability_threshold("p", P), probability_threshold("p", 0.8), probability_threshold("p", 0.1))
+
+
+def sizes(device, quick):
+    if quick:
+        return [(32, 128)]
+    if device.type == "cuda":
+        return [(32, 128), (256, 128), (256, 512), (1024, 512), (64, 8192)]
+    return [(32, 128), (256, 512)]
+
+
+def make_inputs(batch, length, device):
+    """Random ids framed by [CLS] ... [SEP], and their maskable mask (ids of baselines' tokenizer)."""
+    ids = torch.randint(len(baselines.SPECIAL_TOKENS), VOCAB, (batch, length), device=device)
+    ids[:, 0], ids[:, -1] = 2, 3  # [CLS], [SEP]
+    return ids, fastmask.maskable_mask(ids, special_ids=[2, 3])
 
 
 def eager_torch_masking(ids, maskable, mask_id, p=P):
@@ -40,91 +55,46 @@ def eager_torch_masking(ids, maskable, mask_id, p=P):
     return torch.where(chosen, out, ids), torch.where(chosen, ids, -100)
 
 
-def bench_shape(batch, length, device, num_segments, with_compile, min_run_time):
-    tokenizer = baselines.in_memory_tokenizer(VOCAB)
-    mask_id = tokenizer.mask_token_id
-    specials = [tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]
+def kernel_backends(device):
+    """fastmask's kernels that can run here; Triton on CPU is the interpreter, not a contender."""
+    candidates = ("cpu",) if device.type == "cpu" else ("cuda", "triton")
+    return [b for b in candidates if fastmask.backends.why_unavailable(b, device.type) is None]
 
-    def make_inputs():
-        ids = torch.randint(len(baselines.SPECIAL_TOKENS), VOCAB, (batch, length), device=device)
-        ids[:, 0], ids[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
-        return ids, fastmask.maskable_mask(ids, special_ids=specials)
 
-    id_bytes = batch * length * 8
-    mask_bytes = id_bytes + batch * length + 2 * id_bytes  # read ids + maskable, write ids + labels
-    fe_bytes = id_bytes + batch * length + num_segments * 2 * id_bytes
-    inputs = harness.rotating(make_inputs, mask_bytes, device)
-    ms_per_byte = harness.copy_ms_per_byte(device)
-    shape = f"{batch}x{length}"
-    rows = []
-    thresholds = (probability_threshold("p", P), probability_threshold("p", 0.8), probability_threshold("p", 0.1))
-
-    def add(op, backend, fn, nbytes, sets=inputs):
-        timing = harness.time_fn(fn, sets, device, min_run_time)
-        rows.append(harness.make_row(op, shape, torch.int64, backend, timing, nbytes * ms_per_byte, device))
-
-    # Bernoulli masking (Hugging Face semantics) and its baselines.
-    collator = baselines.hf_collator(tokenizer)
-    cpu_inputs = [(ids.cpu(), m.cpu()) for ids, m in inputs[:1]]
-    add("mask_tokens", "hf-collator", lambda ids, m: collator.torch_mask_tokens(ids.clone(), special_tokens_mask=~m),
-        mask_bytes, cpu_inputs)
-    add("mask_tokens", "eager-torch", lambda ids, m: eager_torch_masking(ids, m, mask_id), mask_bytes)
+def bench_shape(batch, length, device, min_run_time):
+    mask_bytes = batch * length * (8 + 1 + 8 + 8)  # read ids + maskable, write ids + labels
+    inputs = harness.rotating(lambda: make_inputs(batch, length, device), mask_bytes, device)
+    floor_ms = mask_bytes * harness.copy_ms_per_byte(device)
+    shape, rows = f"{batch}x{length}", []
     rows_ids = torch.arange(batch, device=device)
 
-    def ref(ids, m, exact=False):
-        return reference.mask_tokens(ids, m, rows_ids, 0, 0, *thresholds, mask_id, VOCAB, exact)
+    def add(op, backend, fn, sets=inputs):
+        timing = harness.time_fn(fn, sets, device, min_run_time)
+        rows.append(harness.make_row(op, shape, torch.int64, backend, timing, floor_ms, device))
 
-    add("mask_tokens", "reference", ref, mask_bytes)
-    if with_compile:
-        add("mask_tokens", "compiled-ref", torch.compile(ref), mask_bytes)
-    # Triton on CPU tensors is the interpreter: a correctness tool, not a contender.
-    candidates = ("cpu",) if device.type == "cpu" else ("cuda", "triton")
-    kernels = [b for b in candidates if backends.why_unavailable(b, device.type) is None]
-    for b in kernels:
-        add("mask_tokens", b, lambda ids, m, b=b: fastmask.mask_tokens(ids, m, mask_id, VOCAB, P, backend=b), mask_bytes)
+    collator = baselines.hf_collator(baselines.in_memory_tokenizer(VOCAB))
+    add("mask_tokens", "hf-collator", lambda ids, m: collator.torch_mask_tokens(ids.clone(), special_tokens_mask=~m),
+        [(ids.cpu(), m.cpu()) for ids, m in inputs[:1]])
+    add("mask_tokens", "eager-torch", lambda ids, m: eager_torch_masking(ids, m, 4))
+    for exact, op in ((False, "mask_tokens"), (True, "mask_tokens_exact")):
+        def ref(ids, m, exact=exact):
+            return reference.mask_tokens(ids, m, rows_ids, 0, 0, *THRESHOLDS, 4, VOCAB, exact)
 
-    # Exact count (BERT's original scripts): same bytes, a per-row selection on top.
-    add("mask_tokens_exact", "reference", lambda ids, m: ref(ids, m, True), mask_bytes)
-    for b in kernels:
-        add("mask_tokens_exact", b,
-            lambda ids, m, b=b: fastmask.mask_tokens(ids, m, mask_id, VOCAB, P, exact_count=True, backend=b), mask_bytes)
-
-    # Fully explored, K views.
-    fe_op = f"fully_explored_k{num_segments}"
-    add(fe_op, "reference", lambda ids, m: reference.fully_explored_mask(
-        ids, m, rows_ids, 0, 0, num_segments, False, *thresholds[1:], mask_id, VOCAB), fe_bytes)
-    for b in kernels:
-        add(fe_op, b, lambda ids, m, b=b: fastmask.fully_explored_mask(
-            ids, m, mask_id, VOCAB, num_segments, backend=b), fe_bytes)
+        add(op, "reference", ref)
+        if device.type == "cuda":
+            add(op, "compiled-ref", torch.compile(ref))
+        for b in kernel_backends(device):
+            add(op, b, lambda ids, m, b=b, exact=exact: fastmask.mask_tokens(ids, m, 4, VOCAB, P, exact_count=exact,
+                                                                            backend=b))
     return rows
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="one small shape, short timings (CPU smoke run)")
-    parser.add_argument("--sizes", default=None, help="comma-separated BxL, e.g. 32x128,256x512")
-    parser.add_argument("--segments", type=int, default=7)
-    parser.add_argument("--no-save", action="store_true", help="print only; do not append to bench/results/")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if args.sizes:
-        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    elif args.quick:
-        sizes = [(32, 128)]
-    elif device.type == "cuda":
-        sizes = [(32, 128), (256, 128), (256, 512), (1024, 512), (64, 8192)]
-    else:
-        sizes = [(32, 128), (256, 512)]
-    min_run_time = 0.05 if args.quick else 0.5
-    rows = []
-    for batch, length in sizes:
-        rows += bench_shape(batch, length, device, args.segments, device.type == "cuda" and not args.quick, min_run_time)
-    harness.print_table(rows, baselines=("hf-collator", "eager-torch", "reference"))
-    if not args.no_save:
-        print("\nappended to", harness.save(rows, "masking", device))
-    return 0
+BASELINES = ("hf-collator", "eager-torch", "reference")  # the speed-up columns of the table
+
+
+def collect(device, quick, min_run_time):
+    return [row for batch, length in sizes(device, quick) for row in bench_shape(batch, length, device, min_run_time)]
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(harness.run("masking", __doc__, collect, BASELINES))

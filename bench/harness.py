@@ -7,6 +7,7 @@ p20/p80 from its raw times). Every figure is reported next to baselines from the
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -140,3 +141,19 @@ def print_table(rows: list[Row], baselines: Sequence[str]) -> None:
         floor = "-" if r.floor_fraction is None else f"{r.floor_fraction:.2f}"
         print(f"| {r.op} | {r.shape} | {r.dtype} | {r.backend} | {r.median_ms:.4f} | "
               f"{r.p20_ms:.4f}-{r.p80_ms:.4f} | " + " | ".join(speedups) + f" | {floor} |")
+
+
+def run(name: str, doc: str, collect: Callable, baselines: Sequence[str], argv=None) -> int:
+    """The command line every bench script shares: collect(device, quick, min_run_time) -> rows,
+    printed as a table and appended to bench/results/<name>-<device>.jsonl."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--quick", action="store_true", help="small shapes, short timings (a CPU smoke run)")
+    parser.add_argument("--no-save", action="store_true", help="print only; do not append to bench/results/")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    rows = collect(device, args.quick, 0.05 if args.quick else 0.5)
+    print_table(rows, baselines)
+    if not args.no_save:
+        print("\nappended to", save(rows, name, device))
+    return 0

@@ -1,4 +1,4 @@
-"""Command line: ``fastmask pretrain``, ``info`` and ``demo`` (also ``python -m fastmask ...``)."""
+"""Command line: ``fastmask pretrain``, ``bench``, ``info`` and ``demo`` (also ``python -m fastmask ...``)."""
 
 from __future__ import annotations
 
@@ -92,6 +92,35 @@ def demo(args) -> int:
     return 0
 
 
+BENCH_FAMILIES = ("masking", "fully-explored", "gather", "proposal", "step")
+
+
+def bench(args) -> int:
+    """Runs the benchmark scripts of the source checkout's bench/ folder (one per op family)."""
+    import importlib.util
+    import os
+
+    import fastmask
+
+    bench_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(fastmask.__file__))), "bench")
+    if not os.path.exists(os.path.join(bench_dir, "harness.py")):
+        print(f"fastmask bench: no bench/ folder next to the package ({bench_dir}); it runs from a source "
+              "checkout installed with `pip install -e .`", file=sys.stderr)
+        return 2
+    sys.path.insert(0, bench_dir)
+    import harness
+
+    flags = (["--quick"] if args.quick else []) + (["--no-save"] if args.no_save else []) + ["--device", args.device]
+    for family in [args.family] if args.family else BENCH_FAMILIES:
+        path = os.path.join(bench_dir, f"bench_{family.replace('-', '_')}.py")
+        spec = importlib.util.spec_from_file_location(f"bench_{family.replace('-', '_')}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        print(f"\n## {family}\n")
+        harness.run(family, module.__doc__, module.collect, module.BASELINES, flags)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["pretrain"]:  # its own parser: every Config field is a flag
@@ -102,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions and available backends").set_defaults(fn=info)
     sub.add_parser("pretrain", help="BERT MLM pretraining (fastmask pretrain --help)")
+    p = sub.add_parser("bench", help="benchmark every op family against its baselines (bench/ scripts)")
+    p.add_argument("family", nargs="?", choices=BENCH_FAMILIES, help="one family (default: all)")
+    p.add_argument("--quick", action="store_true", help="small shapes, short timings: a CPU smoke run")
+    p.add_argument("--no-save", action="store_true", help="print only; do not append to bench/results/")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.set_defaults(fn=bench)
     p = sub.add_parser("demo", help="mask an example and time the CPU kernel against the HF collator")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=256)
