@@ -1,4 +1,4 @@
-"""Command line: ``fastmask pretrain``, ``bench``, ``info`` and ``demo`` (also ``python -m fastmask ...``)."""
+"""Command line: ``fastmask pretrain``, ``experiment``, ``bench``, ``info`` and ``demo`` (also ``python -m fastmask ...``)."""
 
 from __future__ import annotations
 
@@ -127,10 +127,15 @@ def main(argv: list[str] | None = None) -> int:
         from fastmask import pretrain
 
         return pretrain.main(argv[1:])
+    if argv[:1] == ["experiment"]:
+        from fastmask import experiments
+
+        return experiments.main(argv[1:])
     parser = argparse.ArgumentParser(prog="fastmask", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions and available backends").set_defaults(fn=info)
     sub.add_parser("pretrain", help="BERT MLM pretraining (fastmask pretrain --help)")
+    sub.add_parser("experiment", help="gradient variance and convergence per masking strategy (fastmask experiment --help)")
     p = sub.add_parser("bench", help="benchmark every op family against its baselines (bench/ scripts)")
     p.add_argument("family", nargs="?", choices=BENCH_FAMILIES, help="one family (default: all)")
     p.add_argument("--quick", action="store_true", help="small shapes, short timings: a CPU smoke run")

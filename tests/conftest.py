@@ -17,11 +17,6 @@ from fastmask import backends  # noqa: E402
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def concrete_backends(device: torch.device = DEVICE) -> list[str]:
-    """The kernel backends (not the reference) that can run here; listed in skip reasons otherwise."""
-    return [b for b in ("cpu", "cuda", "triton") if backends.why_unavailable(b, device.type) is None]
-
-
 def backend_params(device: torch.device = DEVICE):
     """pytest params for every kernel backend, the unavailable ones skipped with the reason."""
     params = []
@@ -30,3 +25,19 @@ def backend_params(device: torch.device = DEVICE):
         marks = [pytest.mark.skip(reason=reason)] if reason else []
         params.append(pytest.param(b, marks=marks, id=b))
     return params
+
+
+SENTENCES = [
+    "the quick brown fox jumps over the lazy dog",
+    "a masked language model predicts the missing words of a sentence",
+    "gradient variance falls when masks do not overlap",
+    "the proposal network learns which positions are hard to predict",
+]
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A small text corpus (one document per line) for pretraining tests."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(f"{s} number {i}" for i in range(150) for s in SENTENCES))
+    return str(path)

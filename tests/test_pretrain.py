@@ -12,21 +12,6 @@ import torch
 
 from fastmask import pretrain
 
-SENTENCES = [
-    "the quick brown fox jumps over the lazy dog",
-    "a masked language model predicts the missing words of a sentence",
-    "gradient variance falls when masks do not overlap",
-    "the proposal network learns which positions are hard to predict",
-]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n".join(f"{s} number {i}" for i in range(150) for s in SENTENCES))
-    return str(path)
-
-
 def micro_args(corpus, out, cache, *extra):
     return ["--corpus", corpus, "--out", str(out), "--cache-dir", str(cache), "--hidden-size", "32",
             "--num-layers", "1", "--num-heads", "2", "--intermediate-size", "64", "--seq-len", "32",
