@@ -331,17 +331,32 @@ def write_doc(out: str, doc: str) -> None:
                   f"each sequence in a step, so it does about K times the compute per step. Eval loss always uses plain "
                   f"random masks. Target: the final eval loss random masking reaches (median over seeds), "
                   f"{cv['target']:.4f}.", "", f"![eval loss against steps and wall time]({rel}/convergence.png)", "",
-                  "| strategy | final eval loss (per seed) | steps to target (per seed) | steps vs random |", "|---|---|---|---|"]
+                  "| strategy | final eval loss (per seed) | steps to target (per seed) | steps vs random | training seconds to target |",
+                  "|---|---|---|---|---|"]
         seeds = cv["setup"]["seeds"]
         random_steps = [cv["steps_to_target"][f"random/{s}"] for s in range(seeds)]
         for strategy in STRATEGIES:
             finals = [cv["runs"][f"{strategy}/{s}"][-1]["eval_loss"] for s in range(seeds)]
             steps = [cv["steps_to_target"][f"{strategy}/{s}"] for s in range(seeds)]
             ratios = [f"{a / b:.2f}" if a and b else "not reached" for a, b in zip(steps, random_steps)]
+            seconds = [next((f"{p['seconds']:.1f}" for p in cv["runs"][f"{strategy}/{s}"]
+                             if p["eval_loss"] <= cv["target"]), "not reached") for s in range(seeds)]
             parts.append(f"| {strategy} | {', '.join(f'{x:.4f}' for x in finals)} | "
-                         f"{', '.join(str(x) if x else 'not reached' for x in steps)} | {', '.join(ratios)} |")
+                         f"{', '.join(str(x) if x else 'not reached' for x in steps)} | {', '.join(ratios)} | "
+                         f"{', '.join(seconds)} |")
         parts += ["", "Steps-to-target ratios below 1 mean faster than random masking per step (per sequence seen);",
-                  "the wall-time panel includes fully explored's K-fold compute.", ""]
+                  "the seconds column and the wall-time panel include fully explored's K-fold compute per step.", "",
+                  "Conclusion, as measured:", ""]
+        for strategy in STRATEGIES[1:]:
+            pairs = [(cv["steps_to_target"][f"{strategy}/{s}"], random_steps[s]) for s in range(seeds)]
+            reached = [a / b for a, b in pairs if a and b]
+            if len(reached) < seeds:
+                parts.append(f"- {strategy}: did not reach random masking's final loss within {cv['setup']['steps']} "
+                             f"steps in {seeds - len(reached)} of {seeds} seeds.")
+            else:
+                parts.append(f"- {strategy}: reached random masking's final loss in {min(reached):.2f}–{max(reached):.2f} "
+                             f"of random's steps (per sequence seen); see the seconds column for the cost in time.")
+        parts.append("")
     os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
     with open(doc, "w") as f:
         f.write("\n".join(parts))
