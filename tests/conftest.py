@@ -17,6 +17,22 @@ from fastmask import backends  # noqa: E402
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def kernel_op(name: str, backend: str):
+    """The registered op that runs `backend`'s kernel (cpu and cuda share the C++ op)."""
+    return getattr(torch.ops.fastmask, name + ("_triton" if backend == "triton" else ""))
+
+
+def op_variant_params():
+    """pytest params for the three registered variants of an op ("", "_triton", "_torch"), each
+    skipped with the reason when its kernels cannot run on this machine."""
+    params = []
+    for suffix, backend in (("", DEVICE.type), ("_triton", "triton"), ("_torch", "torch")):
+        reason = backends.why_unavailable(backend, DEVICE.type)
+        params.append(pytest.param(suffix, marks=[pytest.mark.skip(reason=reason)] if reason else [],
+                                   id=suffix or "native"))
+    return params
+
+
 def backend_params(device: torch.device = DEVICE):
     """pytest params for every kernel backend, the unavailable ones skipped with the reason."""
     params = []

@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastmask
-from fastmask import backends, reference
-from conftest import DEVICE, backend_params
+from fastmask import reference
+from conftest import DEVICE, backend_params, kernel_op, op_variant_params
 
 FLOATS = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
@@ -20,10 +20,6 @@ def random_labels(batch, length, density, generator):
     return torch.where(keep, labels, -100).to(DEVICE)
 
 
-def op(name, backend):
-    return getattr(torch.ops.fastmask, name + ("_triton" if backend == "triton" else ""))
-
-
 @pytest.mark.parametrize("backend", backend_params())
 def test_masked_positions_match_reference(backend):
     g = torch.Generator().manual_seed(0)
@@ -31,7 +27,7 @@ def test_masked_positions_match_reference(backend):
         batch, length = trial % 4, int(torch.randint(0, 140, (1,), generator=g))
         labels = random_labels(batch, length, float(torch.rand(1, generator=g)), g)
         capacity = int(torch.randint(1, length + 4, (1,), generator=g))
-        got = op("masked_positions", backend)(labels, capacity)
+        got = kernel_op("masked_positions", backend)(labels, capacity)
         for a, b in zip(got, reference.masked_positions(labels, capacity)):
             assert a.dtype == b.dtype and torch.equal(a, b)
 
@@ -45,9 +41,9 @@ def test_gather_and_scatter_match_reference(backend, dtype):
         labels = random_labels(batch, length, 0.3, g)
         index = reference.masked_positions(labels, max(1, length // 4))[0]
         hidden = torch.randn(batch, length, width, generator=g).to(DEVICE, dtype)
-        assert torch.equal(op("gather_masked", backend)(hidden, index), reference.gather_masked(hidden, index))
+        assert torch.equal(kernel_op("gather_masked", backend)(hidden, index), reference.gather_masked(hidden, index))
         values = torch.randn(batch, index.shape[1], width, generator=g).to(DEVICE, dtype)
-        assert torch.equal(op("scatter_masked", backend)(values, index, length),
+        assert torch.equal(kernel_op("scatter_masked", backend)(values, index, length),
                            reference.scatter_masked(values, index, length))
 
 
@@ -204,18 +200,14 @@ def test_out_of_range_indices_never_touch_memory():
     hidden = torch.randn(2, 5, 3, device=DEVICE)
     index = torch.tensor([[4, 99], [-7, 0]], device=DEVICE)
     for backend in [b.values[0] for b in backend_params() if not b.marks]:
-        out = op("gather_masked", backend)(hidden, index)
+        out = kernel_op("gather_masked", backend)(hidden, index)
         assert torch.equal(out[0, 0], hidden[0, 4]) and (out[0, 1] == 0).all() and (out[1, 0] == 0).all()
-        back = op("scatter_masked", backend)(out, index, 5)
+        back = kernel_op("scatter_masked", backend)(out, index, 5)
         assert torch.equal(back[0, 4], hidden[0, 4]) and torch.equal(back[1, 0], out[1, 1])
 
 
-@pytest.mark.parametrize("suffix", ["", "_triton", "_torch"])
+@pytest.mark.parametrize("suffix", op_variant_params())
 def test_opcheck(suffix):
-    backend = {"": DEVICE.type, "_triton": "triton", "_torch": "torch"}[suffix]
-    reason = backends.why_unavailable(backend, DEVICE.type)
-    if reason:
-        pytest.skip(reason)
     g = torch.Generator().manual_seed(3)
     labels = random_labels(3, 17, 0.3, g)
     index = reference.masked_positions(labels, 5)[0]

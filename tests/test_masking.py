@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 import fastmask
 from fastmask import reference
 from fastmask.ops import probability_threshold
-from conftest import DEVICE, backend_params
+from conftest import DEVICE, backend_params, kernel_op, op_variant_params
 
 MASK_ID, VOCAB = 4, 30522
 CLS, SEP, PAD = 2, 3, 0
@@ -100,8 +100,7 @@ def test_mask_tokens_matches_reference(backend):
         for exact in (False, True):
             args = (ids, maskable, rows, c["seed"], c["epoch"], c["t_select"], c["t_mask"], c["t_random"],
                     mask_id, c["vocab"], exact)
-            op = torch.ops.fastmask.mask_tokens_triton if backend == "triton" else torch.ops.fastmask.mask_tokens
-            assert_same(op(*args), reference.mask_tokens(*args))
+            assert_same(kernel_op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -114,9 +113,7 @@ def test_fully_explored_matches_reference(backend):
         for contiguous in (False, True):
             args = (ids, maskable, rows, c["seed"], c["epoch"], c["num_segments"], contiguous, c["t_mask"],
                     c["t_random"], mask_id, c["vocab"])
-            op = (torch.ops.fastmask.fully_explored_mask_triton if backend == "triton"
-                  else torch.ops.fastmask.fully_explored_mask)
-            assert_same(op(*args), reference.fully_explored_mask(*args))
+            assert_same(kernel_op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -364,15 +361,9 @@ def _opcheck_args(int32):
     }
 
 
-@pytest.mark.parametrize("suffix", ["", "_triton", "_torch"])
+@pytest.mark.parametrize("suffix", op_variant_params())
 @pytest.mark.parametrize("name", ["maskable_mask", "mask_tokens", "fully_explored_mask"])
 def test_opcheck(name, suffix):
-    backend = {"": DEVICE.type, "_triton": "triton", "_torch": "torch"}[suffix]
-    from fastmask import backends
-
-    reason = backends.why_unavailable(backend, DEVICE.type)
-    if reason:
-        pytest.skip(reason)
     op = getattr(torch.ops.fastmask, name + suffix)
     for int32 in (False, True):
         torch.library.opcheck(op, _opcheck_args(int32)[name])

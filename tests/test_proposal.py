@@ -9,16 +9,12 @@ import pytest
 import torch
 
 import fastmask
-from fastmask import backends, reference
+from fastmask import reference
 from fastmask.ops import probability_threshold
-from conftest import DEVICE, backend_params
+from conftest import DEVICE, backend_params, kernel_op, op_variant_params
 
 MASK_ID, VOCAB = 4, 1000
 T_MASK, T_RANDOM = probability_threshold("p", 0.8), probability_threshold("p", 0.1)
-
-
-def op(backend):
-    return torch.ops.fastmask.proposal_mask_triton if backend == "triton" else torch.ops.fastmask.proposal_mask
 
 
 def test_canonical_exp_and_log_are_accurate():
@@ -59,7 +55,7 @@ def test_matches_reference(backend):
         head = random_case(g)
         for poisson, sequence in itertools.product((False, True), repeat=2):
             args = (*head, poisson, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
-            ids, labels, weights = op(backend)(*args)
+            ids, labels, weights = kernel_op("proposal_mask", backend)(*args)
             want_ids, want_labels, want_weights = reference.proposal_mask(*args)
             assert torch.equal(ids, want_ids) and torch.equal(labels, want_labels)
             assert weights.dtype == torch.float32
@@ -270,12 +266,8 @@ def test_direct_op_call_checks_floats():
         torch.ops.fastmask.proposal_mask(IDS, SCORES[:1], OK, rows, 0, 0, 1, 0.1, 1.0, False, False, 1, 1, 4, 10)
 
 
-@pytest.mark.parametrize("suffix", ["", "_triton", "_torch"])
+@pytest.mark.parametrize("suffix", op_variant_params())
 def test_opcheck(suffix):
-    backend = {"": DEVICE.type, "_triton": "triton", "_torch": "torch"}[suffix]
-    reason = backends.why_unavailable(backend, DEVICE.type)
-    if reason:
-        pytest.skip(reason)
     g = torch.Generator().manual_seed(6)
     ids = torch.randint(5, VOCAB, (3, 17), generator=g).to(DEVICE)
     scores = torch.randn(3, 17, generator=g).to(DEVICE)
