@@ -88,6 +88,7 @@ class Config:
     device: str = "auto"
     cache_dir: str | None = None
     progress: bool = True
+    sync_debug: bool = False  # GPU: torch.cuda.set_sync_debug_mode("error") outside logging steps
 
     def resolved(self) -> "Config":
         if self.preset not in PRESETS:
@@ -412,6 +413,9 @@ def train(cfg: Config) -> dict:
     window_start, window_steps, good_step, summary = time.perf_counter(), 0, step, {}
     try:
         while step < cfg.steps:
+            # Any host sync in the step itself raises under --sync-debug; logging steps may sync.
+            if cfg.sync_debug and device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("error")
             for micro in range(cfg.grad_accum):
                 epoch, sample_ids, rows = batches(step * cfg.grad_accum + micro)
                 if collator is None:
@@ -431,6 +435,8 @@ def train(cfg: Config) -> dict:
             step += 1
             window_steps += 1
             bar.update(1)
+            if device.type == "cuda":
+                torch.cuda.set_sync_debug_mode("default")
             if step % cfg.log_interval == 0 or step == cfg.steps:
                 mean_loss = window_loss.item() / window_steps  # the one host sync, at log time
                 if not math.isfinite(mean_loss):
