@@ -117,6 +117,21 @@ def test_fully_explored_matches_reference(backend):
 
 
 @pytest.mark.parametrize("backend", backend_params())
+def test_long_rows_match_reference(backend):
+    """Rows long enough for the kernels' large-row paths (multi-item sorts, bucketed CPU sort)."""
+    g = torch.Generator().manual_seed(12)
+    for length in (300, 700):
+        ids, _, maskable = make_batch(3, length, g, density=0.95)
+        maskable[:, : length // 2] |= True  # at least half the row is maskable
+        rows = torch.arange(3, device=DEVICE) * 7919
+        for contiguous in (False, True):
+            args = (ids, maskable, rows, 5, 1, 7, contiguous, 13421773, 1677722, MASK_ID, VOCAB)
+            assert_same(kernel_op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
+        args = (ids, maskable, rows, 5, 1, 2516582, 13421773, 1677722, MASK_ID, VOCAB, True)
+        assert_same(kernel_op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
+
+
+@pytest.mark.parametrize("backend", backend_params())
 def test_maskable_mask_matches_reference(backend):
     g = torch.Generator().manual_seed(3)
     for trial in range(12):
