@@ -125,7 +125,6 @@ for _name, _schema in _SCHEMAS.items():
             torch.library.impl(f"fastmask::{_name}{_suffix}", ("cpu", "cuda"), _kernel, lib=_lib)
 
 
-
 # Gather and scatter are each other's adjoint, on the same backend.
 def _gather_setup_context(ctx, inputs, output):
     hidden, index = inputs
