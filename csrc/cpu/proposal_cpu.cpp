@@ -22,22 +22,18 @@ struct ProposalArgs {
   bool poisson, sequence_weights;
 };
 
-// The packed (rank key, position) of every position, all ones where not maskable: the costly
-// loop of top-k sampling (a canonical log and a division per token), vectorised.
-FASTMASK_CPU_CLONES void packed_rank_keys(const uint32_t* __restrict r0, const float* __restrict q,
-                                          const bool* __restrict maskable, uint64_t* __restrict packed,
-                                          int64_t length) {
-  for (int64_t i = 0; i < length; ++i) {
-    const uint64_t key = (static_cast<uint64_t>(proposal_rank_key(Draw{r0[i], 0, 0, 0}, q[i])) << 32) |
-                         static_cast<uint64_t>(i);
-    packed[i] = maskable[i] ? key : ~uint64_t{0};
-  }
+// The ranking key of every position: the costly loop of top-k sampling (a canonical log and a
+// division per token), kept free of selects so that it vectorises.
+FASTMASK_CPU_CLONES void rank_keys(const uint32_t* __restrict r0, const float* __restrict q,
+                                   uint32_t* __restrict keys, int64_t length) {
+  for (int64_t i = 0; i < length; ++i) keys[i] = proposal_rank_key(Draw{r0[i], 0, 0, 0}, q[i]);
 }
 
 // Per-row scratch, reused across the rows of one thread.
 struct RowScratch {
   RowDraws draws;
   std::vector<float> q, pi;
+  std::vector<uint32_t> rank_keys;
   std::vector<uint64_t> keys;
 };
 
@@ -83,7 +79,12 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
   if (a.poisson) {
     for (int64_t i = 0; i < length; ++i) packed[i] = maskable[i] && poisson_selected(draws[i], pi[i]);
   } else {
-    packed_rank_keys(draws.r0.data(), q.data(), maskable, packed.data(), length);
+    std::vector<uint32_t>& key = scratch->rank_keys;
+    key.resize(length);
+    rank_keys(draws.r0.data(), q.data(), key.data(), length);
+    for (int64_t i = 0; i < length; ++i) {  // non-maskable positions: all ones, never among the k
+      packed[i] = maskable[i] ? (static_cast<uint64_t>(key[i]) << 32) | static_cast<uint64_t>(i) : ~uint64_t{0};
+    }
   }
   uint64_t kth_key = 0;
   if (!a.poisson && k > 0) {

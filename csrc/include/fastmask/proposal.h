@@ -154,8 +154,9 @@ FASTMASK_HD float inclusion_probability(float p, const ProposalRow& row) {
 constexpr uint32_t kUnsampledKey = 0xFFFFFFFFu;
 FASTMASK_HD uint32_t proposal_rank_key(const Draw& d, float q) {
   const float u = fmul(fadd(static_cast<float>(d.r0 >> 9), 0.5f), 1.1920928955078125e-7f);  // (0, 1)
-  const float key = q > 0.0f ? fdiv(-canonical_log(u), q) : bits_float(0x7F800000u);
-  return float_bits(key);
+  // -log(u) > 0 for every u here, so q = 0 gives +inf (IEEE division): sampled last among the
+  // maskable positions, as the reference's explicit inf. No select, so CPU loops vectorise.
+  return float_bits(fdiv(-canonical_log(u), q));
 }
 
 // Poisson: included iff U < pi.
