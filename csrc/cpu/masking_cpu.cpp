@@ -209,10 +209,8 @@ std::tuple<at::Tensor, at::Tensor> fully_explored_mask_cpu(
     const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, int64_t seed,
     int64_t epoch, int64_t num_segments, bool contiguous, int64_t mask_threshold,
     int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
-  check_mask_args(input_ids, maskable, row_ids, at::kCPU);
-  TORCH_CHECK(num_segments >= 1, "fully_explored_mask: num_segments must be >= 1, got ", num_segments);
-  const MaskArgs args = make_mask_args(seed, epoch, 0, mask_threshold, random_threshold,
-                                       mask_token_id, vocab_size);
+  const MaskArgs args = fully_explored_args(input_ids, maskable, row_ids, seed, epoch, num_segments, mask_threshold,
+                                            random_threshold, mask_token_id, vocab_size, at::kCPU);
   const at::Tensor ids = input_ids.contiguous();
   const at::Tensor mask = maskable.contiguous();
   const at::Tensor rid = row_ids.contiguous();

@@ -84,10 +84,8 @@ std::tuple<at::Tensor, at::Tensor> fully_explored_mask_cuda(
     const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, int64_t seed,
     int64_t epoch, int64_t num_segments, bool contiguous, int64_t mask_threshold,
     int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
-  check_mask_args(input_ids, maskable, row_ids, at::kCUDA);
-  TORCH_CHECK(num_segments >= 1, "fully_explored_mask: num_segments must be >= 1, got ", num_segments);
-  const MaskArgs args = make_mask_args(seed, epoch, 0, mask_threshold, random_threshold,
-                                       mask_token_id, vocab_size);
+  const MaskArgs args = fully_explored_args(input_ids, maskable, row_ids, seed, epoch, num_segments, mask_threshold,
+                                            random_threshold, mask_token_id, vocab_size, at::kCUDA);
   const c10::cuda::CUDAGuard device_guard(input_ids.device());
   const at::Tensor ids = input_ids.contiguous();
   const int64_t rows = ids.size(0);

@@ -69,6 +69,16 @@ inline MaskArgs make_mask_args(int64_t seed, int64_t epoch, int64_t select_thres
                   vocab_size};
 }
 
+// The checks and MaskArgs of fully_explored_mask, shared by the CPU and CUDA bindings.
+inline MaskArgs fully_explored_args(const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids,
+                                    int64_t seed, int64_t epoch, int64_t num_segments, int64_t mask_threshold,
+                                    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size,
+                                    c10::DeviceType device) {
+  check_mask_args(input_ids, maskable, row_ids, device);
+  TORCH_CHECK(num_segments >= 1, "fully_explored_mask: num_segments must be >= 1, got ", num_segments);
+  return make_mask_args(seed, epoch, 0, mask_threshold, random_threshold, mask_token_id, vocab_size);
+}
+
 // Calls f with a value of the C++ type of the ids (int32_t or int64_t).
 template <typename F>
 void dispatch_ids(at::ScalarType t, F&& f) {
