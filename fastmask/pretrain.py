@@ -177,6 +177,10 @@ class Pretrainer(nn.Module):
         specials = [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id]
         self.register_buffer("special_ids", torch.tensor(specials, dtype=torch.int64), persistent=False)
         self.mask_seconds = 0.0  # time spent in fastmask's masking ops (CPU clock; GPU: events)
+        # Labelled tokens beyond the gather capacity, dropped from the loss: counted on the device,
+        # read at log time (bernoulli masks have no exact capacity, only a generous bound). Not a
+        # buffer: DDP would broadcast it every step.
+        self.dropped_labels = 0
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     def exact_count(self, length: int) -> int:
@@ -204,6 +208,12 @@ class Pretrainer(nn.Module):
             t = time.perf_counter()
             yield
             self.mask_seconds += time.perf_counter() - t
+
+    def take_dropped_labels(self) -> int:
+        """Labelled tokens dropped for capacity since the last call (a host sync: log time only)."""
+        dropped = int(self.dropped_labels)  # a device tensor, or 0 when nothing was counted
+        self.dropped_labels = 0
+        return dropped
 
     def take_mask_seconds(self) -> float:
         """Masking time since the last call (reads GPU events: call at log time only)."""
@@ -237,7 +247,9 @@ class Pretrainer(nn.Module):
                 masked = fastmask.proposal_mask(ids, scores.detach(), maskable, mlm_probability=cfg.mlm_probability,
                                                 uniform_mix=cfg.uniform_mix, weighting=cfg.weighting, **common)
                 weights = masked.weights
-            positions = fastmask.masked_positions(masked.labels, self.capacity(ids.shape[1]))
+            capacity = self.capacity(ids.shape[1])
+            positions = fastmask.masked_positions(masked.labels, capacity)
+            self.dropped_labels = self.dropped_labels + (positions.count - capacity).clamp(min=0).sum()
         hidden = self.mlm.bert(input_ids=masked.input_ids)[0]
         token_losses = sparse_token_losses(hidden, self.mlm.cls, positions)
         slot_weights = weights.gather(1, positions.index.clamp(min=0)) if weights is not None else 1.0
@@ -448,7 +460,11 @@ def train(cfg: Config) -> dict:
                 record = dict(step=step, tokens=step * tokens_per_step, loss=round(mean_loss, 5),
                               eval_loss=None if eval_loss is None else round(eval_loss, 5),
                               tokens_per_s=round(window_steps * tokens_per_step / elapsed, 1),
-                              masking_share=round(model.take_mask_seconds() / elapsed, 5), lr=schedule.get_last_lr()[0])
+                              masking_share=round(model.take_mask_seconds() / elapsed, 5), lr=schedule.get_last_lr()[0],
+                              dropped_labels=model.take_dropped_labels())
+                if record["dropped_labels"] and main:
+                    bar.write(f"warning: {record['dropped_labels']} labelled tokens exceeded the gather capacity "
+                              f"between steps {step - window_steps} and {step} and were left out of the loss", file=sys.stderr)
                 if main:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(record) + "\n")

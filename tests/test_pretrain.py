@@ -31,7 +31,7 @@ def test_each_strategy_trains(corpus, tmp_path, capsys, extra):
     assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", *extra)) == 0
     rows = metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 for r in rows)
+    assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 and r["dropped_labels"] == 0 for r in rows)
     assert [r["eval_loss"] is not None for r in rows] == [False, False, True, False, False, True]
     assert rows[5]["eval_loss"] < rows[2]["eval_loss"]  # it learns (eval masks are fixed: no noise)
     assert os.path.getsize(tmp_path / "run" / "curves.png") > 1000
@@ -63,6 +63,14 @@ def test_resume_after_sigterm_reproduces_the_uninterrupted_run(corpus, tmp_path,
     assert [r["step"] for r in resumed] == list(range(1, 9))
     for a, b in zip(resumed, full):
         assert a["loss"] == b["loss"] and a["eval_loss"] == b["eval_loss"], (a, b)
+
+
+def test_labels_beyond_the_capacity_are_counted_and_reported(corpus, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(pretrain.Pretrainer, "capacity", lambda self, length: 1)
+    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "bernoulli")) == 0
+    rows = metrics(tmp_path / "run")
+    assert all(r["dropped_labels"] > 0 for r in rows)
+    assert "labelled tokens exceeded the gather capacity" in capsys.readouterr().err
 
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(corpus, tmp_path, monkeypatch, capsys):
