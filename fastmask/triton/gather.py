@@ -71,26 +71,25 @@ def _masked_positions_kernel(
 
 
 @triton.jit
-def _gather_kernel(
-    hidden_ptr, index_ptr, out_ptr, n_rows, C, L, H,
+def _copy_rows_kernel(
+    src_ptr, select_ptr, out_ptr, n_rows, inner, bound, H,
     BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
 ):
-    # Flattened (row, slot) pairs r = b * C + c of this program.
+    # Output row r copies source row (r // inner) * bound + select[r], or is zeros where select[r]
+    # is outside [0, bound): gather (select = index, inner = C, bound = L) and scatter
+    # (select = slot of each position, inner = L, bound = C) are the same copy.
     r = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     r_ok = r < n_rows
-    pos = tl.load(index_ptr + r, mask=r_ok, other=-1).to(tl.int64)
-    valid = r_ok & (pos >= 0) & (pos < L)  # a bad index is dropped, never read
-    b = r // C
-    src_row = (b * L + pos) * H
+    sel = tl.load(select_ptr + r, mask=r_ok, other=-1).to(tl.int64)
+    valid = r_ok & (sel >= 0) & (sel < bound)  # a bad index is dropped, never read
+    src_row = ((r // inner) * bound + sel) * H
     dst_row = r * H
     cols = tl.arange(0, BLOCK_H)
     for h0 in range(tl.program_id(1) * BLOCK_H, H, tl.num_programs(1) * BLOCK_H):
         col = h0 + cols
         col_ok = col < H
-        src = src_row[:, None] + col[None, :]
-        vals = tl.load(hidden_ptr + src, mask=valid[:, None] & col_ok[None, :], other=0)
-        tl.store(out_ptr + dst_row[:, None] + col[None, :], vals,
-                 mask=r_ok[:, None] & col_ok[None, :])
+        vals = tl.load(src_ptr + src_row[:, None] + col[None, :], mask=valid[:, None] & col_ok[None, :], other=0)
+        tl.store(out_ptr + dst_row[:, None] + col[None, :], vals, mask=r_ok[:, None] & col_ok[None, :])
 
 
 @triton.jit
@@ -103,29 +102,6 @@ def _slot_map_kernel(index_ptr, slot_of_ptr, n_pairs, C, L, BLOCK: tl.constexpr)
     b = r // C
     slot = (r - b * C).to(tl.int32)
     tl.store(slot_of_ptr + b * L + pos, slot, mask=valid)
-
-
-@triton.jit
-def _scatter_kernel(
-    values_ptr, slot_of_ptr, out_ptr, n_rows, C, L, H,
-    BLOCK_R: tl.constexpr, BLOCK_H: tl.constexpr,
-):
-    # Flattened output rows p = b * L + l: each is values[b, slot_of[b, l]] or zeros.
-    p = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    p_ok = p < n_rows
-    slot = tl.load(slot_of_ptr + p, mask=p_ok, other=-1).to(tl.int64)
-    valid = p_ok & (slot >= 0)
-    b = p // L
-    src_row = (b * C + slot) * H
-    dst_row = p * H
-    cols = tl.arange(0, BLOCK_H)
-    for h0 in range(tl.program_id(1) * BLOCK_H, H, tl.num_programs(1) * BLOCK_H):
-        col = h0 + cols
-        col_ok = col < H
-        vals = tl.load(values_ptr + src_row[:, None] + col[None, :],
-                       mask=valid[:, None] & col_ok[None, :], other=0)
-        tl.store(out_ptr + dst_row[:, None] + col[None, :], vals,
-                 mask=p_ok[:, None] & col_ok[None, :])
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +161,7 @@ def gather_masked(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     if n_rows == 0 or width == 0:
         return out
     grid, block_r, block_h = _copy_launch(n_rows, width)
-    _gather_kernel[grid](
+    _copy_rows_kernel[grid](
         hidden, index, out, n_rows, capacity, length, width, BLOCK_R=block_r, BLOCK_H=block_h,
     )
     return out
@@ -217,7 +193,7 @@ def scatter_masked(values: torch.Tensor, index: torch.Tensor, length: int) -> to
             index, slot_of, n_pairs, capacity, length, BLOCK=block,
         )
     grid, block_r, block_h = _copy_launch(n_rows, width)
-    _scatter_kernel[grid](
-        values, slot_of, out, n_rows, capacity, length, width, BLOCK_R=block_r, BLOCK_H=block_h,
+    _copy_rows_kernel[grid](
+        values, slot_of, out, n_rows, length, capacity, width, BLOCK_R=block_r, BLOCK_H=block_h,
     )
     return out
