@@ -22,7 +22,9 @@ def _want_cuda() -> bool:
 
 def _extension():
     sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    include_dirs = [os.path.join(ROOT, "csrc", "include")]
+    # csrc/include: torch-free kernel headers (nvcc compiles them without torch); csrc/binding: the
+    # torch-facing checks shared by the CPU and CUDA bindings.
+    include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc", "binding")]
     # The C++ standard is cpp_extension's choice, matching torch's headers. No FMA contraction:
     # proposal sampling must round every float operation exactly as the other backends do.
     cxx = ["-O3", "-ffp-contract=off"]

@@ -1,13 +1,10 @@
-"""Benchmark of standard MLM masking (fastmask.mask_tokens, Bernoulli and exact count).
+"""Benchmark of the token-level masking ops: fastmask.maskable_mask and fastmask.mask_tokens
+(Bernoulli, and exact count as the row mask_tokens_exact).
 
-Contenders, all in one run:
-  hf-collator    Hugging Face DataCollatorForLanguageModeling.torch_mask_tokens (CPU tensors,
-                 given its special-tokens mask): what most trainers run today
-  eager-torch    the same masking written in eager PyTorch with torch's own RNG, on the device
-  reference      fastmask.reference (the same algorithm and Philox stream, in eager PyTorch)
-  compiled-ref   the reference under torch.compile (GPU only: inductor on CPU is not the point)
-  cpu/cuda/triton  fastmask's kernels
-The floor is the op's bytes read + written at the device-to-device copy bandwidth of this run.
+Every row is timed against the baselines of harness.BASELINES named in BASELINES below
+(`--help` lists them), the reference backend (on GPU also under torch.compile) and fastmask's
+kernels. The floor is the op's bytes read + written at the device-to-device copy bandwidth of
+this run.
 
     python bench/bench_masking.py            # sizes for the current device
     python bench/bench_masking.py --quick    # CPU smoke run, seconds
@@ -24,76 +21,58 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 
 import fastmask  # noqa: E402
-from fastmask import baselines, reference  # noqa: E402
-from fastmask.ops import probability_threshold  # noqa: E402
+from fastmask import baselines  # noqa: E402
 
-VOCAB, P = 30522, 0.15
-THRESHOLDS = (probability_threshold("p", P), probability_threshold("p", 0.8), probability_threshold("p", 0.1))
-
-
-def sizes(device, quick):
-    if quick:
-        return [(32, 128)]
-    if device.type == "cuda":
-        return [(32, 128), (256, 128), (256, 512), (1024, 512), (64, 8192)]
-    return [(32, 128), (256, 512)]
+OPS = ("maskable_mask", "mask_tokens")
+BASELINES = harness.baselines("hf-collator", "eager-torch", "eager-isin", "reference")
 
 
-def make_inputs(batch, length, device):
-    """Random ids framed by [CLS] ... [SEP], and their maskable mask (ids of baselines' tokenizer)."""
-    ids = torch.randint(len(baselines.SPECIAL_TOKENS), VOCAB, (batch, length), device=device)
-    ids[:, 0], ids[:, -1] = 2, 3  # [CLS], [SEP]
-    return ids, fastmask.maskable_mask(ids, special_ids=[2, 3])
+def eager_isin(ids, attention_mask, special_ids):
+    """What one writes in eager PyTorch: attended and not a special id."""
+    return attention_mask.bool() & ~torch.isin(ids, special_ids)
 
 
-def eager_torch_masking(ids, maskable, mask_id, p=P):
+def eager_torch_masking(ids, maskable):
     """HF's algorithm on the device with torch's RNG (no Philox): the eager-PyTorch baseline."""
-    chosen = maskable & (torch.rand(ids.shape, device=ids.device) < p)
-    action = torch.rand(ids.shape, device=ids.device)
-    random_ids = torch.randint(VOCAB, ids.shape, device=ids.device, dtype=ids.dtype)
-    out = torch.where(action < 0.8, mask_id, torch.where(action < 0.9, random_ids, ids))
-    return torch.where(chosen, out, ids), torch.where(chosen, ids, -100)
-
-
-def kernel_backends(device):
-    """fastmask's kernels that can run here; Triton on CPU is the interpreter, not a contender."""
-    candidates = ("cpu",) if device.type == "cpu" else ("cuda", "triton")
-    return [b for b in candidates if fastmask.backends.why_unavailable(b, device.type) is None]
+    chosen = maskable & (torch.rand(ids.shape, device=ids.device) < harness.P)
+    return harness.eager_replace(ids, chosen)
 
 
 def bench_shape(batch, length, device, min_run_time):
+    inputs = harness.rotating(lambda: harness.make_inputs(batch, length, device), batch * length * (8 + 1), device)
+    ms_per_byte = harness.copy_ms_per_byte(device)
+    shape = f"{batch}x{length}"
+
+    def time(op, contenders, nbytes, input_sets=inputs):
+        return harness.time_contenders(op, shape, torch.int64, contenders, input_sets, nbytes * ms_per_byte, device,
+                                       min_run_time)
+
+    specials = harness.special_ids(device)
+    attended = [(ids, torch.ones_like(ids)) for ids, _ in inputs]  # int64, as tokenizers return it
+    rows = time("maskable_mask", {
+        "eager-isin": lambda ids, attention: eager_isin(ids, attention, specials),
+        **harness.fastmask_contenders(
+            lambda ids, attention, backend: fastmask.maskable_mask(ids, attention, specials, backend=backend), device),
+    }, batch * length * (8 + 8 + 1), attended)  # read ids + attention mask, write maskable
+
     mask_bytes = batch * length * (8 + 1 + 8 + 8)  # read ids + maskable, write ids + labels
-    inputs = harness.rotating(lambda: make_inputs(batch, length, device), mask_bytes, device)
-    floor_ms = mask_bytes * harness.copy_ms_per_byte(device)
-    shape, rows = f"{batch}x{length}", []
-    rows_ids = torch.arange(batch, device=device)
-
-    def add(op, backend, fn, sets=inputs):
-        timing = harness.time_fn(fn, sets, device, min_run_time)
-        rows.append(harness.make_row(op, shape, torch.int64, backend, timing, floor_ms, device))
-
-    collator = baselines.hf_collator(baselines.in_memory_tokenizer(VOCAB))
-    add("mask_tokens", "hf-collator", lambda ids, m: collator.torch_mask_tokens(ids.clone(), special_tokens_mask=~m),
-        [(ids.cpu(), m.cpu()) for ids, m in inputs[:1]])
-    add("mask_tokens", "eager-torch", lambda ids, m: eager_torch_masking(ids, m, 4))
+    collator = baselines.hf_collator(baselines.in_memory_tokenizer(harness.VOCAB), harness.P)
+    rows += time("mask_tokens", {
+        "hf-collator": lambda ids, maskable: collator.torch_mask_tokens(ids.clone(), special_tokens_mask=~maskable),
+    }, mask_bytes, [(ids.cpu(), maskable.cpu()) for ids, maskable in inputs[:1]])
+    rows += time("mask_tokens", {"eager-torch": eager_torch_masking}, mask_bytes)
     for exact, op in ((False, "mask_tokens"), (True, "mask_tokens_exact")):
-        def ref(ids, m, exact=exact):
-            return reference.mask_tokens(ids, m, rows_ids, 0, 0, *THRESHOLDS, 4, VOCAB, exact)
+        def call(ids, maskable, backend, exact=exact):
+            return fastmask.mask_tokens(ids, maskable, harness.MASK_ID, harness.VOCAB, harness.P, exact_count=exact,
+                                        backend=backend)
 
-        add(op, "reference", ref)
-        if device.type == "cuda":
-            add(op, "compiled-ref", torch.compile(ref))
-        for b in kernel_backends(device):
-            add(op, b, lambda ids, m, b=b, exact=exact: fastmask.mask_tokens(ids, m, 4, VOCAB, P, exact_count=exact,
-                                                                            backend=b))
+        rows += time(op, harness.fastmask_contenders(call, device), mask_bytes)
     return rows
 
 
-BASELINES = ("hf-collator", "eager-torch", "reference")  # the speed-up columns of the table
-
-
 def collect(device, quick, min_run_time):
-    return [row for batch, length in sizes(device, quick) for row in bench_shape(batch, length, device, min_run_time)]
+    return [row for batch, length in harness.sizes(device, quick)
+            for row in bench_shape(batch, length, device, min_run_time)]
 
 
 if __name__ == "__main__":

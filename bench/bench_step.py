@@ -23,7 +23,8 @@ import harness  # noqa: E402
 
 import fastmask  # noqa: E402
 
-VOCAB, P = 30522, 0.15
+OPS = ()  # end to end: the ops it runs are timed alone by the other families
+BASELINES = harness.baselines("dense-head", "sparse-head")
 PRESETS = {"tiny": (128, 2, 2, 512), "base": (768, 12, 12, 3072)}  # width, layers, heads, ffn
 
 
@@ -32,12 +33,13 @@ def bench_step(preset, batch, length, device, min_run_time):
     from transformers import BertConfig, BertForMaskedLM
 
     width, layers, num_heads, ffn = PRESETS[preset]
-    config = BertConfig(vocab_size=VOCAB, hidden_size=width, num_hidden_layers=layers, num_attention_heads=num_heads,
-                        intermediate_size=ffn, max_position_embeddings=max(512, length))
+    config = BertConfig(vocab_size=harness.VOCAB, hidden_size=width, num_hidden_layers=layers,
+                        num_attention_heads=num_heads, intermediate_size=ffn, max_position_embeddings=max(512, length))
     model = BertForMaskedLM(config).to(device)
-    ids = torch.randint(5, VOCAB, (batch, length), device=device)
-    out = fastmask.mask_tokens(ids, torch.ones_like(ids, dtype=torch.bool), 4, VOCAB, P, exact_count=True)
-    capacity = max(1, round(P * length))
+    ids = harness.random_ids(batch, length, device)
+    maskable = torch.ones_like(ids, dtype=torch.bool)
+    out = fastmask.mask_tokens(ids, maskable, harness.MASK_ID, harness.VOCAB, harness.P, exact_count=True)
+    capacity = fastmask.gather_capacity(length, harness.P)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     dtype = "bf16" if device.type == "cuda" else "fp32"
 
@@ -54,12 +56,11 @@ def bench_step(preset, batch, length, device, min_run_time):
 
     net = fastmask.MaskProposalNet(model.bert.embeddings.word_embeddings, num_layers=2, hidden_size=width // 4,
                                    num_heads=2, max_len=length).to(device)
-    maskable = torch.ones_like(ids, dtype=torch.bool)
 
     def mapnet():
         with autocast:
             scores = net(ids)
-        proposed = fastmask.proposal_mask(ids, scores.detach(), maskable, 4, VOCAB, P)
+        proposed = fastmask.proposal_mask(ids, scores.detach(), maskable, harness.MASK_ID, harness.VOCAB, harness.P)
         fastmask.mapnet_loss(scores, proposed.labels, proposed.weights, maskable).backward()
 
     rows, medians = [], {}
@@ -76,9 +77,6 @@ def bench_step(preset, batch, length, device, min_run_time):
     print(f"{preset} {batch}x{length}: sparse head {medians['dense-head'] / medians['sparse-head']:.2f}x the dense "
           f"step; MAPNet (width {width // 4}) adds {medians['mapnet-w/4'] / medians['sparse-head']:.1%} to it")
     return rows
-
-
-BASELINES = ("dense-head", "sparse-head")  # the speed-up columns of the table
 
 
 def collect(device, quick, min_run_time):

@@ -1,4 +1,5 @@
-"""Shared benchmark harness: timing, the copy-bandwidth floor, and result rows of one schema.
+"""Shared benchmark harness: timing, the copy-bandwidth floor, result rows of one schema, the
+baselines' table, the contenders every family shares and the inputs they are timed on.
 
 GPU: ``triton.testing.do_bench`` (median, p20, p80) after warm-up, with inputs rotated through
 more than L2 so no contender runs from cache. CPU: ``torch.utils.benchmark`` (median over blocks,
@@ -14,12 +15,137 @@ import os
 import platform
 import subprocess
 from dataclasses import asdict, dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import fastmask
+from fastmask import reference
+from fastmask.data import SPECIAL_TOKENS
+from fastmask.reference import IGNORE_INDEX
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 L2_BYTES = 64 << 20  # above the L2 of every current GPU (H100: 50 MiB)
+
+# Every baseline a script may time, in the order of the speed-up columns (scripts and report.py).
+BASELINES = {
+    "hf-collator": "Hugging Face DataCollatorForLanguageModeling.torch_mask_tokens on CPU tensors, given its "
+                   "special-tokens mask: what most trainers run today",
+    "eager-torch": "the same masking in eager PyTorch with torch's RNG (no Philox), on the device",
+    "eager-isin": "attention_mask & ~torch.isin(ids, special ids) in eager PyTorch",
+    "eager-multinomial": "eager PyTorch: softmax + mixing, torch.multinomial without replacement, importance "
+                         "weights and 80/10/10 (torch's RNG)",
+    "reference": "fastmask's reference backend: the same algorithm and Philox stream in eager PyTorch",
+    "compiled-ref": "the reference function under torch.compile (inductor), on the op arguments the public "
+                    "function passes (GPU only: inductor on CPU is not the point)",
+    "bool-index": "boolean indexing by labels != -100 (hidden[mask]; its scatter out[mask] = values): dynamic "
+                  "shape, a host sync on GPU",
+    "index-select": "index_select on the flattened positions (its scatter: index_add_): static shape, given the "
+                    "positions",
+    "eager-nonzero": "the labelled positions by nonzero and index assignment in eager PyTorch: a host sync on GPU",
+    "dense-head": "BertForMaskedLM(input_ids, labels=...): the vocabulary head on every token",
+    "sparse-head": "the same encoder with fastmask's sparse head on the same masks (gathered tokens)",
+}
+# fastmask's kernels per device type; Triton on CPU is the interpreter, not a contender.
+KERNEL_BACKENDS = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
+
+# The inputs every family is timed on: BERT's vocabulary, fastmask's special tokens, p = 0.15.
+VOCAB, P = 30522, 0.15
+MASK_ID = SPECIAL_TOKENS.index("[MASK]")
+
+
+def baselines(*names: str) -> tuple[str, ...]:
+    """A script's speed-up columns, picked from BASELINES by name."""
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown:
+        raise KeyError(f"not in harness.BASELINES: {unknown}")
+    return names
+
+
+def kernel_backends(device: torch.device) -> list[str]:
+    """fastmask's kernels that can run here."""
+    return [b for b in KERNEL_BACKENDS[device.type] if fastmask.backends.why_unavailable(b, device.type) is None]
+
+
+class _FirstOpCall(TorchDispatchMode):
+    """Records the first fastmask op a call dispatches, with its arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.op, self.args = None, None
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if self.op is None and func.namespace == "fastmask":
+            self.op, self.args = func, args
+        return func(*args, **(kwargs or {}))
+
+
+class CompiledReference:
+    """The reference function of the op that ``call(*inputs, backend="reference")`` runs, compiled by
+    torch.compile: compiling the public call would only wrap the opaque custom op. Built at the first
+    call from the op arguments the public function passes; later inputs take their positions."""
+
+    def __init__(self, call: Callable):
+        self.call, self.run = call, None
+
+    def __call__(self, *inputs):
+        if self.run is None:
+            with _FirstOpCall() as first:
+                self.call(*inputs, backend="reference")
+            compiled = torch.compile(getattr(reference, first.op._opname.removesuffix("_reference")))
+            slots = [next((i for i, x in enumerate(inputs) if a is x), None) for a in first.args]
+            constants = first.args
+
+            def run(*xs):
+                return compiled(*(a if slot is None else xs[slot] for a, slot in zip(constants, slots)))
+
+            self.run = run
+        return self.run(*inputs)
+
+
+def fastmask_contenders(call: Callable, device: torch.device) -> dict[str, Callable]:
+    """call(*inputs, backend=...) as the reference, the reference compiled by inductor (GPU) and each kernel here."""
+    contenders = {"reference": partial(call, backend="reference")}
+    if device.type == "cuda":
+        contenders["compiled-ref"] = CompiledReference(call)
+    contenders.update({b: partial(call, backend=b) for b in kernel_backends(device)})
+    return contenders
+
+
+def sizes(device: torch.device, quick: bool) -> list[tuple[int, int]]:
+    """(batch, length) of the token-level families."""
+    if quick:
+        return [(32, 128)]
+    if device.type == "cuda":
+        return [(32, 128), (256, 128), (256, 512), (1024, 512), (64, 8192)]
+    return [(32, 128), (256, 512)]
+
+
+def special_ids(device: torch.device) -> torch.Tensor:
+    """The ids of every special token (their indices in SPECIAL_TOKENS)."""
+    return torch.arange(len(SPECIAL_TOKENS), device=device)
+
+
+def random_ids(batch: int, length: int, device: torch.device) -> torch.Tensor:
+    """Random word ids: no special token."""
+    return torch.randint(len(SPECIAL_TOKENS), VOCAB, (batch, length), device=device)
+
+
+def make_inputs(batch: int, length: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids framed by [CLS] ... [SEP], and their maskable mask."""
+    ids = random_ids(batch, length, device)
+    ids[:, 0], ids[:, -1] = SPECIAL_TOKENS.index("[CLS]"), SPECIAL_TOKENS.index("[SEP]")
+    return ids, fastmask.maskable_mask(ids, special_ids=special_ids(device))
+
+
+def eager_replace(ids: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 80/10/10 rule on the chosen positions as the eager baselines write it (torch's RNG): (ids, labels)."""
+    action = torch.rand(ids.shape, device=ids.device)
+    replacements = torch.randint(VOCAB, ids.shape, device=ids.device, dtype=ids.dtype)
+    out = torch.where(action < 0.8, MASK_ID, torch.where(action < 0.9, replacements, ids))
+    return torch.where(chosen, out, ids), torch.where(chosen, ids, IGNORE_INDEX)
 
 
 @dataclass
@@ -116,6 +242,13 @@ def make_row(op, shape, dtype, backend, timing, floor_ms, device) -> Row:
     )
 
 
+def time_contenders(op, shape, dtype, contenders: dict[str, Callable], input_sets, floor_ms, device,
+                    min_run_time) -> list[Row]:
+    """One row per contender (name -> fn(*inputs)), each timed on the same input sets."""
+    return [make_row(op, shape, dtype, name, time_fn(fn, input_sets, device, min_run_time), floor_ms, device)
+            for name, fn in contenders.items()]
+
+
 def save(rows: list[Row], name: str, device: torch.device) -> str:
     """Appends rows as JSON lines to bench/results/<name>-<device>.jsonl; returns the path."""
     os.makedirs(RESULTS_DIR, exist_ok=True)
@@ -127,15 +260,15 @@ def save(rows: list[Row], name: str, device: torch.device) -> str:
     return path
 
 
-def print_table(rows: list[Row], baselines: Sequence[str]) -> None:
-    """A Markdown table, one line per row, with its speed-up over each baseline of the same op/shape."""
+def print_table(rows: list[Row], columns: Sequence[str]) -> None:
+    """A Markdown table, one line per row, with its speed-up over each baseline column of the same op/shape."""
     base = {(r.op, r.shape, r.dtype, r.backend): r.median_ms for r in rows}
     print("| op | shape | dtype | backend | median ms | p20-p80 ms | "
-          + " | ".join(f"x vs {b}" for b in baselines) + " | floor fraction |")
-    print("|---|---|---|---|---:|---:|" + "---:|" * len(baselines) + "---:|")
+          + " | ".join(f"x vs {b}" for b in columns) + " | floor fraction |")
+    print("|---|---|---|---|---:|---:|" + "---:|" * len(columns) + "---:|")
     for r in rows:
         speedups = []
-        for b in baselines:
+        for b in columns:
             ref = base.get((r.op, r.shape, r.dtype, b))
             speedups.append(f"{ref / r.median_ms:.1f}" if ref else "-")
         floor = "-" if r.floor_fraction is None else f"{r.floor_fraction:.2f}"
@@ -143,17 +276,20 @@ def print_table(rows: list[Row], baselines: Sequence[str]) -> None:
               f"{r.p20_ms:.4f}-{r.p80_ms:.4f} | " + " | ".join(speedups) + f" | {floor} |")
 
 
-def run(name: str, doc: str, collect: Callable, baselines: Sequence[str], argv=None) -> int:
+def run(name: str, doc: str, collect: Callable, columns: Sequence[str], argv=None) -> int:
     """The command line every bench script shares: collect(device, quick, min_run_time) -> rows,
-    printed as a table and appended to bench/results/<name>-<device>.jsonl."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    printed as a table with a speed-up column per baseline in `columns` and appended to
+    bench/results/<name>-<device>.jsonl."""
+    epilog = "baselines (the speed-up columns):\n" + "\n".join(f"  {b:18s} {BASELINES[b]}" for b in columns)
+    parser = argparse.ArgumentParser(description=doc, epilog=epilog,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small shapes, short timings (a CPU smoke run)")
     parser.add_argument("--no-save", action="store_true", help="print only; do not append to bench/results/")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     rows = collect(device, args.quick, 0.05 if args.quick else 0.5)
-    print_table(rows, baselines)
+    print_table(rows, columns)
     if not args.no_save:
         print("\nappended to", save(rows, name, device))
     return 0

@@ -12,6 +12,7 @@ import glob
 import json
 import math
 import os
+import sys
 from collections import defaultdict
 
 import matplotlib
@@ -20,7 +21,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KERNELS = ("cpu", "cuda", "triton", "fastmask")
+sys.path.insert(0, HERE)
+from harness import BASELINES, KERNEL_BACKENDS  # noqa: E402
+
+KERNELS = {kernel for kernels in KERNEL_BACKENDS.values() for kernel in kernels}
 
 
 def latest_run(rows):
@@ -70,7 +74,7 @@ def plot_file(path: str, out_dir: str) -> list[str]:
         for shape, medians in runs.items():
             for kernel in (k for k in medians if k in KERNELS):
                 for baseline, ms in medians.items():
-                    if baseline not in KERNELS:
+                    if baseline in BASELINES:
                         speedups.append((f"{op} {shape} {kernel}", baseline, ms / medians[kernel]))
     if speedups:
         baselines = list(dict.fromkeys(b for _, b, _ in speedups))

@@ -1,10 +1,11 @@
 """fastmask: fused GPU kernels for the masking side of masked-language-model pretraining."""
 
+from fastmask.counts import gather_capacity, masked_count
 from fastmask.mapnet import MaskProposalNet, mapnet_loss, proposal_log_q
 from fastmask.ops import (
     MaskedBatch,
     MaskedPositions,
-    ProposedBatch,
+    ProposalBatch,
     check_capacity,
     fully_explored_mask,
     gather_masked,
@@ -20,13 +21,15 @@ __all__ = [
     "MaskProposalNet",
     "MaskedBatch",
     "MaskedPositions",
-    "ProposedBatch",
+    "ProposalBatch",
     "check_capacity",
     "fully_explored_mask",
+    "gather_capacity",
     "gather_masked",
     "mask_tokens",
     "maskable_mask",
     "mapnet_loss",
+    "masked_count",
     "masked_positions",
     "proposal_log_q",
     "proposal_mask",

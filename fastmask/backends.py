@@ -1,7 +1,12 @@
 """Which kernels loaded, why not, and which backend serves a call.
 
-Availability is settled once at import, without touching a GPU: the C++ extension is loaded (a
-failure is kept and reported, never hidden), Triton is located but imported only when first used.
+Availability is settled when this module is imported, without touching a GPU: the C++ extension
+is loaded (a failure is kept and reported, never hidden), Triton is located but imported only
+when first used. Settled up front so that no probe ever runs inside a torch.compile trace.
+
+Backends name the kernel that runs: ``cpp`` (C++, CPU tensors), ``cuda`` (CUDA tensors), ``triton``
+(CUDA tensors, or CPU tensors under TRITON_INTERPRET=1) and ``reference`` (pure PyTorch, any
+device); ``auto`` picks the fastest available one for the tensors' device.
 """
 
 from __future__ import annotations
@@ -12,57 +17,60 @@ from dataclasses import dataclass
 
 import torch
 
-BACKENDS = ("auto", "cpu", "cuda", "triton", "torch")
+from fastmask import library  # defines the op schemas that fastmask._C implements: import it first
+
+BACKENDS = ("auto", *library.KERNEL_BACKENDS)
 # Preference of backend="auto" per device type. On CUDA the hand-written kernel comes first
 # (one block per row, no launch-time compilation), then Triton; on CPU the C++ kernel.
-AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpu", "torch")}
+AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpp", "reference")}
+# Backends that run on tensors of one device type only.
+DEVICE_OF = {"cpp": "cpu", "cuda": "cuda"}
 
 
-def _load_extension() -> str | None:
-    """Loads fastmask._C; returns why it failed, or None."""
+def _load_extension():
+    """Imports fastmask._C (registering its kernels with the dispatcher): (module, None) or (None, why not)."""
     try:
-        from fastmask import _C  # noqa: F401  (registers the C++ kernels with the dispatcher)
+        from fastmask import _C
     except ImportError as exc:
-        return f"fastmask._C did not load ({exc}); reinstall with `pip install --no-build-isolation -e .`"
-    return None
+        return None, f"fastmask._C did not load ({exc}); reinstall with `pip install --no-build-isolation -e .`"
+    return _C, None
 
 
 @dataclass(frozen=True)
 class Availability:
     extension_error: str | None
     has_cuda_kernels: bool
+    # Longest row the CUDA kernels rank (exact count, random partition, top-k); from csrc/include.
+    cuda_max_ranked_length: int | None
     triton_error: str | None
     triton_interpret: bool
 
 
 def _probe() -> Availability:
-    extension_error = _load_extension()
-    has_cuda_kernels = extension_error is None and torch._C._dispatch_has_kernel_for_dispatch_key(
-        "fastmask::mask_tokens", "CUDA"
+    extension, extension_error = _load_extension()
+    has_cuda_kernels = extension is not None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "fastmask::mask_tokens_cuda", "CUDA"
     )
     triton_error = None if importlib.util.find_spec("triton") else "triton is not installed (pip install triton)"
-    return Availability(extension_error, has_cuda_kernels, triton_error, os.environ.get("TRITON_INTERPRET") == "1")
+    return Availability(extension_error, has_cuda_kernels, getattr(extension, "CUDA_MAX_RANKED_LENGTH", None),
+                        triton_error, os.environ.get("TRITON_INTERPRET") == "1")
 
 
-AVAILABILITY: Availability | None = None
+AVAILABILITY = _probe()
 
 
 def availability() -> Availability:
-    # Probed on first use, after fastmask.ops has defined the schemas the extension implements.
-    global AVAILABILITY
-    if AVAILABILITY is None:
-        AVAILABILITY = _probe()
     return AVAILABILITY
 
 
 def why_unavailable(backend: str, device_type: str) -> str | None:
     """None if `backend` can run on tensors of `device_type`, else the reason it cannot."""
     a = availability()
-    if backend == "torch":
+    if backend == "reference":
         return None
-    if backend in ("cpu", "cuda"):
-        if device_type != backend:
-            return f"backend {backend!r} runs on {backend} tensors, got {device_type} tensors"
+    if backend in DEVICE_OF:
+        if device_type != DEVICE_OF[backend]:
+            return f"backend {backend!r} runs on {DEVICE_OF[backend]} tensors, got {device_type} tensors"
         if a.extension_error:
             return a.extension_error
         if backend == "cuda" and not a.has_cuda_kernels:
@@ -87,10 +95,10 @@ def resolve(backend: str, device: torch.device, skip: tuple[str, ...] = ()) -> s
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        for candidate in AUTO_ORDER.get(device.type, ("torch",)):
+        for candidate in AUTO_ORDER.get(device.type, ("reference",)):
             if candidate not in skip and why_unavailable(candidate, device.type) is None:
                 return candidate
-        return "torch"
+        return "reference"
     reason = why_unavailable(backend, device.type)
     if reason is not None:
         raise RuntimeError(f"backend={backend!r} is unavailable: {reason}")

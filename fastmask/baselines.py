@@ -6,7 +6,7 @@ word-level tokenizer made in memory with exactly those gives the collator's real
 
 from __future__ import annotations
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+from fastmask.data import SPECIAL_TOKENS
 
 
 def in_memory_tokenizer(vocab_size: int):

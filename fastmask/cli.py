@@ -30,7 +30,7 @@ def info(_args) -> int:
         print(f"\n{device_type} tensors (auto -> {auto}):")
         for backend in backends.BACKENDS[1:]:
             reason = backends.why_unavailable(backend, device_type)
-            print(f"  {backend:7s} {'available' if reason is None else 'unavailable: ' + reason}")
+            print(f"  {backend:9s} {'available' if reason is None else 'unavailable: ' + reason}")
     if not cuda:
         reason = backends.why_unavailable("cuda", "cuda")
         print(f"\ncuda kernels: {'built' if reason is None else reason}")
@@ -46,13 +46,13 @@ def _demo_sentence() -> list[str]:
 def demo(args) -> int:
     """Masks a sentence with each strategy, then times the C++ CPU kernel against the HF collator."""
     import fastmask
-    from fastmask import baselines
+    from fastmask import baselines, data
 
     words = ["[CLS]", *_demo_sentence(), "[SEP]"]
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(list(baselines.SPECIAL_TOKENS) + words))}
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(list(data.SPECIAL_TOKENS) + words))}
     itos = {i: w for w, i in vocab.items()}
     ids = torch.tensor([[vocab[w] for w in words]])
-    specials = [vocab[t] for t in baselines.SPECIAL_TOKENS]
+    specials = [vocab[t] for t in data.SPECIAL_TOKENS]
     mask_id, vocab_size = vocab["[MASK]"], len(vocab)
     maskable = fastmask.maskable_mask(ids, special_ids=specials)
 
@@ -76,19 +76,19 @@ def demo(args) -> int:
 
     tokenizer = baselines.in_memory_tokenizer(30522)
     collator = baselines.hf_collator(tokenizer)
-    batch = torch.randint(len(baselines.SPECIAL_TOKENS), 30522, (args.batch, args.length))
+    batch = torch.randint(len(data.SPECIAL_TOKENS), 30522, (args.batch, args.length))
     batch[:, 0], batch[:, -1] = tokenizer.cls_token_id, tokenizer.sep_token_id
     special_mask = fastmask.maskable_mask(batch, special_ids=[tokenizer.cls_token_id, tokenizer.sep_token_id])
     timers = {
         "HF collator": lambda: collator.torch_mask_tokens(batch.clone(), special_tokens_mask=~special_mask),
-        "fastmask cpu": lambda: fastmask.mask_tokens(batch, special_mask, tokenizer.mask_token_id, 30522),
+        "fastmask cpp": lambda: fastmask.mask_tokens(batch, special_mask, tokenizer.mask_token_id, 30522),
     }
     medians = {}
     for name, fn in timers.items():
         m = benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(min_run_time=args.min_run_time)
         medians[name] = m.median
         print(f"  {name:13s} median {m.median * 1e3:8.2f} ms")
-    print(f"  fastmask is {medians['HF collator'] / medians['fastmask cpu']:.1f}x faster than the HF collator")
+    print(f"  fastmask is {medians['HF collator'] / medians['fastmask cpp']:.1f}x faster than the HF collator")
     return 0
 
 

@@ -24,7 +24,6 @@ import gc
 import hashlib
 import itertools
 import json
-import operator
 import os
 import sys
 import sysconfig
@@ -43,7 +42,6 @@ if TYPE_CHECKING:  # transformers/tokenizers are imported lazily: they take seco
 
 __all__ = [
     "SPECIAL_TOKENS",
-    "PackedDataset",
     "Prepared",
     "builtin_texts",
     "load_texts",
@@ -202,7 +200,6 @@ def _read_stdlib(show_progress: bool = False) -> tuple[list[str], int]:
 
 
 _BUILTIN: tuple[str, ...] | None = None  # the stdlib does not change while we run: parse it once
-_BUILTIN_FAILED = 0
 
 
 def builtin_texts() -> list[str]:
@@ -210,16 +207,16 @@ def builtin_texts() -> list[str]:
 
     Read from the ``.py`` sources under ``sysconfig.get_paths()["stdlib"]`` with :mod:`ast` (nothing
     is imported), skipping site-packages and the test/idlelib/lib2to3/turtledemo trees; files that fail
-    to read or parse are skipped (their count is in ``fastmask.data._BUILTIN_FAILED``). Deterministic
+    to read or parse are skipped. Deterministic
     for one Python version; about 1.5 MB of text on CPython 3.11.
     """
     return list(_builtin(False))
 
 
 def _builtin(show_progress: bool) -> tuple[str, ...]:
-    global _BUILTIN, _BUILTIN_FAILED
+    global _BUILTIN
     if _BUILTIN is None:
-        texts, _BUILTIN_FAILED = _read_stdlib(show_progress)
+        texts, _ = _read_stdlib(show_progress)
         _BUILTIN = tuple(texts)
     return _BUILTIN
 
@@ -533,26 +530,6 @@ def split(rows: torch.Tensor, eval_fraction: float, seed: int = 0) -> tuple[torc
     n_eval = min(max(1, round(n * eval_fraction)), n - 1)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return rows[perm[n_eval:]], rows[perm[:n_eval]]
-
-
-class PackedDataset(torch.utils.data.Dataset):
-    """Rows of an (N, L) tensor; item ``i`` is ``(i, row)``: ``i`` is the sample id masks are keyed by."""
-
-    def __init__(self, rows: torch.Tensor):
-        if rows.dim() != 2:
-            raise ValueError(f"PackedDataset needs an (N, L) tensor, got shape {tuple(rows.shape)}")
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return self.rows.shape[0]
-
-    def __getitem__(self, i) -> tuple[int, torch.Tensor]:
-        i = operator.index(i)
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} rows")
-        i %= n  # the id must be the same whichever way the row was addressed
-        return i, self.rows[i]
 
 
 # ------------------------------------------------------------------------------------------ prepare

@@ -52,8 +52,9 @@ class GradientProbe:
         self.params = [p for n, p in model.mlm.named_parameters() if p.requires_grad]
         self.maskable = fastmask.maskable_mask(self.rows, special_ids=model.special_ids)
         length, cfg = rows.shape[1], model.cfg
-        # Enough slots for an exact-count mask and for a fully-explored view.
-        self.capacity = min(length, max(round(cfg.mlm_probability * length), -(-length // cfg.num_segments)) + 1)
+        # Enough slots for an exact-count (or top-k proposal) mask and for a fully-explored view.
+        self.capacity = max(fastmask.gather_capacity(length, cfg.mlm_probability),
+                            fastmask.gather_capacity(length, num_segments=cfg.num_segments))
 
     def grad(self, input_ids, labels, weights=None) -> torch.Tensor:
         hidden = self.model.mlm.bert(input_ids=input_ids)[0]

@@ -183,18 +183,12 @@ class Pretrainer(nn.Module):
         self.dropped_labels = 0
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
-    def exact_count(self, length: int) -> int:
-        """Masked tokens of a row of `length` maskable tokens under exact-count masking."""
-        return min(length, max(1, math.floor(self.cfg.mlm_probability * length + 0.5)))
-
     def capacity(self, length: int) -> int:
-        """Slots per row for the gathered tokens: exact for exact-count masks, a safe bound otherwise."""
-        p = self.cfg.mlm_probability
-        if self.cfg.masking == "fully-explored":
-            return -(-length // self.cfg.num_segments)
-        if self.cfg.masking == "bernoulli":  # Binomial(L, p): mean + 6 sd never overflows in practice
-            return min(length, self.exact_count(length) + math.ceil(6 * math.sqrt(length * p * (1 - p))) + 1)
-        return self.exact_count(length)
+        """Slots per row for the gathered tokens: exact for every masking but bernoulli (a 1e-9 bound)."""
+        cfg = self.cfg
+        if cfg.masking == "fully-explored":
+            return fastmask.gather_capacity(length, num_segments=cfg.num_segments)
+        return fastmask.gather_capacity(length, cfg.mlm_probability, exact_count=cfg.masking != "bernoulli")
 
     @contextlib.contextmanager
     def _timed(self):
@@ -267,7 +261,8 @@ class Pretrainer(nn.Module):
         masked = fastmask.mask_tokens(ids, maskable, self.mask_id, self.vocab, self.cfg.mlm_probability,
                                       exact_count=True, seed=EVAL_SEED, row_ids=sample_ids)
         hidden = self.mlm.bert(input_ids=masked.input_ids)[0]
-        return fastmask.sparse_mlm_loss(hidden, masked.labels, self.mlm.cls, capacity=self.exact_count(ids.shape[1]))
+        capacity = fastmask.gather_capacity(ids.shape[1], self.cfg.mlm_probability)
+        return fastmask.sparse_mlm_loss(hidden, masked.labels, self.mlm.cls, capacity=capacity)
 
 
 # --------------------------------------------------------------------------------------------

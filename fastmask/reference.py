@@ -1,8 +1,9 @@
 """Pure-PyTorch reference of every fastmask op: the executable specification.
 
 Every backend (C++ CPU, CUDA, Triton) must reproduce these functions bit-exactly for integer
-outputs. The functions take the *quantised* arguments of the op schemas (see
-:mod:`fastmask.ops`), not the user-facing probabilities, so that all backends compare integers.
+outputs: each function here *is* the op of the same name (registered as its ``reference``
+backend, see :mod:`fastmask.library`). They take the integer arguments of the op schemas, not the
+user-facing probabilities (:mod:`fastmask.counts` converts those), so all backends compare integers.
 
 Randomness. Each token (row id, position) gets one Philox4x32-10 draw of four 32-bit words:
 
@@ -17,11 +18,12 @@ and each word has one purpose, so one draw per token serves every decision:
     r2  random token: ``(r2 * vocab_size) >> 32``
     r3  unused by the masking ops
 
-Probabilities are quantised to multiples of 2**-24 (``threshold = round(p * 2**24)``).
+Per-token probabilities are quantised to multiples of 2**-24 (``threshold = round(p * 2**24)``).
+Exact counts are not: they take the masking probability as an exact fraction
+p = count_num / count_den and are k = min(n, max(1, floor(p n + 1/2))) of n maskable positions.
 
 Ranking. Per row, maskable positions are ordered by the composite key (r0 >> 1, position);
-non-maskable positions sort after every maskable one. Exact-count masking takes the first
-k = min(n, max(1, (select_threshold * n + 2**23) >> 24)) of n maskable positions;
+non-maskable positions sort after every maskable one. Exact-count masking takes the first k;
 fully-explored random partitions put the position of rank r into segment r mod K.
 
 Integers are held in int64 tensors; 32-bit unsigned arithmetic is emulated with masks.
@@ -76,10 +78,16 @@ def token_randoms(seed: int, epoch: int, row_ids: torch.Tensor, length: int):
     return philox4x32(c0, c1, c2, c3, seed & MASK32, (seed >> 32) & MASK32)
 
 
-def exact_count(n: torch.Tensor, select_threshold: int) -> torch.Tensor:
-    """k = min(n, max(1, floor(p * n + 1/2))) for n > 0, else 0; p = select_threshold / 2**24."""
-    k = ((select_threshold * n + (PROB_ONE >> 1)) >> PROB_BITS).clamp(min=1)
-    return torch.minimum(k, n)
+def exact_count(n, count_num: int, count_den: int):
+    """k = min(n, max(1, floor(p n + 1/2))) for n > 0, else 0, with p = count_num / count_den.
+
+    floor((2 num n + den) / (2 den)) in integers: exact, so halves go up. n is an int or an int64
+    tensor; with num <= den < 2**31 and n <= 2**31 nothing overflows int64.
+    """
+    k = (2 * count_num * n + count_den) // (2 * count_den)
+    if isinstance(n, torch.Tensor):
+        return torch.minimum(k.clamp(min=1), n)
+    return min(max(k, 1), n)
 
 
 def ranks(r0: torch.Tensor, maskable: torch.Tensor) -> torch.Tensor:
@@ -120,13 +128,14 @@ def maskable_mask(input_ids, attention_mask, special_ids):
 
 
 def mask_tokens(
-    input_ids, maskable, row_ids, seed, epoch, select_threshold, mask_threshold,
+    input_ids, maskable, row_ids, seed, epoch, select_threshold, count_num, count_den, mask_threshold,
     random_threshold, mask_token_id, vocab_size, exact,
 ):
-    """Standard MLM masking: Bernoulli per token, or an exact count per row."""
+    """Standard MLM masking: Bernoulli per token (select_threshold), or an exact count per row
+    (count_num / count_den)."""
     r0, r1, r2, _ = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
     if exact:
-        k = exact_count(maskable.sum(1), select_threshold)
+        k = exact_count(maskable.sum(1), count_num, count_den)
         chosen = maskable & (ranks(r0, maskable) < k[:, None])
     else:
         chosen = maskable & ((r0 >> 8) < select_threshold)
@@ -254,7 +263,7 @@ def canonical_log(u: torch.Tensor) -> torch.Tensor:
     return (e * _f32(LN2_LO) + (s + s) * t) + e * _f32(LN2_HI)
 
 
-def proposal_inclusion(scores, maskable, select_threshold, uniform_mix, temperature):
+def proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temperature):
     """The proposal q (B, L), inclusion probabilities pi = min(1, k q) (B, L) and counts k (B,).
 
     q = (1 - uniform_mix) softmax(scores / temperature over maskable positions) + uniform_mix / n,
@@ -271,7 +280,7 @@ def proposal_inclusion(scores, maskable, select_threshold, uniform_mix, temperat
     fixed = torch.floor(e * _f32(FIXED_ONE)).to(torch.int64).sum(1, keepdim=True)
     p = e / (fixed.to(torch.float32) * _f32(1.0 / FIXED_ONE)).clamp(min=1.0)
     eps = torch.where(finite, _f32(uniform_mix), _f32(1.0))
-    kf = exact_count(n, select_threshold).to(torch.float32)[:, None]
+    kf = exact_count(n, count_num, count_den).to(torch.float32)[:, None]
     q = torch.where(maskable, (_f32(1.0) - eps) * p + eps / nf, torch.zeros_like(p))
     a = kf * (_f32(1.0) - eps)
     b = (kf * eps) / nf
@@ -280,7 +289,7 @@ def proposal_inclusion(scores, maskable, select_threshold, uniform_mix, temperat
 
 
 def proposal_mask(
-    input_ids, scores, maskable, row_ids, seed, epoch, select_threshold, uniform_mix, temperature,
+    input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
     poisson, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
 ):
     """MAPNet masking: positions drawn from the proposal q, with importance weights.
@@ -290,11 +299,11 @@ def proposal_mask(
     poisson: position i included iff U_i < pi_i = min(1, k q_i).
     Weights (float32, 0 where not masked): token mode w_i = (k / n) / pi_i (exact for Poisson, pi_i
     approximates the inclusion probability for top-k); sequence mode: the row's
-    exp(-sum over sampled i of log(n q_i)), clipped to [0.8, 1.2] (the batch-mean division is
-    the wrapper's). Returns (ids, labels, weights).
+    exp(-sum over sampled i of log(n q_i)), clipped to [0.8, 1.2], then divided by the batch mean
+    (:func:`divide_by_batch_mean`). Returns (ids, labels, weights).
     """
     r0, r1, r2, _ = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
-    q, pi, k = proposal_inclusion(scores, maskable, select_threshold, uniform_mix, temperature)
+    q, pi, k = proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temperature)
     if poisson:
         u = (r0 >> 8).to(torch.float32) * _f32(2.0**-24)
         chosen = maskable & (u < pi)
@@ -308,13 +317,28 @@ def proposal_mask(
         rank.scatter_(1, packed.argsort(1), pos.expand_as(packed).contiguous())
         chosen = maskable & (rank < k[:, None])
     ids, labels = corrupt(input_ids, chosen, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
-    nf = maskable.sum(1, keepdim=True).to(torch.float32)
     if sequence_weights:
-        log_n_q = canonical_log(torch.where(chosen, nf * q, _f32(1.0)))  # log 1 = 0 where not chosen
-        row_log = torch.clamp(-log_n_q.sum(1, keepdim=True), -1.0, 1.0)  # the clip below needs no more
-        row = torch.clamp(canonical_exp(row_log), 0.8, 1.2)
-        weights = torch.where(chosen, row.expand_as(q), torch.zeros_like(q))
+        weights = divide_by_batch_mean(clipped_sequence_weights(chosen, q, maskable))
     else:
-        k_over_n = k[:, None].to(torch.float32) / nf
+        k_over_n = k[:, None].to(torch.float32) / maskable.sum(1, keepdim=True).to(torch.float32)
         weights = torch.where(chosen, k_over_n / torch.where(chosen, pi, _f32(1.0)), torch.zeros_like(q))
     return ids, labels, weights
+
+
+def clipped_sequence_weights(chosen: torch.Tensor, q: torch.Tensor, maskable: torch.Tensor) -> torch.Tensor:
+    """The author's per-row weight exp(-sum over chosen i of log(n q_i)) clipped to [0.8, 1.2], on chosen tokens."""
+    nf = maskable.sum(1, keepdim=True).to(torch.float32)
+    log_n_q = canonical_log(torch.where(chosen, nf * q, _f32(1.0)))  # log 1 = 0 where not chosen
+    row_log = torch.clamp(-log_n_q.sum(1, keepdim=True), -1.0, 1.0)  # the clip below needs no more
+    row = torch.clamp(canonical_exp(row_log), 0.8, 1.2)
+    return torch.where(chosen, row.expand_as(q), torch.zeros_like(q))
+
+
+def divide_by_batch_mean(weights: torch.Tensor) -> torch.Tensor:
+    """Sequence weights (B, L) divided by the mean row weight of the rows that have a mask (no sync)."""
+    if weights.shape[1] == 0:
+        return weights
+    row_weight = weights.amax(1)
+    has_mask = row_weight > 0
+    mean = (row_weight * has_mask).sum() / has_mask.sum().clamp(min=1)
+    return weights / torch.where(mean > 0, mean, torch.ones_like(mean))

@@ -1,48 +1,125 @@
 """Runs every CUDA kernel of fastmask once per launch shape on small odd inputs and checks it
 against the reference: the target of compute-sanitizer (memcheck, racecheck) on a GPU machine.
 
+CASES maps every op of fastmask.library.OPS to a function (length, device, generator) -> the
+op-level argument tuples that exercise it on rows of that length; importing this runs nothing.
+
     compute-sanitizer --tool memcheck python3 scripts/exercise_cuda_kernels.py
 """
+
+from __future__ import annotations
 
 import torch
 
 import fastmask
-from fastmask import reference
+from fastmask import library
+from fastmask.counts import count_fraction, probability_threshold, replacement_thresholds
+from fastmask.data import SPECIAL_TOKENS
 
-assert torch.cuda.is_available(), "needs a CUDA device"
-g = torch.Generator().manual_seed(0)
-dev = torch.device("cuda")
-ops = torch.ops.fastmask
+P, VOCAB, WIDTH, SEED, EPOCH = 0.15, 1000, 24, 1, 2
+MASK_ID = SPECIAL_TOKENS.index("[MASK]")
+SELECT_THRESHOLD = probability_threshold("mlm_probability", P)
+COUNT_FRACTION = count_fraction(P)
+REPLACE_THRESHOLDS = replacement_thresholds(0.8, 0.1)
+ROW_IDS = (0, -5, 2**40)  # one row per id: Philox keys beyond 32 bits, and negative ones
+DTYPES = (torch.float32, torch.bfloat16)
 # Lengths that hit every block shape of the ranked kernels (<=256, 512, 1024, 2048, 4096, 8192)
-# and the long-row Poisson kernel (> 8192).
-for length in (1, 37, 300, 700, 1500, 3000, 6000, 8192, 9001):
-    batch = 3
-    ids = torch.randint(5, 1000, (batch, length), generator=g).to(dev)
-    maskable = (torch.rand(batch, length, generator=g) < 0.85).to(dev)
-    rows = torch.tensor([0, -5, 2**40], device=dev)
-    scores = torch.randn(batch, length, generator=g).to(dev)
-    checks = [("maskable_mask", (ids, maskable.long(), torch.tensor([7, 9], device=dev)))]
-    if length <= 8192:
-        checks += [("mask_tokens", (ids, maskable, rows, 1, 2, 2516582, 13421773, 1677722, 4, 1000, exact))
-                   for exact in (False, True)]
-        checks += [("fully_explored_mask", (ids, maskable, rows, 1, 2, 7, contiguous, 13421773, 1677722, 4, 1000))
-                    for contiguous in (False, True)]
-    for poisson in ((False, True) if length <= 8192 else (True,)):
-        checks += [("proposal_mask", (ids, scores, maskable, rows, 1, 2, 2516582, 0.1, 1.0, poisson, sequence,
-                                      13421773, 1677722, 4, 1000)) for sequence in (False, True)]
-    labels = fastmask.mask_tokens(ids, maskable, 4, 1000, 0.15, exact_count=True).labels
-    capacity = max(1, round(0.15 * length))
-    checks.append(("masked_positions", (labels, capacity)))
-    index = reference.masked_positions(labels, capacity)[0]
-    for dtype in (torch.float32, torch.bfloat16):
-        hidden = torch.randn(batch, length, 24, generator=g).to(dev, dtype)
-        checks.append(("gather_masked", (hidden, index)))
-        checks.append(("scatter_masked", (torch.randn(batch, capacity, 24, device=dev, dtype=dtype), index, length)))
-    for name, args in checks:
-        got = getattr(ops, name)(*args)
-        want = getattr(reference, name)(*args)
-        for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
-            ok = torch.equal(a, b) if not a.is_floating_point() or name != "proposal_mask" else torch.allclose(a, b, rtol=1e-5)
-            assert ok, f"{name} differs from the reference at length {length}"
-torch.cuda.synchronize()
-print("all CUDA kernels ran and matched the reference")
+# and the long-row kernels (> 8192: Poisson sampling, Bernoulli and contiguous masking).
+LENGTHS = (1, 37, 300, 700, 1500, 3000, 6000, 8192, 9001)
+
+
+def ranked_fits(length):
+    """Whether the CUDA kernels rank rows this long (exact count, random partition, top-k)."""
+    limit = fastmask.backends.availability().cuda_max_ranked_length
+    return limit is None or length <= limit
+
+
+def tokens(length, device, generator):
+    """(ids, maskable, row_ids): word ids, about 85% of them maskable."""
+    shape = (len(ROW_IDS), length)
+    ids = torch.randint(len(SPECIAL_TOKENS), VOCAB, shape, generator=generator).to(device)
+    maskable = (torch.rand(shape, generator=generator) < 0.85).to(device)
+    return ids, maskable, torch.tensor(ROW_IDS, device=device)
+
+
+def maskable_mask_args(length, device, generator):
+    ids, maskable, _ = tokens(length, device, generator)
+    return [(ids, maskable.long(), torch.tensor([7, 9], device=device))]
+
+
+def mask_tokens_args(length, device, generator):
+    ids, maskable, row_ids = tokens(length, device, generator)
+    return [(ids, maskable, row_ids, SEED, EPOCH, SELECT_THRESHOLD, *COUNT_FRACTION, *REPLACE_THRESHOLDS, MASK_ID,
+             VOCAB, exact) for exact in (False, True) if not exact or ranked_fits(length)]
+
+
+def fully_explored_mask_args(length, device, generator):
+    ids, maskable, row_ids = tokens(length, device, generator)
+    return [(ids, maskable, row_ids, SEED, EPOCH, 7, contiguous, *REPLACE_THRESHOLDS, MASK_ID, VOCAB)
+            for contiguous in (False, True) if contiguous or ranked_fits(length)]
+
+
+def proposal_mask_args(length, device, generator):
+    ids, maskable, row_ids = tokens(length, device, generator)
+    scores = torch.randn(ids.shape, generator=generator).to(device)
+    return [(ids, scores, maskable, row_ids, SEED, EPOCH, *COUNT_FRACTION, 0.1, 1.0, poisson, sequence_weights,
+             *REPLACE_THRESHOLDS, MASK_ID, VOCAB)
+            for poisson in (False, True) if poisson or ranked_fits(length) for sequence_weights in (False, True)]
+
+
+def masked_positions_args(length, device, generator):
+    """The labels of an exact-count mask (the reference's) and the capacity that holds them."""
+    ids, maskable, row_ids = tokens(length, device, generator)
+    labels = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, P, exact_count=True, row_ids=row_ids,
+                                  backend="reference").labels
+    return [(labels, fastmask.gather_capacity(length, P))]
+
+
+def slot_index(length, device, generator):
+    ((labels, capacity),) = masked_positions_args(length, device, generator)
+    return fastmask.masked_positions(labels, capacity, backend="reference").index
+
+
+def gather_masked_args(length, device, generator):
+    index = slot_index(length, device, generator)
+    return [(torch.randn(len(ROW_IDS), length, WIDTH, generator=generator).to(device, dtype), index)
+            for dtype in DTYPES]
+
+
+def scatter_masked_args(length, device, generator):
+    index = slot_index(length, device, generator)
+    return [(torch.randn(*index.shape, WIDTH, generator=generator).to(device, dtype), index, length)
+            for dtype in DTYPES]
+
+
+CASES = {
+    "maskable_mask": maskable_mask_args,
+    "mask_tokens": mask_tokens_args,
+    "fully_explored_mask": fully_explored_mask_args,
+    "masked_positions": masked_positions_args,
+    "gather_masked": gather_masked_args,
+    "scatter_masked": scatter_masked_args,
+    "proposal_mask": proposal_mask_args,
+}
+
+
+def matches_reference(name, args, backend):
+    """Whether `backend`'s kernel of op `name` gives the reference's outputs on args: bit-exact, except
+    proposal sampling's float weights (rtol 1e-5)."""
+    got, want = library.op(name, backend)(*args), library.op(name, "reference")(*args)
+    return all(
+        torch.allclose(a, b, rtol=1e-5) if name == "proposal_mask" and a.is_floating_point() else torch.equal(a, b)
+        for a, b in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,))
+    )
+
+
+if __name__ == "__main__":
+    unavailable = fastmask.backends.why_unavailable("cuda", "cuda")  # also loads the kernels
+    assert torch.cuda.is_available() and unavailable is None, f"needs a CUDA device and kernels: {unavailable}"
+    generator, device = torch.Generator().manual_seed(0), torch.device("cuda")
+    for length in LENGTHS:
+        for name, build in CASES.items():
+            for args in build(length, device, generator):
+                assert matches_reference(name, args, "cuda"), f"{name} differs from the reference at length {length}"
+    torch.cuda.synchronize()
+    print("all CUDA kernels ran and matched the reference")

@@ -17,7 +17,7 @@ for tool in memcheck racecheck; do
   compute-sanitizer --tool "$tool" --error-exitcode 9 python3 scripts/exercise_cuda_kernels.py \
     > "$OUT/sanitizer-$tool.log" 2>&1; echo "compute-sanitizer $tool: exit $?" | tee -a "$OUT/sanitizer.txt"
 done
-python3 -m fastmask bench 2>&1 | tee "$OUT/bench.log" | grep -E "^\| (mask_tokens|fully_explored_k7|gather|proposal_topk|bert_step)" | head -60
+python3 -m fastmask bench 2>&1 | tee "$OUT/bench.log" | grep -E "^\| (maskable_mask|mask_tokens|fully_explored_k7|masked_positions|gather|scatter|proposal_topk|bert_step)" | head -60
 cp bench/results/*.jsonl "$OUT/" 2>/dev/null
 # BERT-base shape at L=128 and L=512: fastmask (GPU masking + sparse head, no host sync outside
 # logging steps) against the usual way (HF collator on the CPU + dense head).

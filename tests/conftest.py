@@ -12,35 +12,32 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-from fastmask import backends  # noqa: E402
+from fastmask import backends, counts  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+# The op-level arguments of BERT's defaults: p = 0.15, then 80% [MASK] and 10% random tokens.
+T_SELECT = counts.probability_threshold("mlm_probability", 0.15)
+COUNT_NUM, COUNT_DEN = counts.count_fraction(0.15)
+T_MASK, T_RANDOM = counts.replacement_thresholds(0.8, 0.1)
 
 
-def kernel_op(name: str, backend: str):
-    """The registered op that runs `backend`'s kernel (cpu and cuda share the C++ op)."""
-    return getattr(torch.ops.fastmask, name + ("_triton" if backend == "triton" else ""))
+NATIVE = "cuda" if DEVICE.type == "cuda" else "cpp"  # the compiled kernel for DEVICE's tensors
+
+
+def _skip_unless_available(backend: str, device: torch.device = DEVICE):
+    reason = backends.why_unavailable(backend, device.type)
+    return pytest.param(backend, marks=[pytest.mark.skip(reason=reason)] if reason else [], id=backend)
 
 
 def op_variant_params():
-    """pytest params for the three registered variants of an op ("", "_triton", "_torch"), each
-    skipped with the reason when its kernels cannot run on this machine."""
-    params = []
-    for suffix, backend in (("", DEVICE.type), ("_triton", "triton"), ("_torch", "torch")):
-        reason = backends.why_unavailable(backend, DEVICE.type)
-        params.append(pytest.param(suffix, marks=[pytest.mark.skip(reason=reason)] if reason else [],
-                                   id=suffix or "native"))
-    return params
+    """pytest params for every registered variant of an op that runs DEVICE's tensors (the
+    compiled kernel, Triton, the reference), each skipped with the reason when unavailable."""
+    return [_skip_unless_available(b) for b in (NATIVE, "triton", "reference")]
 
 
 def backend_params(device: torch.device = DEVICE):
     """pytest params for every kernel backend, the unavailable ones skipped with the reason."""
-    params = []
-    for b in ("cpu", "cuda", "triton"):
-        reason = backends.why_unavailable(b, device.type)
-        marks = [pytest.mark.skip(reason=reason)] if reason else []
-        params.append(pytest.param(b, marks=marks, id=b))
-    return params
+    return [_skip_unless_available(b, device) for b in ("cpp", "cuda", "triton")]
 
 
 SENTENCES = [

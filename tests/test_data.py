@@ -318,22 +318,6 @@ def test_split_sizes_and_determinism():
         data.split(rows[:1], 0.5)
 
 
-def test_packed_dataset_returns_index_and_row():
-    rows = torch.arange(30, dtype=torch.int32).reshape(10, 3)
-    ds = data.PackedDataset(rows)
-    assert len(ds) == 10
-    i, row = ds[7]
-    assert i == 7 and torch.equal(row, rows[7])
-    assert ds[-1][0] == 9 and torch.equal(ds[-1][1], rows[9])
-    with pytest.raises(IndexError):
-        ds[10]
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, shuffle=True, generator=torch.Generator().manual_seed(0))
-    for ids, batch in loader:
-        assert torch.equal(batch, rows[ids])
-    with pytest.raises(ValueError):
-        data.PackedDataset(torch.zeros(5))
-
-
 # ------------------------------------------------------------------------------------------ prepare
 
 

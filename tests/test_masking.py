@@ -2,6 +2,7 @@
 bad input, opcheck and torch.compile. Shapes stay small: Triton runs interpreted on CPU."""
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -9,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastmask
-from fastmask import reference
-from fastmask.ops import probability_threshold
-from conftest import DEVICE, backend_params, kernel_op, op_variant_params
+from fastmask import library, reference
+from fastmask.counts import count_fraction, probability_threshold
+from conftest import COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, T_SELECT, backend_params, op_variant_params
 
 MASK_ID, VOCAB = 4, 30522
 CLS, SEP, PAD = 2, 3, 0
@@ -68,6 +69,8 @@ def random_case(generator, max_batch=5, max_length=70):
     g = generator
     randint = lambda lo, hi: int(torch.randint(lo, hi, (1,), generator=g))  # noqa: E731
     t_mask = randint(0, reference.PROB_ONE + 1)
+    # Count fractions: decimals with exact halves (p n + 1/2 an integer) and arbitrary ones.
+    count_den = [20, 4, 2, 10, randint(1, 2**31)][randint(0, 5)]
     return dict(
         batch=randint(0, max_batch + 1),
         length=randint(0, max_length + 1),
@@ -76,6 +79,8 @@ def random_case(generator, max_batch=5, max_length=70):
         seed=randint(0, 2**62) * randint(1, 3) - 1 if randint(0, 4) else 0,
         epoch=randint(0, 2**32),
         t_select=randint(0, reference.PROB_ONE + 1),
+        count_num=randint(0, count_den + 1),
+        count_den=count_den,
         t_mask=t_mask,
         t_random=randint(0, reference.PROB_ONE - t_mask + 1),
         vocab=[1, 7, VOCAB, 2**31 - 1][randint(0, 4)],
@@ -98,9 +103,9 @@ def test_mask_tokens_matches_reference(backend):
         ids, maskable, rows = case_inputs(c, g)
         mask_id = min(MASK_ID, c["vocab"] - 1)
         for exact in (False, True):
-            args = (ids, maskable, rows, c["seed"], c["epoch"], c["t_select"], c["t_mask"], c["t_random"],
-                    mask_id, c["vocab"], exact)
-            assert_same(kernel_op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
+            args = (ids, maskable, rows, c["seed"], c["epoch"], c["t_select"], c["count_num"], c["count_den"],
+                    c["t_mask"], c["t_random"], mask_id, c["vocab"], exact)
+            assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -113,7 +118,7 @@ def test_fully_explored_matches_reference(backend):
         for contiguous in (False, True):
             args = (ids, maskable, rows, c["seed"], c["epoch"], c["num_segments"], contiguous, c["t_mask"],
                     c["t_random"], mask_id, c["vocab"])
-            assert_same(kernel_op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
+            assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -125,10 +130,10 @@ def test_long_rows_match_reference(backend):
         maskable[:, : length // 2] |= True  # at least half the row is maskable
         rows = torch.arange(3, device=DEVICE) * 7919
         for contiguous in (False, True):
-            args = (ids, maskable, rows, 5, 1, 7, contiguous, 13421773, 1677722, MASK_ID, VOCAB)
-            assert_same(kernel_op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
-        args = (ids, maskable, rows, 5, 1, 2516582, 13421773, 1677722, MASK_ID, VOCAB, True)
-        assert_same(kernel_op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
+            args = (ids, maskable, rows, 5, 1, 7, contiguous, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+            assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
+        args = (ids, maskable, rows, 5, 1, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID, VOCAB, True)
+        assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -147,17 +152,18 @@ def test_maskable_mask_matches_reference(backend):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     batch=st.integers(0, 4), length=st.integers(0, 40), seed=st.integers(0, 2**63 - 1),
-    epoch=st.integers(0, 2**32 - 1), p=st.floats(0, 1), mask_p=st.floats(0, 1), exact=st.booleans(),
+    epoch=st.integers(0, 2**32 - 1), p_milli=st.integers(0, 1000), mask_p=st.floats(0, 1), exact=st.booleans(),
     k=st.integers(1, 12), partition=st.sampled_from(["random", "contiguous"]), data=st.data(),
 )
-def test_public_api_properties(batch, length, seed, epoch, p, mask_p, exact, k, partition, data):
+def test_public_api_properties(batch, length, seed, epoch, p_milli, mask_p, exact, k, partition, data):
     """Property test over random shapes and arguments, through the public API and backend='auto'."""
+    p = p_milli / 1000  # written with three decimals: p is exactly p_milli / 1000
     random_p = data.draw(st.floats(0, 1 - mask_p))
     g = torch.Generator().manual_seed(seed % 2**31)
     ids, _, maskable = make_batch(batch, length, g)
     out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, p, mask_p, random_p, exact, seed=seed, epoch=epoch)
     want = reference.mask_tokens(
-        ids, maskable, torch.arange(batch, device=DEVICE), seed, epoch, probability_threshold("p", p),
+        ids, maskable, torch.arange(batch, device=DEVICE), seed, epoch, probability_threshold("p", p), *count_fraction(p),
         probability_threshold("p", mask_p), probability_threshold("p", random_p), MASK_ID, VOCAB, exact,
     )
     assert_same(out, want)
@@ -166,16 +172,83 @@ def test_public_api_properties(batch, length, seed, epoch, p, mask_p, exact, k, 
     assert torch.equal(out.labels[labelled], ids[labelled])
     assert torch.equal(out.input_ids[~labelled], ids[~labelled])
     if exact:
-        n = maskable.sum(1)
-        expected = torch.where(n > 0, torch.clamp(torch.floor(p * n + 0.5), min=1), 0).long().minimum(n)
-        # the op quantises p to 2**-24: allow the count to differ only where p*n + 1/2 is that close to an integer
-        near = ((p * n + 0.5) - torch.round(p * n + 0.5)).abs() < n * 2.0**-24
-        assert torch.equal(labelled.sum(1)[~near], expected[~near])
+        # k = min(n, max(1, floor(p n + 1/2))) at the p as written, exact halves rounding up
+        expected = [min(n, max(1, math.floor(Fraction(p_milli, 1000) * n + Fraction(1, 2)))) if n else 0
+                    for n in maskable.sum(1).tolist()]
+        assert labelled.sum(1).tolist() == expected
 
     views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, k, partition, seed=seed, epoch=epoch)
     assert views.input_ids.shape == (k, batch, length)
     times_masked = (views.labels != -100).sum(0)
     assert torch.equal(times_masked, maskable.long())  # every maskable token exactly once, nothing else
+
+
+# --------------------------------------------------------------------------------------------
+# Exact counts: k = min(n, max(1, floor(p n + 1/2))) at the p as written, on every backend.
+
+COUNT_PROBABILITIES = (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+def written_count(n: int, p: float) -> int:
+    """The promised count, in exact decimal arithmetic on p as written."""
+    return min(n, max(1, math.floor(Fraction(repr(p)) * n + Fraction(1, 2)))) if n else 0
+
+
+def test_masked_count_keeps_the_promised_formula():
+    # The exact halves that a 2**-24 quantisation of p sends down (2516582 / 2**24 < 0.15).
+    assert [fastmask.masked_count(n, 0.15) for n in (10, 30, 50, 70, 90)] == [2, 5, 8, 11, 14]
+    assert fastmask.masked_count(10, 0.25) == 3
+    for p in (*COUNT_PROBABILITIES, 0.0, 1.0, 0.123456789, 0.999, 0.1 + 0.2):
+        want = [written_count(n, p) for n in range(9000)]
+        assert [fastmask.masked_count(n, p) for n in range(9000)] == want, p
+        assert fastmask.masked_count(torch.arange(9000, dtype=torch.int32), p).tolist() == want, p
+    # Rows as long as the ops accept (2**31): no int64 overflow at the largest fraction.
+    n = torch.tensor([2**31 - 1, 2**31])
+    assert fastmask.masked_count(n, 0.999999999).tolist() == [written_count(int(v), 0.999999999) for v in n]
+    assert fastmask.masked_count(3, 1 / 3) == 1 and fastmask.masked_count(2**31 - 2, 1 / 3) == (2**31 - 2) // 3
+    for bad, match in ((dict(n=-1, p=0.1), "n must"), (dict(n=3, p=1.5), "p must"), (dict(n=torch.ones(2), p=0.1), "n must")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            fastmask.masked_count(**bad)
+
+
+def test_gather_capacity():
+    for length in (0, 1, 10, 128, 512, 8192):
+        for p in COUNT_PROBABILITIES:
+            assert fastmask.gather_capacity(length, p) == max(1, written_count(length, p))
+            bernoulli = fastmask.gather_capacity(length, p, exact_count=False)
+            assert written_count(length, p) <= bernoulli <= max(1, length)
+        assert fastmask.gather_capacity(length, num_segments=7) == max(1, math.ceil(length / 7))
+    # Bernoulli: the stated bound, P(Binomial(512, 0.15) > capacity) <= 1e-9, and not far beyond it.
+    capacity = fastmask.gather_capacity(512, 0.15, exact_count=False)
+    tail = lambda c: sum(math.comb(512, j) * 0.15**j * 0.85 ** (512 - j) for j in range(c + 1, 513))  # noqa: E731
+    assert tail(capacity) <= 1e-9 < tail(capacity - 1)
+    with pytest.raises(ValueError, match="length"):
+        fastmask.gather_capacity(-1)
+
+
+def _count_rows(n_max: int):
+    """Ids and a maskable mask whose row n has exactly n maskable tokens, scattered over the row."""
+    length = max(n_max, 1)
+    perm = torch.randperm(length, generator=torch.Generator().manual_seed(13))
+    maskable = (torch.arange(length)[None, :] < torch.arange(n_max + 1)[:, None])[:, perm]
+    return torch.full(maskable.shape, 9, device=DEVICE), maskable.to(DEVICE)
+
+
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
+def test_exact_counts_on_every_row_length(backend):
+    """Every kernel masks written_count(n, p) of n maskable tokens, for every n up to the longest
+    row the CUDA kernels rank on a GPU (a shorter range on CPU; the Triton interpreter, slow, takes
+    the smallest exact halves: n = 10, 30 at p = 0.15 and n = 10, 18, 26 at p = 0.25)."""
+    interpreted = backend == "triton" and DEVICE.type == "cpu"
+    n_max = 8192 if DEVICE.type == "cuda" else 30 if interpreted else 1100
+    ids, maskable = _count_rows(n_max)
+    for p in (0.15, 0.25) if interpreted else COUNT_PROBABILITIES:
+        want = torch.tensor([written_count(n, p) for n in range(n_max + 1)], device=DEVICE)
+        out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, p, exact_count=True, backend=backend)
+        assert torch.equal((out.labels != -100).sum(1), want), p
+        sampled = fastmask.proposal_mask(ids, torch.zeros(ids.shape, device=DEVICE), maskable, MASK_ID, VOCAB, p,
+                                         backend=backend)
+        assert torch.equal((sampled.labels != -100).sum(1), want), p
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +365,7 @@ def test_seed_and_epoch_change_the_masks():
     assert torch.equal(base, fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=1, epoch=0).labels)
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch", *backend_params()])
+@pytest.mark.parametrize("backend", ["auto", "reference", *backend_params()])
 @pytest.mark.parametrize("shape", [(0, 16), (3, 0), (0, 0), (2, 5)])
 def test_degenerate_shapes(backend, shape):
     ids = torch.full(shape, 9, dtype=torch.int64, device=DEVICE)
@@ -345,20 +418,9 @@ def test_bad_input_names_the_argument(call, match):
 
 
 def test_unavailable_backend_says_why():
-    other = "cpu" if DEVICE.type == "cuda" else "cuda"
-    with pytest.raises(RuntimeError, match=f"backend='{other}' is unavailable: .*{other} tensors"):
+    other, other_device = ("cpp", "cpu") if DEVICE.type == "cuda" else ("cuda", "cuda")
+    with pytest.raises(RuntimeError, match=f"backend='{other}' is unavailable: .*{other_device} tensors"):
         fastmask.mask_tokens(IDS, OK, MASK_ID, VOCAB, backend=other)
-
-
-def test_direct_op_calls_are_checked():
-    """The C++ kernels check what would otherwise read out of bounds, even without the wrapper."""
-    rows = torch.arange(2, device=DEVICE)
-    with pytest.raises(RuntimeError, match="maskable"):
-        torch.ops.fastmask.mask_tokens(IDS, OK[:, :2], rows, 0, 0, 1, 1, 1, 4, 10, True)
-    with pytest.raises(RuntimeError, match="row_ids"):
-        torch.ops.fastmask.mask_tokens(IDS, OK, rows[:1], 0, 0, 1, 1, 1, 4, 10, True)
-    with pytest.raises(RuntimeError, match="mask_token_id"):
-        torch.ops.fastmask.mask_tokens(IDS, OK, rows, 0, 0, 1, 1, 1, 10, 10, True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,20 +433,20 @@ def _opcheck_args(int32):
     rows = torch.arange(3, device=DEVICE)
     return {
         "maskable_mask": (ids, attn, torch.tensor([CLS, SEP], device=DEVICE)),
-        "mask_tokens": (ids, maskable, rows, 5, 1, 2516582, 13421773, 1677722, MASK_ID, VOCAB, True),
-        "fully_explored_mask": (ids, maskable, rows, 5, 1, 3, False, 13421773, 1677722, MASK_ID, VOCAB),
+        "mask_tokens": (ids, maskable, rows, 5, 1, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID, VOCAB, True),
+        "fully_explored_mask": (ids, maskable, rows, 5, 1, 3, False, T_MASK, T_RANDOM, MASK_ID, VOCAB),
     }
 
 
-@pytest.mark.parametrize("suffix", op_variant_params())
+@pytest.mark.parametrize("backend", op_variant_params())
 @pytest.mark.parametrize("name", ["maskable_mask", "mask_tokens", "fully_explored_mask"])
-def test_opcheck(name, suffix):
-    op = getattr(torch.ops.fastmask, name + suffix)
+def test_opcheck(name, backend):
+    op = library.op(name, backend)
     for int32 in (False, True):
         torch.library.opcheck(op, _opcheck_args(int32)[name])
 
 
-@pytest.mark.parametrize("backend", ["auto", "torch"])
+@pytest.mark.parametrize("backend", ["auto", "reference"])
 def test_torch_compile_fullgraph(backend):
     g = torch.Generator().manual_seed(10)
     ids, attn, _ = make_batch(4, 24, g)

@@ -51,6 +51,6 @@ def test_report_and_plots_from_results(tmp_path):
     subprocess.run([sys.executable, str(bench / "bench_masking.py"), "--quick"], check=True, capture_output=True)
     subprocess.run([sys.executable, str(bench / "report.py")], check=True, capture_output=True)
     subprocess.run([sys.executable, str(bench / "plot.py")], check=True, capture_output=True)
-    assert "| mask_tokens | 32x128 | int64 | cpu |" in (bench / "RESULTS.md").read_text()
+    assert "| mask_tokens | 32x128 | int64 | cpp |" in (bench / "RESULTS.md").read_text()
     assert (bench / "plots" / "masking-cpu.png").stat().st_size > 5000
     assert (bench / "plots" / "masking-cpu-speedup.png").stat().st_size > 5000

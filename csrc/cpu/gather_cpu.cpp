@@ -6,7 +6,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "fastmask/gather_binding.h"
+#include "gather_binding.h"
 #include "fastmask/masking.h"
 
 namespace fastmask {
@@ -99,7 +99,7 @@ at::Tensor scatter_masked_cpu(const at::Tensor& values, const at::Tensor& index,
 }  // namespace fastmask
 
 TORCH_LIBRARY_IMPL(fastmask, CPU, m) {
-  m.impl("masked_positions", &fastmask::masked_positions_cpu);
-  m.impl("gather_masked", &fastmask::gather_masked_cpu);
-  m.impl("scatter_masked", &fastmask::scatter_masked_cpu);
+  m.impl("masked_positions_cpp", &fastmask::masked_positions_cpu);
+  m.impl("gather_masked_cpp", &fastmask::gather_masked_cpu);
+  m.impl("scatter_masked_cpp", &fastmask::scatter_masked_cpu);
 }

@@ -7,9 +7,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "fastmask/masking.h"
 #include "cpu_draws.h"
-#include "fastmask/binding.h"
+#include "fastmask/masking.h"
+#include "masking_binding.h"
 
 namespace fastmask {
 namespace {
@@ -186,11 +186,11 @@ at::Tensor maskable_mask_cpu(const at::Tensor& input_ids, const std::optional<at
 
 std::tuple<at::Tensor, at::Tensor> mask_tokens_cpu(
     const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, int64_t seed,
-    int64_t epoch, int64_t select_threshold, int64_t mask_threshold, int64_t random_threshold,
-    int64_t mask_token_id, int64_t vocab_size, bool exact) {
-  check_mask_args(input_ids, maskable, row_ids, at::kCPU);
-  const MaskArgs args = make_mask_args(seed, epoch, select_threshold, mask_threshold,
-                                       random_threshold, mask_token_id, vocab_size);
+    int64_t epoch, int64_t select_threshold, int64_t count_num, int64_t count_den, int64_t mask_threshold,
+    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact) {
+  check_mask_args("mask_tokens", input_ids, maskable, row_ids, at::kCPU);
+  const MaskArgs args = make_mask_args("mask_tokens", seed, epoch, select_threshold, count_num, count_den,
+                                       mask_threshold, random_threshold, mask_token_id, vocab_size);
   const at::Tensor ids = input_ids.contiguous();
   const at::Tensor mask = maskable.contiguous();
   const at::Tensor rid = row_ids.contiguous();
@@ -229,7 +229,7 @@ std::tuple<at::Tensor, at::Tensor> fully_explored_mask_cpu(
 }  // namespace fastmask
 
 TORCH_LIBRARY_IMPL(fastmask, CPU, m) {
-  m.impl("maskable_mask", &fastmask::maskable_mask_cpu);
-  m.impl("mask_tokens", &fastmask::mask_tokens_cpu);
-  m.impl("fully_explored_mask", &fastmask::fully_explored_mask_cpu);
+  m.impl("maskable_mask_cpp", &fastmask::maskable_mask_cpu);
+  m.impl("mask_tokens_cpp", &fastmask::mask_tokens_cpu);
+  m.impl("fully_explored_mask_cpp", &fastmask::fully_explored_mask_cpu);
 }

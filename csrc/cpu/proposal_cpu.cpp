@@ -8,10 +8,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "fastmask/binding.h"
 #include "cpu_draws.h"
 #include "fastmask/proposal.h"
-#include "fastmask/proposal_binding.h"
+#include "masking_binding.h"
+#include "proposal_binding.h"
 
 namespace fastmask {
 namespace {
@@ -113,14 +113,14 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cpu(
     const at::Tensor& input_ids, const at::Tensor& scores, const at::Tensor& maskable, const at::Tensor& row_ids,
-    int64_t seed, int64_t epoch, int64_t select_threshold, double uniform_mix, double temperature, bool poisson,
-    bool sequence_weights, int64_t mask_threshold, int64_t random_threshold, int64_t mask_token_id,
+    int64_t seed, int64_t epoch, int64_t count_num, int64_t count_den, double uniform_mix, double temperature,
+    bool poisson, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold, int64_t mask_token_id,
     int64_t vocab_size) {
-  check_mask_args(input_ids, maskable, row_ids, at::kCPU);
+  check_mask_args("proposal_mask", input_ids, maskable, row_ids, at::kCPU);
   check_scores(scores, input_ids);
   const auto [eps, temp] = proposal_float_args(uniform_mix, temperature);
-  const ProposalArgs args{make_mask_args(seed, epoch, select_threshold, mask_threshold, random_threshold,
-                                         mask_token_id, vocab_size),
+  const ProposalArgs args{make_mask_args("proposal_mask", seed, epoch, 0, count_num, count_den, mask_threshold,
+                                         random_threshold, mask_token_id, vocab_size),
                           eps, temp, poisson, sequence_weights};
   const at::Tensor ids = input_ids.contiguous();
   const at::Tensor sc = scores.to(at::kFloat).contiguous();
@@ -145,10 +145,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cpu(
       }
     });
   });
-  return {out_ids, labels, weights};
+  return {out_ids, labels, sequence_weights ? divide_by_batch_mean(weights) : weights};
 }
 
 }  // namespace
 }  // namespace fastmask
 
-TORCH_LIBRARY_IMPL(fastmask, CPU, m) { m.impl("proposal_mask", &fastmask::proposal_mask_cpu); }
+TORCH_LIBRARY_IMPL(fastmask, CPU, m) { m.impl("proposal_mask_cpp", &fastmask::proposal_mask_cpu); }

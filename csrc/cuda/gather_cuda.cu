@@ -1,5 +1,5 @@
 // Torch binding of the CUDA kernels in gather.cuh. The op schemas are defined in Python
-// (fastmask/ops.py); argument checks come from fastmask/gather_binding.h, shared with the CPU
+// (fastmask/library.py); argument checks come from gather_binding.h, shared with the CPU
 // binding, so a direct torch.ops call fails the same way on both devices. Index values are never
 // read on the host (no sync); the kernels drop out-of-range entries.
 #include <ATen/ATen.h>
@@ -10,7 +10,7 @@
 #include <cstdint>
 #include <tuple>
 
-#include "fastmask/gather_binding.h"
+#include "gather_binding.h"
 #include "gather.cuh"
 
 namespace fastmask {
@@ -110,7 +110,7 @@ at::Tensor scatter_masked_cuda(const at::Tensor& values, const at::Tensor& index
 }  // namespace fastmask
 
 TORCH_LIBRARY_IMPL(fastmask, CUDA, m) {
-  m.impl("masked_positions", &fastmask::masked_positions_cuda);
-  m.impl("gather_masked", &fastmask::gather_masked_cuda);
-  m.impl("scatter_masked", &fastmask::scatter_masked_cuda);
+  m.impl("masked_positions_cuda", &fastmask::masked_positions_cuda);
+  m.impl("gather_masked_cuda", &fastmask::gather_masked_cuda);
+  m.impl("scatter_masked_cuda", &fastmask::scatter_masked_cuda);
 }

@@ -18,9 +18,6 @@
 
 namespace fastmask {
 
-// Longest row the per-row ranking (exact count, random fully-explored partition) supports.
-constexpr int64_t kMaxRankedLength = 8192;
-
 namespace kernels {
 
 constexpr int kElementwiseThreads = 256;

@@ -1,5 +1,5 @@
 // Torch binding of the CUDA kernels in masking.cuh. The op schemas are defined in Python
-// (fastmask/ops.py); argument checks and MaskArgs come from fastmask/binding.h, shared with the
+// (fastmask/library.py); argument checks and MaskArgs come from masking_binding.h, shared with the
 // CPU binding, so a direct torch.ops call fails the same way on both devices.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,7 +10,7 @@
 #include <optional>
 #include <tuple>
 
-#include "fastmask/binding.h"
+#include "masking_binding.h"
 #include "masking.cuh"
 
 namespace fastmask {
@@ -21,7 +21,7 @@ void check_launch(cudaError_t err, const char* op, bool ranked, int64_t length) 
   TORCH_CHECK(!(ranked && err == cudaErrorInvalidValue && length > kMaxRankedLength), op,
               ": input_ids rows have length ", length, " but the CUDA kernel ranks at most ",
               kMaxRankedLength, " positions per row in this mode; use backend='triton' or ",
-              "backend='torch' for longer rows");
+              "backend='reference' for longer rows");
   TORCH_CHECK(false, op, ": CUDA kernel failed: ", cudaGetErrorString(err));
 }
 
@@ -55,11 +55,11 @@ at::Tensor maskable_mask_cuda(const at::Tensor& input_ids, const std::optional<a
 
 std::tuple<at::Tensor, at::Tensor> mask_tokens_cuda(
     const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, int64_t seed,
-    int64_t epoch, int64_t select_threshold, int64_t mask_threshold, int64_t random_threshold,
-    int64_t mask_token_id, int64_t vocab_size, bool exact) {
-  check_mask_args(input_ids, maskable, row_ids, at::kCUDA);
-  const MaskArgs args = make_mask_args(seed, epoch, select_threshold, mask_threshold,
-                                       random_threshold, mask_token_id, vocab_size);
+    int64_t epoch, int64_t select_threshold, int64_t count_num, int64_t count_den, int64_t mask_threshold,
+    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact) {
+  check_mask_args("mask_tokens", input_ids, maskable, row_ids, at::kCUDA);
+  const MaskArgs args = make_mask_args("mask_tokens", seed, epoch, select_threshold, count_num, count_den,
+                                       mask_threshold, random_threshold, mask_token_id, vocab_size);
   const c10::cuda::CUDAGuard device_guard(input_ids.device());
   const at::Tensor ids = input_ids.contiguous();
   at::Tensor out_ids = at::empty(ids.sizes(), ids.options());
@@ -111,7 +111,7 @@ std::tuple<at::Tensor, at::Tensor> fully_explored_mask_cuda(
 }  // namespace fastmask
 
 TORCH_LIBRARY_IMPL(fastmask, CUDA, m) {
-  m.impl("maskable_mask", &fastmask::maskable_mask_cuda);
-  m.impl("mask_tokens", &fastmask::mask_tokens_cuda);
-  m.impl("fully_explored_mask", &fastmask::fully_explored_mask_cuda);
+  m.impl("maskable_mask_cuda", &fastmask::maskable_mask_cuda);
+  m.impl("mask_tokens_cuda", &fastmask::mask_tokens_cuda);
+  m.impl("fully_explored_mask_cuda", &fastmask::fully_explored_mask_cuda);
 }

@@ -1,7 +1,7 @@
 // Torch binding of the CUDA proposal-sampling kernels in proposal.cuh. The op schema is defined in
-// Python (fastmask/ops.py); argument checks come from fastmask/binding.h and
-// fastmask/proposal_binding.h, shared with the CPU binding, so a direct torch.ops call fails the
-// same way on both devices.
+// Python (fastmask/library.py); argument checks come from masking_binding.h and
+// proposal_binding.h, shared with the CPU binding, so a direct torch.ops call fails the same way
+// on both devices.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -12,8 +12,8 @@
 #include <cstdint>
 #include <tuple>
 
-#include "fastmask/binding.h"
-#include "fastmask/proposal_binding.h"
+#include "masking_binding.h"
+#include "proposal_binding.h"
 #include "proposal.cuh"
 
 namespace fastmask {
@@ -24,7 +24,7 @@ void check_proposal_launch(cudaError_t err, bool poisson, int64_t length) {
   TORCH_CHECK(!(!poisson && err == cudaErrorInvalidValue && length > kMaxRankedLength),
               "proposal_mask: input_ids rows have length ", length, " but the CUDA kernel samples top-k ",
               "from at most ", kMaxRankedLength, " positions per row; use sampling='poisson', ",
-              "backend='triton' or backend='torch' for longer rows");
+              "backend='triton' or backend='reference' for longer rows");
   TORCH_CHECK(false, "proposal_mask: CUDA kernel failed: ", cudaGetErrorString(err));
 }
 
@@ -43,21 +43,21 @@ void dispatch_scores(at::ScalarType t, F&& f) {
   } else if (t == at::kBFloat16) {
     f(TypeTag<__nv_bfloat16>{});
   } else {
-    TORCH_CHECK(false, "scores must be float32, float16 or bfloat16, got ", t);
+    TORCH_CHECK_TYPE(false, "proposal_mask: scores must be float32, float16 or bfloat16, got ", t);
   }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cuda(
     const at::Tensor& input_ids, const at::Tensor& scores, const at::Tensor& maskable, const at::Tensor& row_ids,
-    int64_t seed, int64_t epoch, int64_t select_threshold, double uniform_mix, double temperature, bool poisson,
-    bool sequence_weights, int64_t mask_threshold, int64_t random_threshold, int64_t mask_token_id,
+    int64_t seed, int64_t epoch, int64_t count_num, int64_t count_den, double uniform_mix, double temperature,
+    bool poisson, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold, int64_t mask_token_id,
     int64_t vocab_size) {
-  check_mask_args(input_ids, maskable, row_ids, at::kCUDA);
+  check_mask_args("proposal_mask", input_ids, maskable, row_ids, at::kCUDA);
   check_scores(scores, input_ids);
   // Not a structured binding: lambdas may capture those only from C++20 on.
   const ProposalFloatArgs floats = proposal_float_args(uniform_mix, temperature);
-  const MaskArgs args = make_mask_args(seed, epoch, select_threshold, mask_threshold, random_threshold,
-                                       mask_token_id, vocab_size);
+  const MaskArgs args = make_mask_args("proposal_mask", seed, epoch, 0, count_num, count_den, mask_threshold,
+                                       random_threshold, mask_token_id, vocab_size);
   const c10::cuda::CUDAGuard device_guard(input_ids.device());
   const at::Tensor ids = input_ids.contiguous();
   at::Tensor out_ids = at::empty(ids.sizes(), ids.options());
@@ -83,10 +83,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cuda(
     });
   });
   check_proposal_launch(err, poisson, length);
-  return {out_ids, labels, weights};
+  return {out_ids, labels, sequence_weights ? divide_by_batch_mean(weights) : weights};
 }
 
 }  // namespace
 }  // namespace fastmask
 
-TORCH_LIBRARY_IMPL(fastmask, CUDA, m) { m.impl("proposal_mask", &fastmask::proposal_mask_cuda); }
+TORCH_LIBRARY_IMPL(fastmask, CUDA, m) { m.impl("proposal_mask_cuda", &fastmask::proposal_mask_cuda); }

@@ -23,8 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-_IGNORE_INDEX = -100
-_IGNORE = tl.constexpr(_IGNORE_INDEX)
+from fastmask import reference
+from fastmask.triton.common import IGNORE_INDEX
 
 _MAX_SCAN_BLOCK = 1024  # positions per tile of the masked_positions scan
 _MAX_BLOCK_H = 512  # width elements per tile of the copies
@@ -49,8 +49,8 @@ def _masked_positions_kernel(
     for start in range(0, L, BLOCK):
         pos = start + lanes
         in_row = pos < L
-        lab = tl.load(labels_ptr + row * L + pos, mask=in_row, other=_IGNORE)
-        flag = (lab != _IGNORE).to(tl.int32)
+        lab = tl.load(labels_ptr + row * L + pos, mask=in_row, other=IGNORE_INDEX)
+        flag = (lab != IGNORE_INDEX).to(tl.int32)
         rank = seen + tl.cumsum(flag, axis=0) - 1
         keep = (flag != 0) & (rank < C)
         dst = row * C + rank
@@ -67,7 +67,7 @@ def _masked_positions_kernel(
         pad = (slot >= seen) & (slot < C)
         dst = row * C + slot
         tl.store(index_ptr + dst, tl.full([BLOCK_C], -1, tl.int64), mask=pad)
-        tl.store(labels_out_ptr + dst, tl.full([BLOCK_C], _IGNORE, tl.int64), mask=pad)
+        tl.store(labels_out_ptr + dst, tl.full([BLOCK_C], IGNORE_INDEX, tl.int64), mask=pad)
 
 
 @triton.jit
@@ -119,11 +119,7 @@ def _copy_launch(n_rows: int, width: int):
 
 def masked_positions(labels: torch.Tensor, capacity: int):
     """(B, L) labels -> (index (B, C) int64, labels (B, C), count (B,) int64); see the reference."""
-    if labels.dim() != 2:
-        raise ValueError(f"labels must be (B, L), got shape {tuple(labels.shape)}")
     capacity = int(capacity)
-    if capacity < 0:
-        raise ValueError(f"capacity must be >= 0, got {capacity}")
     labels = labels.contiguous()
     batch, length = labels.shape
     device = labels.device
@@ -133,10 +129,9 @@ def masked_positions(labels: torch.Tensor, capacity: int):
     if batch == 0:
         return index, labels_out, count
     if length == 0:  # nothing labelled: no launch needed
-        return index.fill_(-1), labels_out.fill_(_IGNORE_INDEX), count.zero_()
+        return index.fill_(-1), labels_out.fill_(reference.IGNORE_INDEX), count.zero_()
     block = min(triton.next_power_of_2(length), _MAX_SCAN_BLOCK)
     block_c = min(triton.next_power_of_2(max(capacity, 1)), _MAX_SCAN_BLOCK)
-    # Launched even when C == 0: count is still needed.
     _masked_positions_kernel[(batch,)](
         labels, index, labels_out, count, length, capacity, BLOCK=block, BLOCK_C=block_c,
     )
@@ -145,11 +140,6 @@ def masked_positions(labels: torch.Tensor, capacity: int):
 
 def gather_masked(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """(B, L, H) -> (B, C, H): rows index[b, c] of hidden[b]; zeros where index is -1."""
-    if hidden.dim() != 3 or index.dim() != 2 or index.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"expected hidden (B, L, H) and index (B, C), got {tuple(hidden.shape)} "
-            f"and {tuple(index.shape)}"
-        )
     hidden = hidden.contiguous()
     index = index.contiguous()
     batch, length, width = hidden.shape
@@ -169,14 +159,7 @@ def gather_masked(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def scatter_masked(values: torch.Tensor, index: torch.Tensor, length: int) -> torch.Tensor:
     """(B, C, H) -> (B, L, H): zeros, with row index[b, c] set to values[b, c] (-1: dropped)."""
-    if values.dim() != 3 or index.shape != values.shape[:2]:
-        raise ValueError(
-            f"expected values (B, C, H) and index (B, C), got {tuple(values.shape)} "
-            f"and {tuple(index.shape)}"
-        )
     length = int(length)
-    if length < 0:
-        raise ValueError(f"length must be >= 0, got {length}")
     values = values.contiguous()
     index = index.contiguous()
     batch, capacity, width = values.shape

@@ -8,8 +8,9 @@ One program per row holds the whole row in registers (BLOCK = next power of two 
 * top-k: packed keys (bits of -log(U) / q << 32) | position are sorted with ``tl.sort`` and the
   k-th smallest is a threshold (as the exact-count kernel of :mod:`fastmask.triton.masking`);
   Poisson: U < pi elementwise;
-* the 80/10/10 corruption and the Philox draws are masking.py's helpers; weights are written
-  per token (token mode) or from a row sum of canonical logs (sequence mode).
+* the 80/10/10 corruption, the Philox draws, the exact count and the packed keys are
+  :mod:`fastmask.triton.common`'s; weights are written per token (token mode) or from a row sum
+  of canonical logs (sequence mode), then divided by their batch mean after the kernel.
 
 Every float that feeds a decision is float32 with correctly rounded +, -, *, / only: division is
 ``tl.math.div_rn`` (plain ``/`` may be approximate on GPUs) and the kernel is launched with
@@ -22,20 +23,22 @@ import torch
 import triton
 import triton.language as tl
 
-from fastmask.triton.masking import (
-    _CORRUPT_ARGS,
-    _DRAW_ARGS,
-    _LOW32,
-    _MASK32,
-    _PAD_KEY,
-    _as_bytes,
-    _corrupt,
-    _key,
-    _replacement,
-    _row_block,
-    _row_ids,
-    _row_warps,
-    _token_draw,
+from fastmask import reference
+from fastmask.triton.common import (
+    CORRUPT_ARGS,
+    COUNT_ARGS,
+    DRAW_ARGS,
+    LOW32,
+    as_bytes,
+    corrupt,
+    exact_count,
+    kth_smallest,
+    replacement,
+    row_block,
+    row_warps,
+    seed_words,
+    sorted_rank_keys,
+    token_draw,
 )
 
 
@@ -45,13 +48,13 @@ def _f32(value: float) -> float:
 
 
 # The reference's float32 constants (fastmask.reference: LN2_HI, ..., the Taylor coefficients).
-_LN2_HI = tl.constexpr(_f32(0.693359375))
-_LN2_LO = tl.constexpr(_f32(-2.12194440e-4))
-_LOG2E = tl.constexpr(_f32(1.44269504))
-_EXP_CUTOFF = tl.constexpr(_f32(-64.0))
-_SQRT2 = tl.constexpr(_f32(1.41421356))
-_FIXED_ONE = tl.constexpr(_f32(2.0**40))
-_INV_FIXED_ONE = tl.constexpr(_f32(1.0 / 2.0**40))
+_LN2_HI = tl.constexpr(_f32(reference.LN2_HI))
+_LN2_LO = tl.constexpr(_f32(reference.LN2_LO))
+_LOG2E = tl.constexpr(_f32(reference.LOG2E))
+_EXP_CUTOFF = tl.constexpr(_f32(reference.EXP_CUTOFF))
+_SQRT2 = tl.constexpr(_f32(reference.SQRT2))
+_FIXED_ONE = tl.constexpr(_f32(reference.FIXED_ONE))
+_INV_FIXED_ONE = tl.constexpr(_f32(1.0 / reference.FIXED_ONE))
 _EXP_C720 = tl.constexpr(_f32(1.0 / 720))
 _EXP_C120 = tl.constexpr(_f32(1.0 / 120))
 _EXP_C24 = tl.constexpr(_f32(1.0 / 24))
@@ -114,11 +117,10 @@ def _canonical_log(u):
 
 
 @triton.jit
-def _proposal_inclusion(score, maskable, select_threshold, uniform_mix, temperature):
+def _proposal_inclusion(score, maskable, count_num, count_den, uniform_mix, temperature):
     """reference.proposal_inclusion of one row: (q block, pi block, k, n as float32)."""
     n = tl.sum(maskable.to(tl.int64), axis=0)
-    k = (select_threshold.to(tl.int64) * n + (1 << 23)) >> 24
-    k = tl.minimum(tl.maximum(k, 1), n)  # reference.exact_count; 0 when n == 0
+    k = exact_count(n, count_num, count_den)
     kf = k.to(tl.float32)
     nf = n.to(tl.float32)
     # Divisor for the row constants: where n == 0 nothing is maskable and they are never used.
@@ -154,11 +156,10 @@ def _proposal_inclusion(score, maskable, select_threshold, uniform_mix, temperat
 
 
 @triton.jit(
-    do_not_specialize=_DRAW_ARGS + ["select_threshold", "uniform_mix", "temperature"]
-    + _CORRUPT_ARGS)
+    do_not_specialize=DRAW_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
 def _proposal_mask_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
-    seed_lo, seed_hi, epoch, select_threshold, uniform_mix, temperature,
+    seed_lo, seed_hi, epoch, count_num, count_den, uniform_mix, temperature,
     mask_threshold, random_threshold, mask_token_id, vocab_size,
     POISSON: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -170,9 +171,9 @@ def _proposal_mask_kernel(
     ids = tl.load(ids_ptr + base + offs, mask=in_row, other=0)
     maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
     score = tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32)
-    r0, r1, r2, _ = _token_draw(offs, tl.load(row_ids_ptr + row), seed_lo, seed_hi, epoch)
+    r0, r1, r2, _ = token_draw(offs, tl.load(row_ids_ptr + row), seed_lo, seed_hi, epoch)
 
-    q, pi, k, nf = _proposal_inclusion(score, maskable, select_threshold, uniform_mix, temperature)
+    q, pi, k, nf = _proposal_inclusion(score, maskable, count_num, count_den, uniform_mix, temperature)
     kf = k.to(tl.float32)
 
     # 4. Selection.
@@ -184,20 +185,15 @@ def _proposal_mask_kernel(
         positive = q > 0.0
         key = tl.where(positive, _div(-_canonical_log(u), tl.where(positive, q, 1.0)), float("inf"))
         # Positive floats order like their bits; non-maskable positions rank after every key.
-        key_bits = key.to(tl.int32, bitcast=True).to(tl.uint32).to(tl.uint64)
-        rank_key = tl.where(maskable, key_bits, _LOW32)
-        packed = (rank_key << 32) | offs.to(tl.uint64)
-        packed = tl.where(in_row, packed, _PAD_KEY)
-        ordered = tl.sort(packed)
-        # The k-th smallest key; the first k maskable positions are exactly those <= it.
-        kth = tl.sum(tl.where(offs == k - 1, ordered, 0), axis=0)
-        chosen = maskable & (packed <= kth) & (k > 0)
+        key_bits = key.to(tl.int32, bitcast=True).to(tl.uint32)
+        packed, ordered = sorted_rank_keys(tl.where(maskable, key_bits, LOW32), offs, in_row)
+        # The first k maskable positions are exactly those <= the k-th smallest key.
+        chosen = maskable & (packed <= kth_smallest(ordered, offs, k)) & (k > 0)
 
     # 5. Corruption and weights.
     ids64 = ids.to(tl.int64)
-    replaced = _replacement(
-        ids64, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
-    out, labels = _corrupt(ids64, chosen, replaced)
+    replaced = replacement(ids64, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
+    out, labels = corrupt(ids64, chosen, replaced)
     if SEQUENCE_WEIGHTS:
         # log 1 = 0 exactly where not chosen; the float sum's order only moves the last bits.
         log_n_q = _canonical_log(tl.where(chosen, nf * q, 1.0))
@@ -220,7 +216,7 @@ def _proposal_mask_kernel(
 
 
 def proposal_mask(
-    input_ids, scores, maskable, row_ids, seed, epoch, select_threshold, uniform_mix, temperature,
+    input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
     poisson, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
 ):
     """MAPNet masking: positions drawn from the proposal q, with importance weights.
@@ -234,16 +230,16 @@ def proposal_mask(
     weights = torch.empty((batch, length), dtype=torch.float32, device=device)
     if batch == 0 or length == 0:
         return out_ids, labels, weights
-    seed_lo, seed_hi = _key(seed)
-    block = _row_block(length)
+    seed_lo, seed_hi = seed_words(seed)
+    block = row_block(length)
     _proposal_mask_kernel[(batch,)](
-        input_ids.contiguous(), scores.to(device).contiguous(), _as_bytes(maskable.contiguous()),
-        _row_ids(row_ids, device), out_ids, labels, weights, length,
-        seed_lo, seed_hi, int(epoch) & _MASK32, int(select_threshold),
+        input_ids.contiguous(), scores.contiguous(), as_bytes(maskable.contiguous()),
+        row_ids.contiguous(), out_ids, labels, weights, length,
+        seed_lo, seed_hi, int(epoch), int(count_num), int(count_den),
         # Rounded to float32 here, as the reference's torch.tensor(..., float32) does.
         _f32(uniform_mix), _f32(temperature),
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
         POISSON=bool(poisson), SEQUENCE_WEIGHTS=bool(sequence_weights), BLOCK=block,
-        num_warps=_row_warps(block), enable_fp_fusion=False,
+        num_warps=row_warps(block), enable_fp_fusion=False,
     )
-    return out_ids, labels, weights
+    return out_ids, labels, reference.divide_by_batch_mean(weights) if sequence_weights else weights

@@ -8,15 +8,21 @@
 
 namespace fastmask {
 
-constexpr int kProbBits = 24;  // probabilities arrive quantised to multiples of 2^-24
+constexpr int kProbBits = 24;  // per-token probabilities arrive quantised to multiples of 2^-24
 constexpr int64_t kIgnoreIndex = -100;
 constexpr uint32_t kUnrankedKey = 1u << 31;  // above every maskable ranking key (r0 >> 1)
+// Longest row the CUDA kernels rank in one thread block (exact count, random fully-explored
+// partition, top-k proposal sampling). fastmask._C exports it as CUDA_MAX_RANKED_LENGTH.
+constexpr int64_t kMaxRankedLength = 8192;
 
-// Arguments every masking kernel shares. Thresholds are probabilities times 2^24.
+// Arguments every masking kernel shares. Thresholds are probabilities times 2^24; the exact count
+// uses the masking probability as the exact fraction count_num / count_den (0 <= num <= den < 2^31).
 struct MaskArgs {
   uint64_t seed;
   uint32_t epoch;
   uint32_t select_threshold;
+  int64_t count_num;
+  int64_t count_den;
   uint32_t mask_threshold;
   uint32_t random_threshold;
   int64_t mask_token_id;
@@ -37,11 +43,11 @@ FASTMASK_HD uint64_t packed_rank_key(const Draw& d, bool maskable, uint32_t posi
   return (static_cast<uint64_t>(rank_key(d, maskable)) << 32) | position;
 }
 
-// k = min(n, max(1, floor(p n + 1/2))) for n > 0, else 0.
+// k = min(n, max(1, floor(p n + 1/2))) for n > 0, else 0, with p = count_num / count_den exactly:
+// floor((2 num n + den) / (2 den)), in int64 without overflow for n <= 2^31.
 FASTMASK_HD int64_t exact_count(int64_t n, const MaskArgs& a) {
   if (n <= 0) return 0;
-  int64_t k = (static_cast<int64_t>(a.select_threshold) * n + (int64_t{1} << (kProbBits - 1))) >>
-              kProbBits;
+  int64_t k = (2 * a.count_num * n + a.count_den) / (2 * a.count_den);
   if (k < 1) k = 1;
   return k < n ? k : n;
 }

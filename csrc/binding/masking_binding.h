@@ -1,0 +1,126 @@
+// Shared by the CPU and CUDA torch bindings of the masking ops (needs torch; the kernels' headers
+// in csrc/include do not). The full argument contract is checked in Python (fastmask/checks.py)
+// by the public wrappers and the fake kernels; these checks are the memory-safety guards of a
+// direct torch.ops call, raising the same exception types (TypeError, ValueError) with the
+// argument named.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include <ATen/ATen.h>
+
+#include "fastmask/masking.h"
+
+namespace fastmask {
+
+inline void check_ids(const char* op, const at::Tensor& input_ids, c10::DeviceType device) {
+  TORCH_CHECK_VALUE(input_ids.dim() == 2, op, ": input_ids must be 2-D (batch, length), got ", input_ids.dim(), "-D");
+  TORCH_CHECK_TYPE(input_ids.scalar_type() == at::kInt || input_ids.scalar_type() == at::kLong, op,
+                   ": input_ids must be int32 or int64, got ", input_ids.scalar_type());
+  TORCH_CHECK_VALUE(input_ids.device().type() == device, op, ": input_ids must be on ", device, ", got ",
+                    input_ids.device());
+  TORCH_CHECK_VALUE(input_ids.size(1) <= (int64_t{1} << 31), op, ": input_ids rows must be at most 2^31 long");
+}
+
+// A (B, L) tensor that travels with input_ids.
+inline void check_companion(const char* op, const char* name, const at::Tensor& t, const at::Tensor& input_ids) {
+  TORCH_CHECK_VALUE(t.sizes() == input_ids.sizes(), op, ": ", name, " must have the shape of input_ids ",
+                    input_ids.sizes(), ", got ", t.sizes());
+  TORCH_CHECK_VALUE(t.device() == input_ids.device(), op, ": ", name, " must be on the device of input_ids (",
+                    input_ids.device(), "), got ", t.device());
+}
+
+inline void check_maskable_args(const at::Tensor& input_ids, const std::optional<at::Tensor>& attention_mask,
+                                const at::Tensor& special_ids, c10::DeviceType device) {
+  constexpr const char* op = "maskable_mask";
+  check_ids(op, input_ids, device);
+  if (attention_mask) {
+    check_companion(op, "attention_mask", *attention_mask, input_ids);
+    const auto t = attention_mask->scalar_type();
+    TORCH_CHECK_TYPE(t == at::kBool || t == at::kInt || t == at::kLong, op,
+                     ": attention_mask must be bool, int32 or int64, got ", t);
+  }
+  TORCH_CHECK_VALUE(special_ids.dim() == 1, op, ": special_ids must be 1-D, got ", special_ids.dim(), "-D");
+  TORCH_CHECK_TYPE(special_ids.scalar_type() == at::kLong, op, ": special_ids must be int64, got ",
+                   special_ids.scalar_type());
+  TORCH_CHECK_VALUE(special_ids.device() == input_ids.device(), op, ": special_ids must be on ", input_ids.device());
+}
+
+inline void check_mask_args(const char* op, const at::Tensor& input_ids, const at::Tensor& maskable,
+                            const at::Tensor& row_ids, c10::DeviceType device) {
+  check_ids(op, input_ids, device);
+  TORCH_CHECK_TYPE(maskable.scalar_type() == at::kBool, op, ": maskable must be bool, got ", maskable.scalar_type());
+  check_companion(op, "maskable", maskable, input_ids);
+  TORCH_CHECK_TYPE(row_ids.scalar_type() == at::kLong, op, ": row_ids must be int64, got ", row_ids.scalar_type());
+  TORCH_CHECK_VALUE(row_ids.dim() == 1 && row_ids.size(0) == input_ids.size(0), op,
+                    ": row_ids must have shape (", input_ids.size(0), ",), got ", row_ids.sizes());
+  TORCH_CHECK_VALUE(row_ids.device() == input_ids.device(), op, ": row_ids must be on ", input_ids.device());
+}
+
+inline MaskArgs make_mask_args(const char* op, int64_t seed, int64_t epoch, int64_t select_threshold,
+                               int64_t count_num, int64_t count_den, int64_t mask_threshold,
+                               int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
+  constexpr int64_t one = int64_t{1} << kProbBits;
+  constexpr int64_t max_den = (int64_t{1} << 31) - 1;
+  TORCH_CHECK_VALUE(seed >= 0, op, ": seed must be >= 0, got ", seed);
+  TORCH_CHECK_VALUE(epoch >= 0 && epoch <= 0xFFFFFFFFll, op, ": epoch must be in [0, 2^32), got ", epoch);
+  TORCH_CHECK_VALUE(select_threshold >= 0 && select_threshold <= one, op,
+                    ": select_threshold must be in [0, 2^24], got ", select_threshold);
+  TORCH_CHECK_VALUE(count_den >= 1 && count_den <= max_den, op, ": count_den must be in [1, 2^31), got ", count_den);
+  TORCH_CHECK_VALUE(count_num >= 0 && count_num <= count_den, op, ": count_num must be in [0, count_den], got ",
+                    count_num);
+  TORCH_CHECK_VALUE(mask_threshold >= 0 && mask_threshold <= one, op, ": mask_threshold must be in [0, 2^24], got ",
+                    mask_threshold);
+  TORCH_CHECK_VALUE(random_threshold >= 0 && mask_threshold + random_threshold <= one, op,
+                    ": random_threshold must be in [0, 2^24 - mask_threshold], got ", random_threshold);
+  TORCH_CHECK_VALUE(vocab_size >= 1 && vocab_size <= 0x7FFFFFFFll, op, ": vocab_size must be in [1, 2^31), got ",
+                    vocab_size);
+  TORCH_CHECK_VALUE(mask_token_id >= 0 && mask_token_id < vocab_size, op,
+                    ": mask_token_id must be in [0, vocab_size), got ", mask_token_id);
+  return MaskArgs{static_cast<uint64_t>(seed),
+                  static_cast<uint32_t>(epoch),
+                  static_cast<uint32_t>(select_threshold),
+                  count_num,
+                  count_den,
+                  static_cast<uint32_t>(mask_threshold),
+                  static_cast<uint32_t>(random_threshold),
+                  mask_token_id,
+                  vocab_size};
+}
+
+// The checks and MaskArgs of fully_explored_mask, shared by the CPU and CUDA bindings.
+inline MaskArgs fully_explored_args(const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids,
+                                    int64_t seed, int64_t epoch, int64_t num_segments, int64_t mask_threshold,
+                                    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size,
+                                    c10::DeviceType device) {
+  constexpr const char* op = "fully_explored_mask";
+  check_mask_args(op, input_ids, maskable, row_ids, device);
+  TORCH_CHECK_VALUE(num_segments >= 1 && num_segments < (int64_t{1} << 31), op,
+                    ": num_segments must be in [1, 2^31), got ", num_segments);
+  return make_mask_args(op, seed, epoch, 0, 0, 1, mask_threshold, random_threshold, mask_token_id, vocab_size);
+}
+
+// Calls f with a value of the C++ type of the ids (int32_t or int64_t).
+template <typename F>
+void dispatch_ids(at::ScalarType t, F&& f) {
+  if (t == at::kInt) {
+    f(int32_t{});
+  } else {
+    f(int64_t{});
+  }
+}
+
+// Calls f with a value of the C++ type of the attention mask (bool when absent: unused).
+template <typename F>
+void dispatch_attention(const at::Tensor& attention, F&& f) {
+  if (!attention.defined() || attention.scalar_type() == at::kBool) {
+    f(bool{});
+  } else if (attention.scalar_type() == at::kInt) {
+    f(int32_t{});
+  } else {
+    f(int64_t{});
+  }
+}
+
+}  // namespace fastmask

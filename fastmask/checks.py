@@ -1,0 +1,169 @@
+"""One metadata check per op, on the op's schema arguments: the op contract.
+
+Each check reads dtypes, shapes, devices and scalar arguments only (never tensor values: that
+would sync with the device) and raises TypeError or ValueError naming the op and the argument.
+The same function guards every entry point (see :mod:`fastmask.library`): the public wrappers,
+the fake kernels that ``torch.compile`` traces, and direct ``torch.ops.fastmask.*`` calls of the
+Triton and reference backends. The C++ and CUDA bindings repeat the checks their memory safety
+depends on (csrc/binding/), with the same exception types.
+
+Plain Python conditions: they cost microseconds per call in eager mode, and with symbolic sizes
+in a fake they become guards. The message is built only on failure.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fastmask import reference
+
+ID_DTYPES = (torch.int32, torch.int64)
+ATTENTION_DTYPES = (torch.bool, torch.int32, torch.int64)
+SCORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+HIDDEN_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+INT31 = 2**31  # vocabularies, segment counts, capacities and count denominators stay below this
+
+
+def _require(ok, error: type, message) -> None:
+    """Raises error(message()) unless ok."""
+    if not ok:
+        raise error(message())
+
+
+def _describe(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} tensor of shape {tuple(value.shape)} on {value.device}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def _tensor(op: str, name: str, t, dtypes, dim: int) -> None:
+    _require(isinstance(t, torch.Tensor), TypeError, lambda: f"{op}: {name} must be a torch.Tensor, got {_describe(t)}")
+    _require(t.dtype in dtypes, TypeError,
+             lambda: f"{op}: {name} must have dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
+    _require(t.dim() == dim, ValueError, lambda: f"{op}: {name} must be {dim}-D, got shape {tuple(t.shape)}")
+
+
+def _same_device(op: str, name: str, t: torch.Tensor, other: torch.Tensor, other_name: str) -> None:
+    _require(t.device == other.device, ValueError,
+             lambda: f"{op}: {name} must be on the device of {other_name} ({other.device}), got {t.device}")
+
+
+def _companion(op: str, name: str, t, input_ids: torch.Tensor, dtypes) -> None:
+    """A (B, L) tensor that travels with input_ids."""
+    _tensor(op, name, t, dtypes, 2)
+    _require(t.shape == input_ids.shape, ValueError,
+             lambda: f"{op}: {name} must have the shape of input_ids {tuple(input_ids.shape)}, got {tuple(t.shape)}")
+    _same_device(op, name, t, input_ids, "input_ids")
+
+
+def _integer(op: str, name: str, value, low: int, high: int) -> None:
+    """An int (or SymInt) in [low, high)."""
+    _require(isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool), TypeError,
+             lambda: f"{op}: {name} must be an int, got {_describe(value)}")
+    _require(low <= value < high, ValueError, lambda: f"{op}: {name} must be in [{low}, {high}), got {value}")
+
+
+def _ids(op: str, input_ids) -> None:
+    _tensor(op, "input_ids", input_ids, ID_DTYPES, 2)
+    _require(input_ids.shape[1] <= INT31, ValueError, lambda: f"{op}: input_ids rows must be at most 2**31 long")
+
+
+def _row_ids(op: str, row_ids, input_ids: torch.Tensor) -> None:
+    _tensor(op, "row_ids", row_ids, (torch.int64,), 1)
+    _require(row_ids.shape[0] == input_ids.shape[0], ValueError,
+             lambda: f"{op}: row_ids must have shape ({input_ids.shape[0]},), got {tuple(row_ids.shape)}")
+    _same_device(op, "row_ids", row_ids, input_ids, "input_ids")
+
+
+def _stream(op: str, seed, epoch) -> None:
+    """The Philox stream's key and counter word."""
+    _integer(op, "seed", seed, 0, 2**63)
+    _integer(op, "epoch", epoch, 0, 2**32)
+
+
+def _corruption(op: str, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
+    _integer(op, "mask_threshold", mask_threshold, 0, reference.PROB_ONE + 1)
+    _integer(op, "random_threshold", random_threshold, 0, reference.PROB_ONE - mask_threshold + 1)
+    _integer(op, "vocab_size", vocab_size, 1, INT31)
+    _integer(op, "mask_token_id", mask_token_id, 0, vocab_size)
+
+
+def _count_fraction(op: str, count_num, count_den) -> None:
+    _integer(op, "count_den", count_den, 1, INT31)
+    _integer(op, "count_num", count_num, 0, count_den + 1)
+
+
+def maskable_mask(input_ids, attention_mask, special_ids) -> None:
+    op = "maskable_mask"
+    _ids(op, input_ids)
+    if attention_mask is not None:
+        _companion(op, "attention_mask", attention_mask, input_ids, ATTENTION_DTYPES)
+    _tensor(op, "special_ids", special_ids, (torch.int64,), 1)
+    _same_device(op, "special_ids", special_ids, input_ids, "input_ids")
+
+
+def mask_tokens(input_ids, maskable, row_ids, seed, epoch, select_threshold, count_num, count_den, mask_threshold,
+                random_threshold, mask_token_id, vocab_size, exact) -> None:
+    op = "mask_tokens"
+    _ids(op, input_ids)
+    _companion(op, "maskable", maskable, input_ids, (torch.bool,))
+    _row_ids(op, row_ids, input_ids)
+    _stream(op, seed, epoch)
+    _integer(op, "select_threshold", select_threshold, 0, reference.PROB_ONE + 1)
+    _count_fraction(op, count_num, count_den)
+    _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
+def fully_explored_mask(input_ids, maskable, row_ids, seed, epoch, num_segments, contiguous, mask_threshold,
+                        random_threshold, mask_token_id, vocab_size) -> None:
+    op = "fully_explored_mask"
+    _ids(op, input_ids)
+    _companion(op, "maskable", maskable, input_ids, (torch.bool,))
+    _row_ids(op, row_ids, input_ids)
+    _stream(op, seed, epoch)
+    _integer(op, "num_segments", num_segments, 1, INT31)
+    _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
+def masked_positions(labels, capacity) -> None:
+    op = "masked_positions"
+    _tensor(op, "labels", labels, (torch.int64,), 2)
+    _integer(op, "capacity", capacity, 1, INT31)
+
+
+def _index(op: str, index, data: torch.Tensor, data_name: str) -> None:
+    _tensor(op, "index", index, (torch.int64,), 2)
+    _require(index.shape[0] == data.shape[0], ValueError,
+             lambda: f"{op}: index must have the batch size of {data_name} ({data.shape[0]}), got {index.shape[0]}")
+    _same_device(op, "index", index, data, data_name)
+
+
+def gather_masked(hidden, index) -> None:
+    op = "gather_masked"
+    _tensor(op, "hidden", hidden, HIDDEN_DTYPES, 3)
+    _index(op, index, hidden, "hidden")
+
+
+def scatter_masked(values, index, length) -> None:
+    op = "scatter_masked"
+    _tensor(op, "values", values, HIDDEN_DTYPES, 3)
+    _index(op, index, values, "values")
+    _require(index.shape[1] == values.shape[1], ValueError,
+             lambda: f"{op}: index must have one slot per row of values ({values.shape[1]}), got {index.shape[1]}")
+    _integer(op, "length", length, 0, INT31)
+
+
+def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
+                  poisson, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
+    op = "proposal_mask"
+    _ids(op, input_ids)
+    _companion(op, "scores", scores, input_ids, SCORE_DTYPES)
+    _companion(op, "maskable", maskable, input_ids, (torch.bool,))
+    _row_ids(op, row_ids, input_ids)
+    _stream(op, seed, epoch)
+    _count_fraction(op, count_num, count_den)
+    _require(isinstance(uniform_mix, (int, float)) and 0.0 <= uniform_mix <= 1.0, ValueError,
+             lambda: f"{op}: uniform_mix must be in [0, 1], got {uniform_mix!r}")
+    _require(isinstance(temperature, (int, float)) and 0.0 < temperature < float("inf"), ValueError,
+             lambda: f"{op}: temperature must be a finite number > 0, got {temperature!r}")
+    _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)

@@ -1,0 +1,135 @@
+"""What every Triton kernel of fastmask shares; the Triton twin of csrc/include/fastmask/.
+
+Constants come from :mod:`fastmask.reference` (the specification), never restated. Device helpers:
+Philox4x32-10 and the per-token draw, the 80/10/10 replacement, the exact count, the packed
+ranking keys. Host helpers: launch shapes of per-row kernels, argument conversions.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from fastmask import reference
+
+PHILOX_M0 = tl.constexpr(reference.PHILOX_M0)
+PHILOX_M1 = tl.constexpr(reference.PHILOX_M1)
+PHILOX_W0 = tl.constexpr(reference.PHILOX_W0)
+PHILOX_W1 = tl.constexpr(reference.PHILOX_W1)
+PHILOX_ROUNDS = tl.constexpr(reference.PHILOX_ROUNDS)
+IGNORE_INDEX = tl.constexpr(reference.IGNORE_INDEX)
+# Ranking key of non-maskable positions: above every maskable key r0 >> 1 < 2**31.
+UNRANKED_KEY = tl.constexpr(reference.UNRANKED_KEY)
+# Packed key of padding lanes (positions >= L): sorts after every real position.
+PAD_KEY = tl.constexpr(0xFFFFFFFFFFFFFFFF)
+LOW32 = tl.constexpr(reference.MASK32)
+
+# Per-call values: specialising on them (== 1, divisible by 16) would only cost recompilations.
+CORRUPT_ARGS = ["mask_threshold", "random_threshold", "mask_token_id", "vocab_size"]
+DRAW_ARGS = ["seed_lo", "seed_hi", "epoch"]
+COUNT_ARGS = ["count_num", "count_den"]
+
+
+# --------------------------------------------------------------------------------------------
+# Device helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def philox4x32_10(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on uint32 values; uint32 multiplication and addition wrap mod 2**32."""
+    for _ in tl.static_range(PHILOX_ROUNDS):
+        hi0 = tl.umulhi(c0, PHILOX_M0)
+        lo0 = c0 * PHILOX_M0
+        hi1 = tl.umulhi(c2, PHILOX_M1)
+        lo1 = c2 * PHILOX_M1
+        c0 = hi1 ^ c1 ^ k0
+        c1 = lo1
+        c2 = hi0 ^ c3 ^ k1
+        c3 = lo0
+        k0 = k0 + PHILOX_W0
+        k1 = k1 + PHILOX_W1
+    return c0, c1, c2, c3
+
+
+@triton.jit
+def token_draw(pos, row_id, seed_lo, seed_hi, epoch):
+    """The four words (r0, r1, r2, r3) of the tokens at `pos` (int32 block) of row `row_id`."""
+    c0 = pos.to(tl.uint32)
+    zero = tl.zeros_like(c0)
+    # Truncating casts: row ids are taken as their 64-bit two's complement, scalars mod 2**32.
+    c1 = zero + row_id.to(tl.uint32)
+    c2 = zero + (row_id >> 32).to(tl.uint32)
+    c3 = zero + epoch.to(tl.uint32)
+    return philox4x32_10(c0, c1, c2, c3, seed_lo.to(tl.uint32), seed_hi.to(tl.uint32))
+
+
+@triton.jit
+def exact_count(n, count_num, count_den):
+    """reference.exact_count: min(n, max(1, floor(p n + 1/2))) with p = num / den; 0 when n == 0."""
+    k = (2 * count_num.to(tl.int64) * n + count_den) // (2 * count_den.to(tl.int64))
+    return tl.minimum(tl.maximum(k, 1), n)
+
+
+@triton.jit
+def replacement(ids, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size):
+    """The 80/10/10 rule: what a chosen token becomes ([MASK], a random id, or itself); int64."""
+    action = (r1 >> 8).to(tl.int64)
+    mask_below = mask_threshold.to(tl.int64)
+    random_below = mask_below + random_threshold.to(tl.int64)
+    # (r2 * vocab_size) >> 32 is the high word of a 32x32 product (vocab_size < 2**31).
+    random_token = tl.umulhi(r2, vocab_size.to(tl.uint32)).to(tl.int64)
+    mask_id = tl.zeros_like(ids) + mask_token_id.to(tl.int64)
+    replaced = tl.where(action < random_below, random_token, ids)
+    return tl.where(action < mask_below, mask_id, replaced)
+
+
+@triton.jit
+def corrupt(ids, chosen, replaced):
+    """Corrupted ids and labels (original id where chosen, else the ignore index); int64."""
+    return tl.where(chosen, replaced, ids), tl.where(chosen, ids, IGNORE_INDEX)
+
+
+@triton.jit
+def sorted_rank_keys(rank_key, offs, in_row):
+    """Packed keys (rank_key << 32) | position, and the same keys sorted ascending.
+
+    `rank_key` is a uint32-valued block; lane j of the sorted keys holds the position of rank j in
+    its low 32 bits, and the k-th smallest packed key is a threshold for the first k positions.
+    """
+    packed = (rank_key.to(tl.uint64) << 32) | offs.to(tl.uint64)
+    packed = tl.where(in_row, packed, PAD_KEY)
+    return packed, tl.sort(packed)
+
+
+@triton.jit
+def kth_smallest(ordered, offs, k):
+    """The k-th smallest of sorted keys (any value when k == 0: callers mask with k > 0)."""
+    return tl.sum(tl.where(offs == k - 1, ordered, 0), axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Host helpers
+# --------------------------------------------------------------------------------------------
+
+
+def row_block(length: int) -> int:
+    """Lanes of a program that holds a whole row."""
+    return max(16, triton.next_power_of_2(length))
+
+
+def row_warps(block: int) -> int:
+    # A whole row lives in registers (and is sorted there): spread long rows over more warps.
+    return 4 if block <= 1024 else 8 if block <= 4096 else 16
+
+
+def as_bytes(t: torch.Tensor) -> torch.Tensor:
+    """Bool tensors are passed as uint8 (same storage), which every Triton version loads alike."""
+    return t.view(torch.uint8) if t.dtype == torch.bool else t
+
+
+def seed_words(seed: int) -> tuple[int, int]:
+    """The Philox key: the low and high 32-bit words of the seed."""
+    seed = int(seed)
+    return seed & reference.MASK32, (seed >> 32) & reference.MASK32
