@@ -63,6 +63,10 @@ def _integer(op: str, name: str, value, low: int, high: int) -> None:
     _require(low <= value < high, ValueError, lambda: f"{op}: {name} must be in [{low}, {high}), got {value}")
 
 
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _ids(op: str, input_ids) -> None:
     _tensor(op, "input_ids", input_ids, ID_DTYPES, 2)
     _require(input_ids.shape[1] <= INT31, ValueError, lambda: f"{op}: input_ids rows must be at most 2**31 long")
@@ -162,8 +166,8 @@ def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, 
     _row_ids(op, row_ids, input_ids)
     _stream(op, seed, epoch)
     _count_fraction(op, count_num, count_den)
-    _require(isinstance(uniform_mix, (int, float)) and 0.0 <= uniform_mix <= 1.0, ValueError,
+    _require(_real(uniform_mix) and 0.0 <= uniform_mix <= 1.0, ValueError,
              lambda: f"{op}: uniform_mix must be in [0, 1], got {uniform_mix!r}")
-    _require(isinstance(temperature, (int, float)) and 0.0 < temperature < float("inf"), ValueError,
+    _require(_real(temperature) and 0.0 < temperature < float("inf"), ValueError,
              lambda: f"{op}: temperature must be a finite number > 0, got {temperature!r}")
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)

@@ -4,7 +4,7 @@ The masking probability p is used two ways, each with its own exact integer form
 
 * **Per-token draws** (Bernoulli selection, the 80/10/10 split) compare a 24-bit random word with
   ``probability_threshold(p) = round(p * 2**24)``: p is quantised to a multiple of 2**-24.
-* **Exact counts** (exact-count masking, fully explored's segment sizes, proposal sampling's k)
+* **Exact counts** (exact-count masking, proposal sampling's k)
   must not inherit that quantisation: 0.15 quantises to 2516582 / 2**24, just below 0.15, which
   would send every exact half (p n + 1/2 an integer, e.g. n = 10) down. They use p as written:
   ``count_fraction(p)`` is the fraction of the shortest decimal that reads back as p (Python's

@@ -13,16 +13,14 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from fastmask import backends, library
-from fastmask.counts import check_probability, count_fraction, probability_threshold, replacement_thresholds
+from fastmask import backends, library, reference
+from fastmask.counts import count_fraction, probability_threshold, replacement_thresholds
 
 
 def _ranked_skip(input_ids, ranked: bool) -> tuple[str, ...]:
     """Backends auto must pass over: the CUDA kernels rank rows of a bounded length in one block."""
     limit = backends.availability().cuda_max_ranked_length
-    too_long = ranked and limit is not None and isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2 \
-        and input_ids.shape[1] > limit
-    return ("cuda",) if too_long else ()
+    return ("cuda",) if ranked and limit is not None and input_ids.shape[1] > limit else ()
 
 
 def _row_ids(row_ids: torch.Tensor | None, input_ids) -> torch.Tensor | None:
@@ -168,7 +166,7 @@ def masked_positions(labels: torch.Tensor, capacity: int | None = None, backend:
     the device: this synchronises with the host.
     """
     if capacity is None and isinstance(labels, torch.Tensor) and labels.dim() == 2:
-        capacity = max(1, int((labels != -100).sum(1).max().item()) if labels.numel() else 1)
+        capacity = max(1, int((labels != reference.IGNORE_INDEX).sum(1).max().item()) if labels.numel() else 1)
     return MaskedPositions(*_call("masked_positions", backend, (labels, capacity)))
 
 
@@ -244,13 +242,10 @@ def proposal_mask(
     rather than from a garbage distribution; checking for them on the host would sync.
     Integer outputs are bit-identical on every backend; no host sync.
     """
-    check_probability("uniform_mix", uniform_mix)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     _choice("sampling", sampling, SAMPLINGS)
     _choice("weighting", weighting, WEIGHTINGS)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
     args = (input_ids, scores, maskable, _row_ids(row_ids, input_ids), seed, epoch, *count_fraction(mlm_probability),
-            float(uniform_mix), float(temperature), sampling == "poisson", weighting == "sequence",
+            uniform_mix, temperature, sampling == "poisson", weighting == "sequence",
             t_mask, t_random, mask_token_id, vocab_size)
     return ProposalBatch(*_call("proposal_mask", backend, args, ranked=sampling == "topk"))

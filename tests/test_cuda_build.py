@@ -38,7 +38,8 @@ def test_binding_compiles_against_torch_headers(tmp_path, binding):
     stub = tmp_path / "stub" / "c10" / "cuda" / "impl"
     stub.mkdir(parents=True)
     (stub / "cuda_cmake_macros.h").write_text("#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n")
-    flags = ["-I" + str(tmp_path / "stub"), "-I" + os.path.join(ROOT, "csrc", "binding"), *("-I" + p for p in include_paths()), "-std=c++20",
+    flags = ["-I" + str(tmp_path / "stub"), "-I" + os.path.join(ROOT, "csrc", "binding"),
+             *("-I" + p for p in include_paths()), "-std=c++20",
              "--expt-relaxed-constexpr", "-DTORCH_EXTENSION_NAME=_C", "-DTORCH_API_INCLUDE_EXTENSION_H",
              f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
     nvcc(os.path.join(CUDA_DIR, binding), str(tmp_path), *flags)
