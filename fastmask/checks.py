@@ -22,6 +22,8 @@ ATTENTION_DTYPES = (torch.bool, torch.int32, torch.int64)
 SCORE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 HIDDEN_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 INT31 = 2**31  # vocabularies, segment counts, capacities and count denominators stay below this
+SEED_LIMIT = 2**63  # seeds given as ints: the non-negative int64 values
+EPOCH_LIMIT = 2**32  # epochs given as ints: one 32-bit Philox counter word
 
 
 def _require(ok, error: type, message) -> None:
@@ -56,7 +58,7 @@ def _companion(op: str, name: str, t, input_ids: torch.Tensor, dtypes) -> None:
     _same_device(op, name, t, input_ids, "input_ids")
 
 
-def _integer(op: str, name: str, value, low: int, high: int) -> None:
+def integer(op: str, name: str, value, low: int, high: int) -> None:
     """An int (or SymInt) in [low, high)."""
     _require(isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool), TypeError,
              lambda: f"{op}: {name} must be an int, got {_describe(value)}")
@@ -79,22 +81,26 @@ def _row_ids(op: str, row_ids, input_ids: torch.Tensor) -> None:
     _same_device(op, "row_ids", row_ids, input_ids, "input_ids")
 
 
-def _stream(op: str, seed, epoch) -> None:
-    """The Philox stream's key and counter word."""
-    _integer(op, "seed", seed, 0, 2**63)
-    _integer(op, "epoch", epoch, 0, 2**32)
+def _stream(op: str, seed, epoch, input_ids: torch.Tensor) -> None:
+    """The Philox stream's key and counter word: 0-dim int64 tensors, on the device of input_ids
+    (read by the kernel when it runs: graph-safe) or on the CPU (read at launch, like an int)."""
+    for name, t in (("seed", seed), ("epoch", epoch)):
+        _tensor(op, name, t, (torch.int64,), 0)
+        _require(t.device == input_ids.device or t.device.type == "cpu", ValueError,
+                 lambda: f"{op}: {name} must be on the device of input_ids ({input_ids.device}) or the CPU, "
+                         f"got {t.device}")
 
 
 def _corruption(op: str, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
-    _integer(op, "mask_threshold", mask_threshold, 0, reference.PROB_ONE + 1)
-    _integer(op, "random_threshold", random_threshold, 0, reference.PROB_ONE - mask_threshold + 1)
-    _integer(op, "vocab_size", vocab_size, 1, INT31)
-    _integer(op, "mask_token_id", mask_token_id, 0, vocab_size)
+    integer(op, "mask_threshold", mask_threshold, 0, reference.PROB_ONE + 1)
+    integer(op, "random_threshold", random_threshold, 0, reference.PROB_ONE - mask_threshold + 1)
+    integer(op, "vocab_size", vocab_size, 1, INT31)
+    integer(op, "mask_token_id", mask_token_id, 0, vocab_size)
 
 
 def _count_fraction(op: str, count_num, count_den) -> None:
-    _integer(op, "count_den", count_den, 1, INT31)
-    _integer(op, "count_num", count_num, 0, count_den + 1)
+    integer(op, "count_den", count_den, 1, INT31)
+    integer(op, "count_num", count_num, 0, count_den + 1)
 
 
 def maskable_mask(input_ids, attention_mask, special_ids) -> None:
@@ -112,8 +118,8 @@ def mask_tokens(input_ids, maskable, row_ids, seed, epoch, select_threshold, cou
     _ids(op, input_ids)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
     _row_ids(op, row_ids, input_ids)
-    _stream(op, seed, epoch)
-    _integer(op, "select_threshold", select_threshold, 0, reference.PROB_ONE + 1)
+    _stream(op, seed, epoch, input_ids)
+    integer(op, "select_threshold", select_threshold, 0, reference.PROB_ONE + 1)
     _count_fraction(op, count_num, count_den)
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
@@ -124,15 +130,15 @@ def fully_explored_mask(input_ids, maskable, row_ids, seed, epoch, num_segments,
     _ids(op, input_ids)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
     _row_ids(op, row_ids, input_ids)
-    _stream(op, seed, epoch)
-    _integer(op, "num_segments", num_segments, 1, INT31)
+    _stream(op, seed, epoch, input_ids)
+    integer(op, "num_segments", num_segments, 1, INT31)
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
 def masked_positions(labels, capacity) -> None:
     op = "masked_positions"
     _tensor(op, "labels", labels, (torch.int64,), 2)
-    _integer(op, "capacity", capacity, 1, INT31)
+    integer(op, "capacity", capacity, 1, INT31)
 
 
 def _index(op: str, index, data: torch.Tensor, data_name: str) -> None:
@@ -154,7 +160,7 @@ def scatter_masked(values, index, length) -> None:
     _index(op, index, values, "values")
     _require(index.shape[1] == values.shape[1], ValueError,
              lambda: f"{op}: index must have one slot per row of values ({values.shape[1]}), got {index.shape[1]}")
-    _integer(op, "length", length, 0, INT31)
+    integer(op, "length", length, 0, INT31)
 
 
 def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
@@ -164,7 +170,7 @@ def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, 
     _companion(op, "scores", scores, input_ids, SCORE_DTYPES)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
     _row_ids(op, row_ids, input_ids)
-    _stream(op, seed, epoch)
+    _stream(op, seed, epoch, input_ids)
     _count_fraction(op, count_num, count_den)
     _require(_real(uniform_mix) and 0.0 <= uniform_mix <= 1.0, ValueError,
              lambda: f"{op}: uniform_mix must be in [0, 1], got {uniform_mix!r}")

@@ -20,6 +20,7 @@ Adding an op: docs/adding-an-op.md (tests/test_op_table.py enforces it).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass
 from typing import Callable
@@ -43,8 +44,10 @@ class OpSpec:
     autograd: Callable[[str], tuple[Callable, Callable]] | None = None
 
 
+# The kernels write contiguous outputs whatever the inputs' strides, so the fakes do too (new_empty,
+# not empty_like, which would copy a permuted input's strides).
 def _masked_ids_fake(input_ids, *args):
-    return torch.empty_like(input_ids), torch.empty_like(input_ids, dtype=torch.int64)
+    return input_ids.new_empty(input_ids.shape), input_ids.new_empty(input_ids.shape, dtype=torch.int64)
 
 
 def _fully_explored_fake(input_ids, maskable, row_ids, seed, epoch, num_segments, *args):
@@ -58,7 +61,7 @@ def _masked_positions_fake(labels, capacity):
 
 
 def _proposal_fake(input_ids, *args):
-    return (*_masked_ids_fake(input_ids), torch.empty_like(input_ids, dtype=torch.float32))
+    return (*_masked_ids_fake(input_ids), input_ids.new_empty(input_ids.shape, dtype=torch.float32))
 
 
 # Gather and scatter are each other's adjoint, on the same backend (positions are unique per row).
@@ -96,18 +99,18 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec(
         "maskable_mask",
         "(Tensor input_ids, Tensor? attention_mask, Tensor special_ids) -> Tensor",
-        checks.maskable_mask, lambda input_ids, *args: torch.empty_like(input_ids, dtype=torch.bool),
+        checks.maskable_mask, lambda input_ids, *args: input_ids.new_empty(input_ids.shape, dtype=torch.bool),
         triton_module="masking", bench="masking",
     ),
     OpSpec(
         "mask_tokens",
-        "(Tensor input_ids, Tensor maskable, Tensor row_ids, int seed, int epoch, int select_threshold, "
+        "(Tensor input_ids, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int select_threshold, "
         f"int count_num, int count_den, {_MASKING_SCALARS}, bool exact) -> (Tensor, Tensor)",
         checks.mask_tokens, _masked_ids_fake, triton_module="masking", bench="masking",
     ),
     OpSpec(
         "fully_explored_mask",
-        "(Tensor input_ids, Tensor maskable, Tensor row_ids, int seed, int epoch, int num_segments, "
+        "(Tensor input_ids, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int num_segments, "
         f"bool contiguous, {_MASKING_SCALARS}) -> (Tensor, Tensor)",
         checks.fully_explored_mask, _fully_explored_fake, triton_module="masking", bench="fully_explored",
     ),
@@ -130,7 +133,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     ),
     OpSpec(
         "proposal_mask",
-        "(Tensor input_ids, Tensor scores, Tensor maskable, Tensor row_ids, int seed, int epoch, int count_num, "
+        "(Tensor input_ids, Tensor scores, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int count_num, "
         "int count_den, float uniform_mix, float temperature, bool poisson, bool sequence_weights, "
         f"{_MASKING_SCALARS}) -> (Tensor, Tensor, Tensor)",
         checks.proposal_mask, _proposal_fake, triton_module="proposal", bench="proposal",
@@ -163,7 +166,10 @@ def _triton_kernel(spec: OpSpec) -> Callable:
     def run(*args):
         # Imported on first use: Triton is optional, and importing it is slow.
         module = importlib.import_module(f"fastmask.triton.{spec.triton_module}")
-        return getattr(module, spec.name)(*args)
+        # Triton launches on the current device and its stream: make that the inputs' device.
+        device = args[0].device
+        with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+            return getattr(module, spec.name)(*args)
 
     return run
 
@@ -174,7 +180,10 @@ def _reference_kernel(spec: OpSpec) -> Callable:
     def run(*args):
         # An op's outputs must not alias its inputs; the reference may return views (e.g. K = 1).
         out = fn(*args)
-        return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+        # Contiguous copies, as the kernels' outputs (and the fakes) are.
+        if isinstance(out, tuple):
+            return tuple(t.clone(memory_format=torch.contiguous_format) for t in out)
+        return out.clone(memory_format=torch.contiguous_format)
 
     return run
 

@@ -9,11 +9,12 @@ reference of the same name (:mod:`fastmask.reference`) is the specification of e
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import torch
 
-from fastmask import backends, library, reference
+from fastmask import backends, checks, library, reference
 from fastmask.counts import count_fraction, probability_threshold, replacement_thresholds
 
 
@@ -28,6 +29,18 @@ def _row_ids(row_ids: torch.Tensor | None, input_ids) -> torch.Tensor | None:
     if row_ids is not None or not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
         return row_ids
     return torch.arange(input_ids.shape[0], device=input_ids.device, dtype=torch.int64)
+
+
+def _stream(op: str, seed, epoch) -> tuple[torch.Tensor, torch.Tensor]:
+    """seed and epoch as the op takes them: tensors as given (the op checks them); ints checked,
+    then held in 0-dim CPU tensors, which the kernels read at launch (no host-to-device copy)."""
+    def word(name: str, value, limit: int) -> torch.Tensor:
+        if isinstance(value, torch.Tensor):
+            return value
+        checks.integer(op, name, value, 0, limit)
+        return torch.tensor(value, dtype=torch.int64)
+
+    return word("seed", seed, checks.SEED_LIMIT), word("epoch", epoch, checks.EPOCH_LIMIT)
 
 
 def _call(name: str, backend: str, args: tuple, ranked: bool = False):
@@ -58,7 +71,9 @@ def maskable_mask(
 ) -> torch.Tensor:
     """Bool (B, L): True where a token may be masked (attended and not a special id). One pass.
 
-    `attention_mask` may have any integer or bool dtype (nonzero = attended).
+    `attention_mask` may have any integer or bool dtype (nonzero = attended). `special_ids` as a
+    list is copied to the device once per distinct list and device, then reused: later calls make
+    no host-to-device copy (graph-capture safe once warmed up, as a device tensor always is).
     """
     if isinstance(attention_mask, torch.Tensor) and attention_mask.dtype not in (torch.bool, torch.int32, torch.int64) \
             and not attention_mask.is_floating_point() and not attention_mask.is_complex():
@@ -68,13 +83,27 @@ def maskable_mask(
             raise ValueError(f"special_ids must be a 1-D integer tensor, got {special_ids.dtype} {tuple(special_ids.shape)}")
         special = special_ids.to(dtype=torch.int64).reshape(-1)
     else:
-        values = list(special_ids)
+        values = tuple(special_ids)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             raise TypeError(f"special_ids must be a sequence of ints, got {special_ids!r}")
-        special = torch.tensor(values, dtype=torch.int64)
+        device = input_ids.device if isinstance(input_ids, torch.Tensor) else torch.device("cpu")
+        if torch.compiler.is_compiling():
+            special = torch.tensor(values, dtype=torch.int64, device=device)  # a constant of the graph
+        else:
+            special = _special_ids_on(values, device)
     if isinstance(input_ids, torch.Tensor):
-        special = special.to(input_ids.device)  # a host-to-device copy when given on the host
+        special = special.to(input_ids.device)  # a host-to-device copy when given a host tensor
     return _call("maskable_mask", backend, (input_ids, attention_mask, special))
+
+
+@functools.lru_cache(maxsize=64)
+def _special_ids_on(values: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """A list of special ids as a tensor on `device`, copied there once (later calls copy nothing,
+    so they are legal during CUDA-graph capture and never wait for the device)."""
+    special = torch.tensor(values, dtype=torch.int64)
+    if device.type == "cuda":
+        special = special.pin_memory()  # a truly asynchronous copy
+    return special.to(device, non_blocking=True)
 
 
 def mask_tokens(
@@ -86,9 +115,9 @@ def mask_tokens(
     mask_replace_prob: float = 0.8,
     random_replace_prob: float = 0.1,
     exact_count: bool = False,
-    seed: int = 0,
+    seed: int | torch.Tensor = 0,
     row_ids: torch.Tensor | None = None,
-    epoch: int = 0,
+    epoch: int | torch.Tensor = 0,
     backend: str = "auto",
 ) -> MaskedBatch:
     """Standard MLM masking with the 80/10/10 rule, fused in one kernel.
@@ -98,11 +127,14 @@ def mask_tokens(
     exactly :func:`fastmask.masked_count` (n, p) = min(n, max(1, floor(p n + 1/2))) of the n
     maskable tokens of each row, uniformly, with p exactly as written.
     Randomness is Philox keyed by (seed, epoch, row id, position): a row's masks depend only on
-    its row id (default: its index), identically on every backend. No host sync.
+    its row id (default: its index), identically on every backend. No host sync. ``seed`` and
+    ``epoch`` may be 0-dim int64 tensors on the device of ``input_ids``: the kernel reads them
+    when it runs, so a compiled or CUDA-graph-captured step that advances them in place
+    (``epoch.add_(1)``) gets fresh masks without recompiling; ints give the same masks.
     """
     t_select = probability_threshold("mlm_probability", mlm_probability)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
-    args = (input_ids, maskable, _row_ids(row_ids, input_ids), seed, epoch, t_select,
+    args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_stream("mask_tokens", seed, epoch), t_select,
             *count_fraction(mlm_probability), t_mask, t_random, mask_token_id, vocab_size, bool(exact_count))
     return MaskedBatch(*_call("mask_tokens", backend, args, ranked=bool(exact_count)))
 
@@ -119,9 +151,9 @@ def fully_explored_mask(
     partition: str = "random",
     mask_replace_prob: float = 0.8,
     random_replace_prob: float = 0.1,
-    seed: int = 0,
+    seed: int | torch.Tensor = 0,
     row_ids: torch.Tensor | None = None,
-    epoch: int = 0,
+    epoch: int | torch.Tensor = 0,
     backend: str = "auto",
 ) -> MaskedBatch:
     """Fully-explored masking: K = ``num_segments`` views, outputs shaped (K, B, L).
@@ -130,12 +162,13 @@ def fully_explored_mask(
     at most one (``partition="random"``: a uniformly random partition, rank of a random key mod K;
     ``"contiguous"``: K contiguous blocks); view k masks exactly segment k with the 80/10/10 rule,
     so every maskable token is masked in exactly one view. Rows with fewer than K maskable tokens
-    leave some views of that row unmasked. No host sync.
+    leave some views of that row unmasked. No host sync. ``seed``, ``epoch``: as in
+    :func:`mask_tokens` (ints, or 0-dim int64 tensors read on the device).
     """
     _choice("partition", partition, PARTITIONS)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
-    args = (input_ids, maskable, _row_ids(row_ids, input_ids), seed, epoch, num_segments, partition == "contiguous",
-            t_mask, t_random, mask_token_id, vocab_size)
+    args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_stream("fully_explored_mask", seed, epoch),
+            num_segments, partition == "contiguous", t_mask, t_random, mask_token_id, vocab_size)
     return MaskedBatch(*_call("fully_explored_mask", backend, args, ranked=partition == "random"))
 
 
@@ -220,9 +253,9 @@ def proposal_mask(
     weighting: str = "token",
     mask_replace_prob: float = 0.8,
     random_replace_prob: float = 0.1,
-    seed: int = 0,
+    seed: int | torch.Tensor = 0,
     row_ids: torch.Tensor | None = None,
-    epoch: int = 0,
+    epoch: int | torch.Tensor = 0,
     backend: str = "auto",
 ) -> ProposalBatch:
     """MAPNet masking: positions drawn from a proposal q over each row's maskable positions, with importance weights.
@@ -240,12 +273,14 @@ def proposal_mask(
 
     A row with a non-finite score (nan, inf) is sampled uniformly (as with uniform_mix = 1)
     rather than from a garbage distribution; checking for them on the host would sync.
-    Integer outputs are bit-identical on every backend; no host sync.
+    Integer outputs are bit-identical on every backend; no host sync. ``seed``, ``epoch``: as in
+    :func:`mask_tokens` (ints, or 0-dim int64 tensors read on the device).
     """
     _choice("sampling", sampling, SAMPLINGS)
     _choice("weighting", weighting, WEIGHTINGS)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
-    args = (input_ids, scores, maskable, _row_ids(row_ids, input_ids), seed, epoch, *count_fraction(mlm_probability),
+    args = (input_ids, scores, maskable, _row_ids(row_ids, input_ids), *_stream("proposal_mask", seed, epoch),
+            *count_fraction(mlm_probability),
             uniform_mix, temperature, sampling == "poisson", weighting == "sequence",
             t_mask, t_random, mask_token_id, vocab_size)
     return ProposalBatch(*_call("proposal_mask", backend, args, ranked=sampling == "topk"))

@@ -215,9 +215,12 @@ class Pretrainer(nn.Module):
         self.mask_seconds, self._events = 0.0, []
         return seconds
 
-    def forward(self, ids: torch.Tensor, sample_ids: torch.Tensor, epoch: int,
+    def forward(self, ids: torch.Tensor, sample_ids: torch.Tensor, epoch: torch.Tensor,
                 hf_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(MLM loss, MAPNet objective) of one micro-batch; ids are uncorrupted (B, L).
+
+        `epoch` is a 0-dim int64 tensor on the device, read by the masking kernels: a compiled
+        forward does not specialise on it (one graph for every epoch).
 
         With `hf_labels` (the baseline), ids are already masked and the dense head computes the loss.
         """
@@ -417,6 +420,7 @@ def train(cfg: Config) -> dict:
 
     bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and main), desc="pretrain", unit="step")
     window_loss = torch.zeros((), device=device)
+    epoch_tensor = torch.zeros((), dtype=torch.int64, device=device)
     window_start, window_steps, good_step, summary = time.perf_counter(), 0, step, {}
     try:
         while step < cfg.steps:
@@ -431,8 +435,9 @@ def train(cfg: Config) -> dict:
                     start = time.perf_counter()  # the baseline's masking runs on the CPU
                     ids, hf_labels = _hf_batch(collator, rows, device)
                     model.mask_seconds += time.perf_counter() - start
+                epoch_tensor.fill_(epoch)  # in place, no host sync: the kernels read it on the device
                 with autocast:
-                    loss, objective = forward(ids, sample_ids.to(device), epoch, hf_labels)
+                    loss, objective = forward(ids, sample_ids.to(device, non_blocking=True), epoch_tensor, hf_labels)
                 (loss + cfg.mapnet_weight * objective).div(cfg.grad_accum).backward()
                 window_loss += loss.detach().float() / cfg.grad_accum
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

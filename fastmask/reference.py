@@ -8,7 +8,12 @@ user-facing probabilities (:mod:`fastmask.counts` converts those), so all backen
 Randomness. Each token (row id, position) gets one Philox4x32-10 draw of four 32-bit words:
 
     key     = (seed & 0xffffffff, seed >> 32)
-    counter = (position, row_id & 0xffffffff, row_id >> 32 (two's complement), epoch)
+    counter = (position, row_id & 0xffffffff, row_id >> 32 (two's complement), epoch & 0xffffffff)
+
+seed and epoch are 0-dim int64 tensors (the key is the seed's 64 bits, two's complement). On the
+op's device they are read by the kernel when it runs, so a compiled step or a captured CUDA graph
+can advance them in place; on the CPU they are read at launch. The public wrappers also take ints
+(seed in [0, 2**63), epoch in [0, 2**32)), which give the same masks as tensors of equal value.
 
 and each word has one purpose, so one draw per token serves every decision:
 
@@ -67,14 +72,18 @@ def philox4x32(c0, c1, c2, c3, k0: int, k1: int):
     return c0, c1, c2, c3
 
 
-def token_randoms(seed: int, epoch: int, row_ids: torch.Tensor, length: int):
-    """The four Philox words (r0, r1, r2, r3) of every token, each an int64 tensor (B, L)."""
+def token_randoms(seed: torch.Tensor, epoch: torch.Tensor, row_ids: torch.Tensor, length: int):
+    """The four Philox words (r0, r1, r2, r3) of every token, each an int64 tensor (B, L).
+
+    seed and epoch are 0-dim int64 tensors (on the device of row_ids, or on the CPU), used in
+    tensor arithmetic so that nothing is read back to the host.
+    """
     pos = torch.arange(length, device=row_ids.device, dtype=torch.int64)
     rows = row_ids.to(torch.int64)[:, None]
     c0 = pos[None, :].expand(rows.shape[0], length)
     c1 = (rows & MASK32).expand_as(c0)
     c2 = ((rows >> 32) & MASK32).expand_as(c0)
-    c3 = torch.full_like(c0, epoch & MASK32)
+    c3 = torch.zeros_like(c0) + (epoch & MASK32)
     return philox4x32(c0, c1, c2, c3, seed & MASK32, (seed >> 32) & MASK32)
 
 
@@ -269,7 +278,9 @@ def proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temp
     q = (1 - uniform_mix) softmax(scores / temperature over maskable positions) + uniform_mix / n,
     0 where not maskable. A row with a non-finite maskable score is treated as uniform.
     """
-    x = scores.to(torch.float32) / _f32(temperature)
+    # A divisor on the scores' device: CUDA divides by a CPU scalar as a * (1 / b), which is not
+    # correctly rounded, while the kernels (and CPU division) are.
+    x = scores.to(torch.float32) / torch.full_like(scores, temperature, dtype=torch.float32)
     n = maskable.sum(1)
     nf = n.to(torch.float32)[:, None]
     finite = (torch.isfinite(x) | ~maskable).all(1, keepdim=True)

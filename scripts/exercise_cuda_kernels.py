@@ -42,6 +42,11 @@ def tokens(length, device, generator):
     return ids, maskable, torch.tensor(ROW_IDS, device=device)
 
 
+def stream(device):
+    """(seed, epoch): the seed on the device (read by the kernel), the epoch on the CPU (by value)."""
+    return torch.tensor(SEED, device=device), torch.tensor(EPOCH)
+
+
 def maskable_mask_args(length, device, generator):
     ids, maskable, _ = tokens(length, device, generator)
     return [(ids, maskable.long(), torch.tensor([7, 9], device=device))]
@@ -49,20 +54,20 @@ def maskable_mask_args(length, device, generator):
 
 def mask_tokens_args(length, device, generator):
     ids, maskable, row_ids = tokens(length, device, generator)
-    return [(ids, maskable, row_ids, SEED, EPOCH, SELECT_THRESHOLD, *COUNT_FRACTION, *REPLACE_THRESHOLDS, MASK_ID,
+    return [(ids, maskable, row_ids, *stream(device), SELECT_THRESHOLD, *COUNT_FRACTION, *REPLACE_THRESHOLDS, MASK_ID,
              VOCAB, exact) for exact in (False, True) if not exact or ranked_fits(length)]
 
 
 def fully_explored_mask_args(length, device, generator):
     ids, maskable, row_ids = tokens(length, device, generator)
-    return [(ids, maskable, row_ids, SEED, EPOCH, 7, contiguous, *REPLACE_THRESHOLDS, MASK_ID, VOCAB)
+    return [(ids, maskable, row_ids, *stream(device), 7, contiguous, *REPLACE_THRESHOLDS, MASK_ID, VOCAB)
             for contiguous in (False, True) if contiguous or ranked_fits(length)]
 
 
 def proposal_mask_args(length, device, generator):
     ids, maskable, row_ids = tokens(length, device, generator)
     scores = torch.randn(ids.shape, generator=generator).to(device)
-    return [(ids, scores, maskable, row_ids, SEED, EPOCH, *COUNT_FRACTION, 0.1, 1.0, poisson, sequence_weights,
+    return [(ids, scores, maskable, row_ids, *stream(device), *COUNT_FRACTION, 0.1, 1.0, poisson, sequence_weights,
              *REPLACE_THRESHOLDS, MASK_ID, VOCAB)
             for poisson in (False, True) if poisson or ranked_fits(length) for sequence_weights in (False, True)]
 

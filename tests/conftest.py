@@ -11,6 +11,7 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from fastmask import backends, counts  # noqa: E402
 
@@ -19,6 +20,24 @@ DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 T_SELECT = counts.probability_threshold("mlm_probability", 0.15)
 COUNT_NUM, COUNT_DEN = counts.count_fraction(0.15)
 T_MASK, T_RANDOM = counts.replacement_thresholds(0.8, 0.1)
+
+
+def stream(seed: int, epoch: int, device: torch.device = DEVICE) -> tuple[torch.Tensor, torch.Tensor]:
+    """seed and epoch as the ops take them: 0-dim int64 tensors on the inputs' device."""
+    return (torch.tensor(seed, dtype=torch.int64, device=device),
+            torch.tensor(epoch, dtype=torch.int64, device=device))
+
+
+class RecordOps(TorchDispatchMode):
+    """Records the name of every op dispatched inside the context (``.ops``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
 
 
 NATIVE = "cuda" if DEVICE.type == "cuda" else "cpp"  # the compiled kernel for DEVICE's tensors

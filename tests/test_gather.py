@@ -5,11 +5,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fastmask
 from fastmask import library, reference
-from conftest import DEVICE, NATIVE, backend_params, op_variant_params
+from conftest import DEVICE, NATIVE, RecordOps, backend_params, op_variant_params
 
 FLOATS = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
@@ -140,22 +139,12 @@ def test_weights_multiply_token_losses():
     torch.testing.assert_close(weighted, expected)
 
 
-class _RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = set()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(str(func.overloadpacket))
-        return func(*args, **(kwargs or {}))
-
-
 def test_training_path_never_syncs():
     """masked_positions -> gather -> head -> loss -> backward with a capacity: no op that reads
     a value back to the host (nonzero, item, boolean indexing) ever runs."""
     model = tiny_bert()
     batch = masked_batch()
-    with _RecordOps() as recorder:
+    with RecordOps() as recorder:
         hidden = model.bert(input_ids=batch.input_ids)[0]
         fastmask.sparse_mlm_loss(hidden, batch.labels, model.cls, capacity=6).backward()
     assert f"fastmask.gather_masked_{NATIVE}" in recorder.ops and f"fastmask.scatter_masked_{NATIVE}" in recorder.ops

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 import fastmask
 from fastmask import library, reference
 from fastmask.counts import count_fraction, probability_threshold
-from conftest import COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, T_SELECT, backend_params, op_variant_params
+from conftest import (COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, T_SELECT, backend_params, op_variant_params,
+                      RecordOps, stream)
 
 MASK_ID, VOCAB = 4, 30522
 CLS, SEP, PAD = 2, 3, 0
@@ -76,7 +77,7 @@ def random_case(generator, max_batch=5, max_length=70):
         length=randint(0, max_length + 1),
         int32=bool(randint(0, 2)),
         density=float(torch.rand(1, generator=g)),
-        seed=randint(0, 2**62) * randint(1, 3) - 1 if randint(0, 4) else 0,
+        seed=randint(-(2**63), 2**63 - 1) if randint(0, 4) else 0,  # tensors: any int64 (two's complement key)
         epoch=randint(0, 2**32),
         t_select=randint(0, reference.PROB_ONE + 1),
         count_num=randint(0, count_den + 1),
@@ -103,7 +104,7 @@ def test_mask_tokens_matches_reference(backend):
         ids, maskable, rows = case_inputs(c, g)
         mask_id = min(MASK_ID, c["vocab"] - 1)
         for exact in (False, True):
-            args = (ids, maskable, rows, c["seed"], c["epoch"], c["t_select"], c["count_num"], c["count_den"],
+            args = (ids, maskable, rows, *stream(c["seed"], c["epoch"]), c["t_select"], c["count_num"], c["count_den"],
                     c["t_mask"], c["t_random"], mask_id, c["vocab"], exact)
             assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
 
@@ -116,7 +117,7 @@ def test_fully_explored_matches_reference(backend):
         ids, maskable, rows = case_inputs(c, g)
         mask_id = min(MASK_ID, c["vocab"] - 1)
         for contiguous in (False, True):
-            args = (ids, maskable, rows, c["seed"], c["epoch"], c["num_segments"], contiguous, c["t_mask"],
+            args = (ids, maskable, rows, *stream(c["seed"], c["epoch"]), c["num_segments"], contiguous, c["t_mask"],
                     c["t_random"], mask_id, c["vocab"])
             assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
 
@@ -130,9 +131,10 @@ def test_long_rows_match_reference(backend):
         maskable[:, : length // 2] |= True  # at least half the row is maskable
         rows = torch.arange(3, device=DEVICE) * 7919
         for contiguous in (False, True):
-            args = (ids, maskable, rows, 5, 1, 7, contiguous, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+            args = (ids, maskable, rows, *stream(5, 1), 7, contiguous, T_MASK, T_RANDOM, MASK_ID, VOCAB)
             assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
-        args = (ids, maskable, rows, 5, 1, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID, VOCAB, True)
+        args = (ids, maskable, rows, *stream(5, 1), T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID, VOCAB,
+                True)
         assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
 
 
@@ -163,7 +165,8 @@ def test_public_api_properties(batch, length, seed, epoch, p_milli, mask_p, exac
     ids, _, maskable = make_batch(batch, length, g)
     out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, p, mask_p, random_p, exact, seed=seed, epoch=epoch)
     want = reference.mask_tokens(
-        ids, maskable, torch.arange(batch, device=DEVICE), seed, epoch, probability_threshold("p", p), *count_fraction(p),
+        ids, maskable, torch.arange(batch, device=DEVICE), *stream(seed, epoch), probability_threshold("p", p),
+        *count_fraction(p),
         probability_threshold("p", mask_p), probability_threshold("p", random_p), MASK_ID, VOCAB, exact,
     )
     assert_same(out, want)
@@ -427,23 +430,33 @@ def test_unavailable_backend_says_why():
 # Real ops: opcheck and torch.compile.
 
 
-def _opcheck_args(int32):
+def _layouts(t):
+    """t as given, permuted (column-major strides) and offset (a slice of a larger tensor)."""
+    wider = torch.cat([t[:1], t])
+    return t, t.t().contiguous().t(), wider[1:]
+
+
+def _opcheck_args(int32, layout, stream_device):
     g = torch.Generator().manual_seed(9)
-    ids, attn, maskable = make_batch(3, 17, g, int32=int32)
+    ids, attn, maskable = (_layouts(t)[layout] for t in make_batch(3, 17, g, int32=int32))
     rows = torch.arange(3, device=DEVICE)
+    seed, epoch = stream(5, 1, stream_device)
     return {
         "maskable_mask": (ids, attn, torch.tensor([CLS, SEP], device=DEVICE)),
-        "mask_tokens": (ids, maskable, rows, 5, 1, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID, VOCAB, True),
-        "fully_explored_mask": (ids, maskable, rows, 5, 1, 3, False, T_MASK, T_RANDOM, MASK_ID, VOCAB),
+        "mask_tokens": (ids, maskable, rows, seed, epoch, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID,
+                        VOCAB, True),
+        "fully_explored_mask": (ids, maskable, rows, seed, epoch, 3, False, T_MASK, T_RANDOM, MASK_ID, VOCAB),
     }
 
 
 @pytest.mark.parametrize("backend", op_variant_params())
 @pytest.mark.parametrize("name", ["maskable_mask", "mask_tokens", "fully_explored_mask"])
 def test_opcheck(name, backend):
+    """Contiguous, permuted and offset inputs (the outputs are contiguous: the fakes must say so),
+    seed and epoch on the inputs' device and on the CPU."""
     op = library.op(name, backend)
-    for int32 in (False, True):
-        torch.library.opcheck(op, _opcheck_args(int32)[name])
+    for int32, layout, stream_device in ((False, 0, DEVICE), (True, 0, "cpu"), (False, 1, DEVICE), (True, 2, DEVICE)):
+        torch.library.opcheck(op, _opcheck_args(int32, layout, stream_device)[name])
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
@@ -461,6 +474,112 @@ def test_torch_compile_fullgraph(backend):
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     for got, want in zip(compiled(ids, attn), step(ids, attn)):
         assert torch.equal(got, want)
+
+
+# --------------------------------------------------------------------------------------------
+# Graph-safe seed and epoch: 0-dim tensors read by the kernels, the same masks as ints.
+
+
+def _all_masks(ids, maskable, seed, epoch, backend):
+    """Every masking variant's outputs under one (seed, epoch)."""
+    outs = []
+    for exact in (False, True):
+        outs += fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=exact, seed=seed, epoch=epoch,
+                                     backend=backend)
+    for partition in ("random", "contiguous"):
+        outs += fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, partition, seed=seed, epoch=epoch,
+                                             backend=backend)
+    return outs
+
+
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
+def test_stream_tensors_give_the_masks_of_ints(backend):
+    ids, _, maskable = make_batch(3, 40, torch.Generator().manual_seed(14))
+    for seed, epoch in ((0, 0), (2**63 - 1, 2**32 - 1), (123456789012, 7)):
+        want = _all_masks(ids, maskable, seed, epoch, backend)
+        for device in {DEVICE, torch.device("cpu")}:
+            got = _all_masks(ids, maskable, *stream(seed, epoch, device), backend)
+            for g, w in zip(got, want):
+                assert torch.equal(g, w)
+
+
+def test_seed_tensor_is_the_key_bits():
+    """A negative seed tensor keys Philox with its two's-complement bits: as the int 2**64 + seed
+    would, whose high word the ints' range cannot reach; the reference and kernels agree on it."""
+    ids, _, maskable = make_batch(2, 30, torch.Generator().manual_seed(15))
+    seed, epoch = stream(-2, 3)
+    got = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=seed, epoch=epoch)
+    assert not torch.equal(got.labels, fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=2, epoch=3).labels)
+    want = reference.mask_tokens(ids, maskable, torch.arange(2, device=DEVICE), seed, epoch, T_SELECT, COUNT_NUM,
+                                 COUNT_DEN, T_MASK, T_RANDOM, MASK_ID, VOCAB, False)
+    assert_same(got, want)
+
+
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
+def test_in_place_advance_changes_the_next_masks(backend):
+    ids, _, maskable = make_batch(3, 40, torch.Generator().manual_seed(16))
+    seed, epoch = stream(9, 0)
+    first = _all_masks(ids, maskable, seed, epoch, backend)
+    epoch.add_(1)
+    second = _all_masks(ids, maskable, seed, epoch, backend)
+    # Every variant's draw changes (contiguous views keep their positions, not their replacements).
+    assert all(not torch.equal(a, b) for a, b in zip(first[::2], second[::2]))  # the corrupted ids
+    for g, w in zip(second, _all_masks(ids, maskable, 9, 1, backend)):
+        assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
+def test_compiled_step_compiles_once_across_epochs(backend):
+    """One graph for every epoch: the epoch tensor is an input, not a guarded constant."""
+    ids, attn, _ = make_batch(3, 24, torch.Generator().manual_seed(17))
+    specials = torch.tensor([CLS, SEP, PAD], device=DEVICE)
+
+    def step(ids, attn, epoch):
+        maskable = fastmask.maskable_mask(ids, attn, specials, backend=backend)
+        out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, seed=3, epoch=epoch,
+                                   backend=backend)
+        views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, seed=3, epoch=epoch, backend=backend)
+        return out.labels, views.labels
+
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    epoch = torch.zeros((), dtype=torch.int64, device=DEVICE)
+    seen = []
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for e in range(3):
+            epoch.fill_(e)
+            got = compiled(ids, attn, epoch)
+            for g, w in zip(got, step(ids, attn, e)):
+                assert torch.equal(g, w)
+            seen.append(got[0])
+    assert not torch.equal(seen[0], seen[1]) and not torch.equal(seen[1], seen[2])
+
+
+@pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
+def test_triton_passes_cpu_stream_words_by_value(backend, monkeypatch):
+    """Seed and epoch on the CPU with inputs on a GPU reach the Triton kernel by value, read at
+    launch. Forced here on CPU inputs by telling stream_args that the kernel runs elsewhere."""
+    from fastmask.triton import common, masking
+
+    seed, epoch = stream(2**40 + 9, 4, "cpu")
+    by_value = common.stream_args(seed, epoch, torch.device("meta"))
+    assert (by_value["seed_ptr"], by_value["seed"], by_value["SEED_IN_MEMORY"]) == (None, 2**40 + 9, False)
+    assert (by_value["epoch_ptr"], by_value["epoch"], by_value["EPOCH_IN_MEMORY"]) == (None, 4, False)
+    ids, _, maskable = make_batch(3, 40, torch.Generator().manual_seed(19))
+    in_memory = _all_masks(ids, maskable, seed, epoch, backend)
+    monkeypatch.setattr(masking, "stream_args", lambda seed, epoch, device: by_value)
+    for g, w in zip(_all_masks(ids, maskable, seed, epoch, backend), in_memory):
+        assert torch.equal(g, w)
+
+
+def test_special_ids_list_is_copied_once():
+    ids, attn, _ = make_batch(2, 10, torch.Generator().manual_seed(18))
+    first = fastmask.maskable_mask(ids, attn, [CLS, SEP, PAD])
+    with RecordOps() as recorder:
+        again = fastmask.maskable_mask(ids, attn, [CLS, SEP, PAD])
+    assert torch.equal(first, again)
+    made = {"aten.lift_fresh", "aten._to_copy", "aten.copy_"}  # a new tensor from the list, or a copy
+    assert not recorder.ops & made, recorder.ops & made
 
 
 # --------------------------------------------------------------------------------------------

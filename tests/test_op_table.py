@@ -1,18 +1,20 @@
 """The op table (fastmask.library.OPS): every op has every part docs/adding-an-op.md lists, and
 every entry point rejects the same bad input with a message naming the argument."""
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import re
 import sys
+import types
 
 import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from fastmask import library, reference
-from conftest import COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, T_SELECT, op_variant_params
+from conftest import COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, T_SELECT, op_variant_params, stream
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = sorted(library.OPS)
@@ -100,16 +102,17 @@ LABELS = torch.full((2, 6), -100, device=DEVICE)
 HIDDEN = torch.zeros(2, 6, 4, device=DEVICE)
 INDEX = torch.zeros(2, 3, dtype=torch.long, device=DEVICE)
 SPECIALS = torch.tensor([1, 2], device=DEVICE)
+SEED, EPOCH = stream(0, 0)
 
 VALID = {
     "maskable_mask": (IDS, OK.long(), SPECIALS),
-    "mask_tokens": (IDS, OK, ROWS, 0, 0, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, 4, 10, True),
-    "fully_explored_mask": (IDS, OK, ROWS, 0, 0, 3, False, T_MASK, T_RANDOM, 4, 10),
+    "mask_tokens": (IDS, OK, ROWS, SEED, EPOCH, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, 4, 10, True),
+    "fully_explored_mask": (IDS, OK, ROWS, SEED, EPOCH, 3, False, T_MASK, T_RANDOM, 4, 10),
     "masked_positions": (LABELS, 3),
     "gather_masked": (HIDDEN, INDEX),
     "scatter_masked": (HIDDEN[:, :3], INDEX, 6),
-    "proposal_mask": (IDS, SCORES, OK, ROWS, 0, 0, COUNT_NUM, COUNT_DEN, 0.1, 1.0, False, False, T_MASK, T_RANDOM, 4,
-                      10),
+    "proposal_mask": (IDS, SCORES, OK, ROWS, SEED, EPOCH, COUNT_NUM, COUNT_DEN, 0.1, 1.0, False, False, T_MASK,
+                      T_RANDOM, 4, 10),
 }
 
 # (op, argument position, bad value, the name the error must give)
@@ -123,8 +126,10 @@ BAD = [
     ("mask_tokens", 1, OK.long(), "maskable"),
     ("mask_tokens", 2, ROWS[:1], "row_ids"),
     ("mask_tokens", 2, ROWS.int(), "row_ids"),
-    ("mask_tokens", 3, -1, "seed"),
-    ("mask_tokens", 4, 2**32, "epoch"),
+    ("mask_tokens", 3, SEED.int(), "seed"),
+    ("mask_tokens", 4, EPOCH[None], "epoch"),
+    ("fully_explored_mask", 3, SEED.to("meta"), "seed"),  # neither the inputs' device nor the CPU
+    ("proposal_mask", 5, EPOCH.float(), "epoch"),
     ("mask_tokens", 5, reference.PROB_ONE + 1, "select_threshold"),
     ("mask_tokens", 6, COUNT_DEN + 1, "count_num"),
     ("mask_tokens", 7, 0, "count_den"),
@@ -183,3 +188,18 @@ def test_compiled_direct_call_is_checked():
     compiled = torch.compile(lambda *a: library.op("mask_tokens", "reference")(*a), backend="aot_eager", fullgraph=True)
     with pytest.raises(Exception, match="count_den"):
         compiled(*_with("mask_tokens", 7, 0))
+
+
+def test_triton_launches_on_the_inputs_device(monkeypatch):
+    """Triton launches on the current CUDA device and its stream: the op makes the inputs' device
+    current (inputs on cuda:1 while cuda:0 is current would be an illegal address). A mock, as
+    the GPU machines we can borrow have one GPU."""
+    current = []
+    monkeypatch.setattr(torch.cuda, "device", lambda device: contextlib.nullcontext(current.append(device)))
+    launched = []
+    fake_module = types.SimpleNamespace(gather_masked=lambda *args: launched.append(list(current)))
+    monkeypatch.setitem(sys.modules, f"fastmask.triton.{library.OPS['gather_masked'].triton_module}", fake_module)
+    run = library._triton_kernel(library.OPS["gather_masked"])
+    run(types.SimpleNamespace(device=torch.device("cuda", 1)), None)
+    run(types.SimpleNamespace(device=torch.device("cpu")), None)  # the interpreter: no CUDA device to set
+    assert launched == [[torch.device("cuda", 1)], [torch.device("cuda", 1)]]

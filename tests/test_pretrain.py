@@ -121,7 +121,8 @@ def test_bad_corpus_and_checkpoints_are_clear_errors(corpus, tmp_path, capsys):
 
 def test_ddp_on_two_cpu_processes(corpus, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "fastmask", "pretrain", *micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "mapnet")]
+           "-m", "fastmask", "pretrain",
+           *micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "mapnet"), "--device", "cpu"]  # gloo on CPU processes, also where GPUs exist (rank 1 would ask for cuda:1)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

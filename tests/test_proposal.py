@@ -10,7 +10,8 @@ import torch
 
 import fastmask
 from fastmask import library, reference
-from conftest import COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, backend_params, op_variant_params
+from conftest import (COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, RecordOps, backend_params, op_variant_params,
+                      stream)
 
 MASK_ID, VOCAB = 4, 1000
 
@@ -41,7 +42,8 @@ def random_case(g):
     rows = torch.randint(-(2**62), 2**62, (batch,), generator=g)
     count_den = [20, 2, randint(1, 2**31)][randint(0, 3)]
     args = (
-        ids.to(DEVICE), scores.to(DEVICE), maskable.to(DEVICE), rows.to(DEVICE), randint(0, 2**62), randint(0, 2**32),
+        ids.to(DEVICE), scores.to(DEVICE), maskable.to(DEVICE), rows.to(DEVICE),
+        *stream(randint(-(2**62), 2**62), randint(0, 2**32)),
         randint(0, count_den + 1), count_den, [0.0, 0.1, 0.5, 1.0][randint(0, 4)], [0.3, 1.0, 5.0][randint(0, 3)],
     )
     return args
@@ -265,9 +267,45 @@ def test_opcheck(backend):
     rows = torch.arange(3, device=DEVICE)
     for poisson in (False, True):
         for sequence in (False, True):
-            args = (ids, scores, maskable, rows, 1, 2, 3, 10, 0.1, 1.0, poisson, sequence, T_MASK, T_RANDOM, MASK_ID,
-                    VOCAB)
+            args = (ids, scores, maskable, rows, *stream(1, 2, "cpu" if poisson else DEVICE), 3, 10, 0.1, 1.0, poisson,
+                    sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
             torch.library.opcheck(library.op("proposal_mask", backend), args)
+
+
+@pytest.mark.parametrize("backend", [*backend_params(), "reference"])
+def test_stream_tensors_give_the_samples_of_ints(backend):
+    g = torch.Generator().manual_seed(9)
+    ids = torch.randint(5, VOCAB, (3, 30), generator=g).to(DEVICE)
+    scores = torch.randn(3, 30, generator=g).to(DEVICE)
+    maskable = (torch.rand(3, 30, generator=g) < 0.8).to(DEVICE)
+    for sampling in ("topk", "poisson"):
+        sample = lambda seed, epoch: fastmask.proposal_mask(  # noqa: E731
+            ids, scores, maskable, MASK_ID, VOCAB, sampling=sampling, seed=seed, epoch=epoch, backend=backend)
+        want = sample(2**40 + 3, 5)
+        for device in {DEVICE, torch.device("cpu")}:
+            seed, epoch = stream(2**40 + 3, 5, device)
+            for got_t, want_t in zip(sample(seed, epoch), want):
+                assert torch.equal(got_t, want_t)
+            epoch.add_(1)  # advanced in place: the next call draws fresh samples
+            assert not torch.equal(sample(seed, epoch).labels, want.labels)
+
+
+def test_reference_divides_by_the_temperature_on_the_scores_device():
+    """CUDA divides by a CPU scalar tensor as a * (1 / b), not correctly rounded: the reference
+    must divide by a divisor shaped like the scores, as the kernels round (correctly)."""
+    scores = torch.randn(2, 7)
+    maskable = torch.ones(2, 7, dtype=torch.bool)
+
+    class RecordDivisors(RecordOps):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten.div and isinstance(args[1], torch.Tensor):
+                self.ops.add((tuple(args[0].shape), tuple(args[1].shape)))
+            return func(*args, **(kwargs or {}))
+
+    with RecordDivisors() as recorder:
+        reference.proposal_inclusion(scores, maskable, COUNT_NUM, COUNT_DEN, 0.1, 0.3)
+    assert ((2, 7), (2, 7)) in recorder.ops
+    assert not any(divisor == () and dividend != () for dividend, divisor in recorder.ops), recorder.ops
 
 
 def test_torch_compile_fullgraph():
@@ -297,8 +335,8 @@ def test_long_rows_on_gpu(weighting):
     scores = torch.randn(2, 9000, generator=g).to(DEVICE)
     maskable = (torch.rand(2, 9000, generator=g) < 0.9).to(DEVICE)
     rows = torch.arange(2, device=DEVICE)
-    args = (ids, scores, maskable, rows, 1, 2, COUNT_NUM, COUNT_DEN, 0.1, 1.0, True, weighting == "sequence", T_MASK,
-            T_RANDOM, MASK_ID, VOCAB)
+    args = (ids, scores, maskable, rows, *stream(1, 2), COUNT_NUM, COUNT_DEN, 0.1, 1.0, True, weighting == "sequence",
+            T_MASK, T_RANDOM, MASK_ID, VOCAB)
     got, want = library.op("proposal_mask", "cuda")(*args), reference.proposal_mask(*args)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=0)

@@ -58,13 +58,33 @@ inline void check_mask_args(const char* op, const at::Tensor& input_ids, const a
   TORCH_CHECK_VALUE(row_ids.device() == input_ids.device(), op, ": row_ids must be on ", input_ids.device());
 }
 
-inline MaskArgs make_mask_args(const char* op, int64_t seed, int64_t epoch, int64_t select_threshold,
-                               int64_t count_num, int64_t count_den, int64_t mask_threshold,
-                               int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
+// A seed or epoch: a 0-dim int64 tensor, read now when on the CPU (like an int); on the device of
+// input_ids it is left to the kernel to read (returns the pointer).
+inline const int64_t* stream_word(const char* op, const char* name, const at::Tensor& word,
+                                  const at::Tensor& input_ids, int64_t* value) {
+  TORCH_CHECK_TYPE(word.scalar_type() == at::kLong, op, ": ", name, " must be an int64 tensor, got ",
+                   word.scalar_type());
+  TORCH_CHECK_VALUE(word.dim() == 0, op, ": ", name, " must be 0-dim, got shape ", word.sizes());
+  if (word.is_cpu()) {
+    *value = *word.const_data_ptr<int64_t>();
+    return nullptr;
+  }
+  TORCH_CHECK_VALUE(word.device() == input_ids.device(), op, ": ", name, " must be on the device of input_ids (",
+                    input_ids.device(), ") or the CPU, got ", word.device());
+  *value = 0;
+  return word.const_data_ptr<int64_t>();
+}
+
+inline MaskArgs make_mask_args(const char* op, const at::Tensor& input_ids, const at::Tensor& seed,
+                               const at::Tensor& epoch, int64_t select_threshold, int64_t count_num,
+                               int64_t count_den, int64_t mask_threshold, int64_t random_threshold,
+                               int64_t mask_token_id, int64_t vocab_size) {
   constexpr int64_t one = int64_t{1} << kProbBits;
   constexpr int64_t max_den = (int64_t{1} << 31) - 1;
-  TORCH_CHECK_VALUE(seed >= 0, op, ": seed must be >= 0, got ", seed);
-  TORCH_CHECK_VALUE(epoch >= 0 && epoch <= 0xFFFFFFFFll, op, ": epoch must be in [0, 2^32), got ", epoch);
+  int64_t seed_value = 0;
+  int64_t epoch_value = 0;
+  const int64_t* seed_ptr = stream_word(op, "seed", seed, input_ids, &seed_value);
+  const int64_t* epoch_ptr = stream_word(op, "epoch", epoch, input_ids, &epoch_value);
   TORCH_CHECK_VALUE(select_threshold >= 0 && select_threshold <= one, op,
                     ": select_threshold must be in [0, 2^24], got ", select_threshold);
   TORCH_CHECK_VALUE(count_den >= 1 && count_den <= max_den, op, ": count_den must be in [1, 2^31), got ", count_den);
@@ -78,8 +98,10 @@ inline MaskArgs make_mask_args(const char* op, int64_t seed, int64_t epoch, int6
                     vocab_size);
   TORCH_CHECK_VALUE(mask_token_id >= 0 && mask_token_id < vocab_size, op,
                     ": mask_token_id must be in [0, vocab_size), got ", mask_token_id);
-  return MaskArgs{static_cast<uint64_t>(seed),
-                  static_cast<uint32_t>(epoch),
+  return MaskArgs{static_cast<uint64_t>(seed_value),
+                  static_cast<uint32_t>(epoch_value),
+                  seed_ptr,
+                  epoch_ptr,
                   static_cast<uint32_t>(select_threshold),
                   count_num,
                   count_den,
@@ -91,14 +113,16 @@ inline MaskArgs make_mask_args(const char* op, int64_t seed, int64_t epoch, int6
 
 // The checks and MaskArgs of fully_explored_mask, shared by the CPU and CUDA bindings.
 inline MaskArgs fully_explored_args(const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids,
-                                    int64_t seed, int64_t epoch, int64_t num_segments, int64_t mask_threshold,
+                                    const at::Tensor& seed, const at::Tensor& epoch, int64_t num_segments,
+                                    int64_t mask_threshold,
                                     int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size,
                                     c10::DeviceType device) {
   constexpr const char* op = "fully_explored_mask";
   check_mask_args(op, input_ids, maskable, row_ids, device);
   TORCH_CHECK_VALUE(num_segments >= 1 && num_segments < (int64_t{1} << 31), op,
                     ": num_segments must be in [1, 2^31), got ", num_segments);
-  return make_mask_args(op, seed, epoch, 0, 0, 1, mask_threshold, random_threshold, mask_token_id, vocab_size);
+  return make_mask_args(op, input_ids, seed, epoch, 0, 0, 1, mask_threshold, random_threshold, mask_token_id,
+                        vocab_size);
 }
 
 // Calls f with a value of the C++ type of the ids (int32_t or int64_t).

@@ -185,11 +185,11 @@ at::Tensor maskable_mask_cpu(const at::Tensor& input_ids, const std::optional<at
 }
 
 std::tuple<at::Tensor, at::Tensor> mask_tokens_cpu(
-    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, int64_t seed,
-    int64_t epoch, int64_t select_threshold, int64_t count_num, int64_t count_den, int64_t mask_threshold,
+    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, const at::Tensor& seed,
+    const at::Tensor& epoch, int64_t select_threshold, int64_t count_num, int64_t count_den, int64_t mask_threshold,
     int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact) {
   check_mask_args("mask_tokens", input_ids, maskable, row_ids, at::kCPU);
-  const MaskArgs args = make_mask_args("mask_tokens", seed, epoch, select_threshold, count_num, count_den,
+  const MaskArgs args = make_mask_args("mask_tokens", input_ids, seed, epoch, select_threshold, count_num, count_den,
                                        mask_threshold, random_threshold, mask_token_id, vocab_size);
   const at::Tensor ids = input_ids.contiguous();
   const at::Tensor mask = maskable.contiguous();
@@ -206,8 +206,8 @@ std::tuple<at::Tensor, at::Tensor> mask_tokens_cpu(
 }
 
 std::tuple<at::Tensor, at::Tensor> fully_explored_mask_cpu(
-    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, int64_t seed,
-    int64_t epoch, int64_t num_segments, bool contiguous, int64_t mask_threshold,
+    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, const at::Tensor& seed,
+    const at::Tensor& epoch, int64_t num_segments, bool contiguous, int64_t mask_threshold,
     int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
   const MaskArgs args = fully_explored_args(input_ids, maskable, row_ids, seed, epoch, num_segments, mask_threshold,
                                             random_threshold, mask_token_id, vocab_size, at::kCPU);

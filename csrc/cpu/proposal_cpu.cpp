@@ -113,14 +113,14 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cpu(
     const at::Tensor& input_ids, const at::Tensor& scores, const at::Tensor& maskable, const at::Tensor& row_ids,
-    int64_t seed, int64_t epoch, int64_t count_num, int64_t count_den, double uniform_mix, double temperature,
-    bool poisson, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold, int64_t mask_token_id,
-    int64_t vocab_size) {
+    const at::Tensor& seed, const at::Tensor& epoch, int64_t count_num, int64_t count_den, double uniform_mix,
+    double temperature, bool poisson, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold,
+    int64_t mask_token_id, int64_t vocab_size) {
   check_mask_args("proposal_mask", input_ids, maskable, row_ids, at::kCPU);
   check_scores(scores, input_ids);
   const auto [eps, temp] = proposal_float_args(uniform_mix, temperature);
-  const ProposalArgs args{make_mask_args("proposal_mask", seed, epoch, 0, count_num, count_den, mask_threshold,
-                                         random_threshold, mask_token_id, vocab_size),
+  const ProposalArgs args{make_mask_args("proposal_mask", input_ids, seed, epoch, 0, count_num, count_den,
+                                         mask_threshold, random_threshold, mask_token_id, vocab_size),
                           eps, temp, poisson, sequence_weights};
   const at::Tensor ids = input_ids.contiguous();
   const at::Tensor sc = scores.to(at::kFloat).contiguous();

@@ -74,6 +74,7 @@ __global__ void __launch_bounds__(kThreads)
                          IdT* __restrict__ out_ids, int64_t* __restrict__ labels,
                          float* __restrict__ weights, int64_t rows, int64_t length, MaskArgs args,
                          float uniform_mix, float temperature, bool sequence_weights) {
+  read_stream(&args);
   static_assert(kItems <= 32, "per-item flags are packed in one uint32");
   using FloatReduce = cub::BlockReduce<float, kThreads>;
   using CountReduce = cub::BlockReduce<int, kThreads>;
@@ -228,6 +229,7 @@ __global__ void __launch_bounds__(kProposalStreamThreads)
                                    int64_t* __restrict__ labels, float* __restrict__ weights,
                                    int64_t rows, int64_t length, MaskArgs args, float uniform_mix,
                                    float temperature, bool sequence_weights) {
+  read_stream(&args);
   constexpr int kThreads = kProposalStreamThreads;
   using FloatReduce = cub::BlockReduce<float, kThreads>;
   using CountReduce = cub::BlockReduce<int64_t, kThreads>;

@@ -27,7 +27,7 @@ LOW32 = tl.constexpr(reference.MASK32)
 
 # Per-call values: specialising on them (== 1, divisible by 16) would only cost recompilations.
 CORRUPT_ARGS = ["mask_threshold", "random_threshold", "mask_token_id", "vocab_size"]
-DRAW_ARGS = ["seed_lo", "seed_hi", "epoch"]
+DRAW_ARGS = ["seed", "epoch"]
 COUNT_ARGS = ["count_num", "count_den"]
 
 
@@ -51,6 +51,18 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
         k0 = k0 + PHILOX_W0
         k1 = k1 + PHILOX_W1
     return c0, c1, c2, c3
+
+
+@triton.jit
+def stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr):
+    """The Philox key words (seed_lo, seed_hi) and the epoch word, read from memory when the op got
+    them as tensors on its device (so a captured graph reads the current values)."""
+    if SEED_IN_MEMORY:
+        seed = tl.load(seed_ptr)
+    if EPOCH_IN_MEMORY:
+        epoch = tl.load(epoch_ptr)
+    seed = seed.to(tl.int64)  # a small scalar argument arrives as int32
+    return seed.to(tl.uint32), (seed >> 32).to(tl.uint32), epoch.to(tl.uint32)
 
 
 @triton.jit
@@ -129,7 +141,14 @@ def as_bytes(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.uint8) if t.dtype == torch.bool else t
 
 
-def seed_words(seed: int) -> tuple[int, int]:
-    """The Philox key: the low and high 32-bit words of the seed."""
-    seed = int(seed)
-    return seed & reference.MASK32, (seed >> 32) & reference.MASK32
+def stream_args(seed: torch.Tensor, epoch: torch.Tensor, device: torch.device) -> dict:
+    """Kernel arguments of the Philox stream (see ``stream_key``) from the op's 0-dim int64 seed and
+    epoch: a tensor on the kernel's device is passed by pointer and read by the kernel; a CPU
+    tensor is read here (no device sync) and passed by value."""
+    args = {}
+    for name, t in (("seed", seed), ("epoch", epoch)):
+        in_memory = t.device == device
+        args[f"{name}_ptr"] = t if in_memory else None
+        args[name] = 0 if in_memory else int(t.item())
+        args[f"{name.upper()}_IN_MEMORY"] = in_memory
+    return args

@@ -41,7 +41,8 @@ from fastmask.triton.common import (
     replacement,
     row_block,
     row_warps,
-    seed_words,
+    stream_args,
+    stream_key,
     sorted_rank_keys,
     token_draw,
 )
@@ -77,11 +78,12 @@ def _maskable_mask_kernel(
 @triton.jit(do_not_specialize=DRAW_ARGS + ["select_threshold"] + COUNT_ARGS + CORRUPT_ARGS)
 def _mask_tokens_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, L,
-    seed_lo, seed_hi, epoch, select_threshold, count_num, count_den, mask_threshold, random_threshold,
-    mask_token_id, vocab_size,
+    select_threshold, count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
     EXACT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # Bernoulli: grid (B, cdiv(L, BLOCK)); exact count: grid (B, 1) with BLOCK >= L.
+    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     in_row = offs < L
@@ -108,10 +110,12 @@ def _mask_tokens_kernel(
 @triton.jit(do_not_specialize=["B", "num_segments"] + DRAW_ARGS + CORRUPT_ARGS)
 def _fully_explored_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, B, L, num_segments,
-    seed_lo, seed_hi, epoch, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
     CONTIGUOUS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L.
+    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     lane = tl.arange(0, BLOCK)
     in_row = lane < L
@@ -185,7 +189,6 @@ def mask_tokens(
     labels = torch.empty((batch, length), dtype=torch.int64, device=device)
     if batch == 0 or length == 0:
         return out_ids, labels
-    seed_lo, seed_hi = seed_words(seed)
     if exact:
         block = row_block(length)
         grid, warps = (batch, 1), row_warps(block)
@@ -195,8 +198,8 @@ def mask_tokens(
     _mask_tokens_kernel[grid](
         input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(),
         out_ids, labels, length,
-        seed_lo, seed_hi, int(epoch), int(select_threshold), int(count_num), int(count_den), int(mask_threshold),
-        int(random_threshold), int(mask_token_id), int(vocab_size),
+        int(select_threshold), int(count_num), int(count_den), int(mask_threshold), int(random_threshold),
+        int(mask_token_id), int(vocab_size), **stream_args(seed, epoch, device),
         EXACT=bool(exact), BLOCK=block, num_warps=warps,
     )
     return out_ids, labels
@@ -214,13 +217,11 @@ def fully_explored_mask(
     labels = torch.empty((num_segments, batch, length), dtype=torch.int64, device=device)
     if batch == 0 or length == 0 or num_segments == 0:
         return out_ids, labels
-    seed_lo, seed_hi = seed_words(seed)
     block = row_block(length)
     _fully_explored_kernel[(batch,)](
         input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(),
         out_ids, labels, batch, length, num_segments,
-        seed_lo, seed_hi, int(epoch), int(mask_threshold), int(random_threshold),
-        int(mask_token_id), int(vocab_size),
-        CONTIGUOUS=bool(contiguous), BLOCK=block, num_warps=row_warps(block),
+        int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
+        **stream_args(seed, epoch, device), CONTIGUOUS=bool(contiguous), BLOCK=block, num_warps=row_warps(block),
     )
     return out_ids, labels

@@ -36,7 +36,8 @@ from fastmask.triton.common import (
     replacement,
     row_block,
     row_warps,
-    seed_words,
+    stream_args,
+    stream_key,
     sorted_rank_keys,
     token_draw,
 )
@@ -159,11 +160,12 @@ def _proposal_inclusion(score, maskable, count_num, count_den, uniform_mix, temp
     do_not_specialize=DRAW_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
 def _proposal_mask_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
-    seed_lo, seed_hi, epoch, count_num, count_den, uniform_mix, temperature,
-    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
     POISSON: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L.
+    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     in_row = offs < L
@@ -230,15 +232,15 @@ def proposal_mask(
     weights = torch.empty((batch, length), dtype=torch.float32, device=device)
     if batch == 0 or length == 0:
         return out_ids, labels, weights
-    seed_lo, seed_hi = seed_words(seed)
     block = row_block(length)
     _proposal_mask_kernel[(batch,)](
         input_ids.contiguous(), scores.contiguous(), as_bytes(maskable.contiguous()),
         row_ids.contiguous(), out_ids, labels, weights, length,
-        seed_lo, seed_hi, int(epoch), int(count_num), int(count_den),
-        # Rounded to float32 here, as the reference's torch.tensor(..., float32) does.
+        int(count_num), int(count_den),
+        # Rounded to float32 here, as the reference does.
         _f32(uniform_mix), _f32(temperature),
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
+        **stream_args(seed, epoch, device),
         POISSON=bool(poisson), SEQUENCE_WEIGHTS=bool(sequence_weights), BLOCK=block,
         num_warps=row_warps(block), enable_fp_fusion=False,
     )

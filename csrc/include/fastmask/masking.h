@@ -20,6 +20,10 @@ constexpr int64_t kMaxRankedLength = 8192;
 struct MaskArgs {
   uint64_t seed;
   uint32_t epoch;
+  // When not null, the kernel reads the seed / epoch here (0-dim int64 tensors on its device)
+  // instead of the values above: a captured graph or compiled step can advance them in place.
+  const int64_t* seed_ptr;
+  const int64_t* epoch_ptr;
   uint32_t select_threshold;
   int64_t count_num;
   int64_t count_den;
@@ -28,6 +32,14 @@ struct MaskArgs {
   int64_t mask_token_id;
   int64_t vocab_size;
 };
+
+// Settles the Philox stream of a kernel: call once at its start, before any token_draw.
+FASTMASK_HD void read_stream(MaskArgs* a) {
+  if (a->seed_ptr != nullptr) a->seed = static_cast<uint64_t>(*a->seed_ptr);
+  if (a->epoch_ptr != nullptr) a->epoch = static_cast<uint32_t>(*a->epoch_ptr);  // mod 2^32
+  a->seed_ptr = nullptr;
+  a->epoch_ptr = nullptr;
+}
 
 FASTMASK_HD bool bernoulli_selected(const Draw& d, const MaskArgs& a) {
   return (d.r0 >> 8) < a.select_threshold;
