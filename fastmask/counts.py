@@ -54,9 +54,12 @@ def replacement_thresholds(mask_replace_prob: float, random_replace_prob: float)
     return t_mask, min(t_random, reference.PROB_ONE - t_mask)
 
 
-_FRACTIONS: dict[float, tuple[int, int]] = {}  # a plain dict: torch.compile traces through it, not an lru_cache
+_FRACTIONS: dict[float, tuple[int, int]] = {}
 
 
+# A constant to torch.compile: traced, the memo's membership test would become a guard that the
+# next new entry fails (a recompilation).
+@torch.compiler.assume_constant_result
 def _fraction(p: float) -> tuple[int, int]:
     if p not in _FRACTIONS:
         f = Fraction(repr(p)).limit_denominator(MAX_COUNT_DENOMINATOR)

@@ -179,8 +179,9 @@ class Pretrainer(nn.Module):
         self.mask_seconds = 0.0  # time spent in fastmask's masking ops (CPU clock; GPU: events)
         # Labelled tokens beyond the gather capacity, dropped from the loss: counted on the device,
         # read at log time (bernoulli masks have no exact capacity, only a generous bound). Not a
-        # buffer: DDP would broadcast it every step.
-        self.dropped_labels = 0
+        # buffer: DDP would broadcast it every step. A tensor from the start, moved with the model
+        # (see _apply): a compiled forward sees one type and device, so it never recompiles for it.
+        self.dropped_labels = torch.zeros((), dtype=torch.int64)
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     def capacity(self, length: int) -> int:
@@ -192,7 +193,11 @@ class Pretrainer(nn.Module):
 
     @contextlib.contextmanager
     def _timed(self):
-        if self.special_ids.is_cuda:
+        if torch.compiler.is_compiling():
+            # Masking is fused into the compiled graph: nothing to time apart, and timing it would
+            # break the graph (and recompile as the event list grows). Reported as null.
+            yield
+        elif self.special_ids.is_cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             yield
@@ -203,10 +208,14 @@ class Pretrainer(nn.Module):
             yield
             self.mask_seconds += time.perf_counter() - t
 
+    def _apply(self, fn, *args, **kwargs):
+        self.dropped_labels = fn(self.dropped_labels)  # .to(device) and friends, as for a buffer
+        return super()._apply(fn, *args, **kwargs)
+
     def take_dropped_labels(self) -> int:
         """Labelled tokens dropped for capacity since the last call (a host sync: log time only)."""
-        dropped = int(self.dropped_labels)  # a device tensor, or 0 when nothing was counted
-        self.dropped_labels = 0
+        dropped = int(self.dropped_labels)
+        self.dropped_labels = torch.zeros_like(self.dropped_labels)
         return dropped
 
     def take_mask_seconds(self) -> float:
@@ -422,10 +431,13 @@ def train(cfg: Config) -> dict:
     window_loss = torch.zeros((), device=device)
     epoch_tensor = torch.zeros((), dtype=torch.int64, device=device)
     window_start, window_steps, good_step, summary = time.perf_counter(), 0, step, {}
+    first_step = step
     try:
         while step < cfg.steps:
-            # Any host sync in the step itself raises under --sync-debug; logging steps may sync.
-            if cfg.sync_debug and device.type == "cuda":
+            # Any host sync in the step itself raises under --sync-debug; logging steps may sync. With
+            # --compile the first step compiles (Inductor syncs while compiling): checked from the
+            # second, where a recompilation would raise too.
+            if cfg.sync_debug and device.type == "cuda" and not (cfg.compile and step == first_step):
                 torch.cuda.set_sync_debug_mode("error")
             for micro in range(cfg.grad_accum):
                 epoch, sample_ids, rows = batches(step * cfg.grad_accum + micro)
@@ -460,7 +472,8 @@ def train(cfg: Config) -> dict:
                 record = dict(step=step, tokens=step * tokens_per_step, loss=round(mean_loss, 5),
                               eval_loss=None if eval_loss is None else round(eval_loss, 5),
                               tokens_per_s=round(window_steps * tokens_per_step / elapsed, 1),
-                              masking_share=round(model.take_mask_seconds() / elapsed, 5), lr=schedule.get_last_lr()[0],
+                              masking_share=None if cfg.compile else round(model.take_mask_seconds() / elapsed, 5),
+                              lr=schedule.get_last_lr()[0],
                               dropped_labels=model.take_dropped_labels())
                 if record["dropped_labels"] and main:
                     bar.write(f"warning: {record['dropped_labels']} labelled tokens exceeded the gather capacity "
@@ -526,5 +539,6 @@ def main(argv: list[str] | None = None) -> int:
     if summary and int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['step']} steps, {summary['tokens']} tokens, train loss {summary['loss']:.4f}, "
               f"eval loss {summary['eval_loss']}, {summary['tokens_per_s']:.0f} tokens/s, "
-              f"masking {summary['masking_share']:.2%} of step time -> {cfg.out}")
+              + ("" if summary["masking_share"] is None else f"masking {summary['masking_share']:.2%} of step time ")
+              + f"-> {cfg.out}")
     return 0

@@ -530,13 +530,15 @@ def test_in_place_advance_changes_the_next_masks(backend):
 
 @pytest.mark.parametrize("backend", [*backend_params(), "reference"])
 def test_compiled_step_compiles_once_across_epochs(backend):
-    """One graph for every epoch: the epoch tensor is an input, not a guarded constant."""
+    """One graph for every epoch: the epoch tensor is an input, not a guarded constant. (A
+    probability no other test uses: its exact fraction is memoised, which must not recompile.)"""
     ids, attn, _ = make_batch(3, 24, torch.Generator().manual_seed(17))
     specials = torch.tensor([CLS, SEP, PAD], device=DEVICE)
+    p = {"cpp": 0.1371, "cuda": 0.1372, "triton": 0.1373, "reference": 0.1374}[backend]
 
     def step(ids, attn, epoch):
         maskable = fastmask.maskable_mask(ids, attn, specials, backend=backend)
-        out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, seed=3, epoch=epoch,
+        out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, p, exact_count=True, seed=3, epoch=epoch,
                                    backend=backend)
         views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, seed=3, epoch=epoch, backend=backend)
         return out.labels, views.labels
