@@ -159,8 +159,8 @@ def _mask_tokens_chunked_kernel(
 
     n = tl.zeros((), tl.int64)
     for start in range(0, L, BLOCK):
-        _, maskable, _, _, _ = _ranking_keys(maskable_ptr + base, start + lane, L, row_id, seed_lo, seed_hi, epoch)
-        n += tl.sum(maskable.to(tl.int64), axis=0)
+        offs = start + lane
+        n += tl.sum((tl.load(maskable_ptr + base + offs, mask=offs < L, other=0) != 0).to(tl.int64), axis=0)
     k = exact_count(n, count_num, count_den)
 
     # The k-th smallest key, most significant digit first (any key when k == 0: nothing is taken).
