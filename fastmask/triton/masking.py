@@ -312,12 +312,13 @@ def mask_tokens(
     labels = torch.empty((batch, length), dtype=torch.int64, device=device)
     if batch == 0 or length == 0:
         return out_ids, labels
+    inputs = (input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(), out_ids, labels, length)
+    corruption = (int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size))
     launch = ranked_launch(length)
     if exact and launch.chunked:
         _mask_tokens_chunked_kernel[(batch,)](
-            input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(), out_ids, labels, length,
-            int(count_num), int(count_den), int(mask_threshold), int(random_threshold), int(mask_token_id),
-            int(vocab_size), **stream_args(seed, epoch, device), BLOCK=launch.block, num_warps=launch.num_warps,
+            *inputs, int(count_num), int(count_den), *corruption, **stream_args(seed, epoch, device),
+            BLOCK=launch.block, num_warps=launch.num_warps,
         )
         return out_ids, labels
     if exact:
@@ -327,10 +328,7 @@ def mask_tokens(
         block = min(_ELEMENTWISE_BLOCK, row_block(length))
         grid, warps = (batch, triton.cdiv(length, block)), 4
     _mask_tokens_kernel[grid](
-        input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(),
-        out_ids, labels, length,
-        int(select_threshold), int(count_num), int(count_den), int(mask_threshold), int(random_threshold),
-        int(mask_token_id), int(vocab_size), **stream_args(seed, epoch, device),
+        *inputs, int(select_threshold), int(count_num), int(count_den), *corruption, **stream_args(seed, epoch, device),
         EXACT=bool(exact), BLOCK=block, num_warps=warps,
     )
     return out_ids, labels
