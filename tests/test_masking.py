@@ -148,6 +148,16 @@ def edge_rows(length, generator):
     return ids, maskable
 
 
+def test_triton_ranks_long_rows_in_chunks():
+    """Whole-row Triton ranking kernels stop at 2048 lanes (16 warps: at most 128 lanes a thread,
+    no spills for sm_90, see scripts/triton_spills.py); longer rows are walked in chunks."""
+    common = pytest.importorskip("fastmask.triton.common")
+    launches = [tuple(common.ranked_launch(n)) for n in (1, 512, 513, 1024, 1025, 2048)]
+    assert launches == [(False, 16, 4), (False, 512, 4), (False, 1024, 8), (False, 1024, 8), (False, 2048, 16),
+                        (False, 2048, 16)]
+    assert tuple(common.ranked_launch(2049)) == tuple(common.ranked_launch(16384)) == (True, 1024, common.CHUNK_WARPS)
+
+
 @pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
 def test_triton_long_rows_match_reference(backend, triton_chunks):
     """Rows beyond the (lowered) long-row length take Triton's chunked kernels: exact counts by
