@@ -79,8 +79,9 @@ def compile_for_sm90(kernel, signature, constexprs, options):
     """(registers, spill store bytes, spill load bytes, shared bytes, seconds) from ptxas -v."""
     log = io.StringIO()
     start = time.perf_counter()
-    with knobs.nvidia.scope(), contextlib.redirect_stdout(log):
+    with knobs.nvidia.scope(), knobs.compilation.scope(), contextlib.redirect_stdout(log):
         knobs.nvidia.dump_ptxas_log = True
+        knobs.compilation.always_compile = True  # a cached kernel would not run ptxas
         compiled = triton.compile(triton.compiler.ASTSource(kernel, signature, constexprs), target=TARGET,
                                   options=options)
     seconds = time.perf_counter() - start
