@@ -73,3 +73,14 @@ def corpus(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
     path.write_text("\n".join(f"{s} number {i}" for i in range(150) for s in SENTENCES))
     return str(path)
+
+
+@pytest.fixture
+def triton_chunks(monkeypatch):
+    """Lowers the row length beyond which Triton's ranking kernels walk rows in chunks, and the
+    chunk and tile sizes, so that rows of a few dozen tokens take the long-row kernels under the
+    interpreter and span several chunks and tiles."""
+    from fastmask.triton import common
+
+    for name, value in (("LONG_ROW", 32), ("CHUNK_BLOCK", 32), ("PAIR_BLOCK_I", 32), ("PAIR_BLOCK_J", 16)):
+        monkeypatch.setattr(common, name, value)

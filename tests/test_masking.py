@@ -138,6 +138,43 @@ def test_long_rows_match_reference(backend):
         assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
 
 
+def edge_rows(length, generator):
+    """Ids and a maskable mask over rows of `length`: random, all maskable, nothing maskable, only
+    the last token."""
+    ids, _, maskable = make_batch(4, length, generator, density=0.7)
+    maskable[1:] = False
+    maskable[1] = True
+    maskable[3, -1] = True
+    return ids, maskable
+
+
+def test_triton_ranks_long_rows_in_chunks():
+    """Whole-row Triton ranking kernels stop at 2048 lanes (16 warps: at most 4 lanes a thread,
+    no spills for sm_90, see scripts/triton_spills.py); longer rows are walked in chunks."""
+    common = pytest.importorskip("fastmask.triton.common")
+    launches = [tuple(common.ranked_launch(n)) for n in (1, 512, 513, 1024, 1025, 2048)]
+    assert launches == [(False, 16, 4), (False, 512, 4), (False, 1024, 8), (False, 1024, 8), (False, 2048, 16),
+                        (False, 2048, 16)]
+    assert tuple(common.ranked_launch(2049)) == tuple(common.ranked_launch(16384)) == (True, 1024, common.CHUNK_WARPS)
+
+
+@pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
+def test_triton_long_rows_match_reference(backend, triton_chunks):
+    """Rows beyond the (lowered) long-row length take Triton's chunked kernels: exact counts by
+    radix select, partitions by scanning the row; with k = n, k = 1, nothing maskable, no rows."""
+    g = torch.Generator().manual_seed(21)
+    for length, (count_num, count_den), num_segments in ((33, (COUNT_NUM, COUNT_DEN), 7), (70, (1, 1), 3)):
+        ids, maskable = edge_rows(length, g)
+        rows = torch.randint(-(2**63), 2**63 - 1, (4,), generator=g).to(DEVICE)
+        for batch in (4, 0):
+            head = (ids[:batch], maskable[:batch], rows[:batch], *stream(-7, 2**32 - 1))
+            args = (*head, T_SELECT, count_num, count_den, T_MASK, T_RANDOM, MASK_ID, VOCAB, True)
+            assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
+            for contiguous in (False, True):
+                args = (*head, num_segments, contiguous, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+                assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
+
+
 @pytest.mark.parametrize("backend", backend_params())
 def test_maskable_mask_matches_reference(backend):
     g = torch.Generator().manual_seed(3)

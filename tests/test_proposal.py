@@ -63,6 +63,47 @@ def test_matches_reference(backend):
             torch.testing.assert_close(weights, want_weights, rtol=1e-5 if sequence else 1e-6, atol=0)
 
 
+def long_rows(length, scale, g):
+    """Ids, scores and maskable rows of `length`: random, all maskable, a NaN score (the uniform
+    fallback), only the last token maskable."""
+    ids = torch.randint(5, VOCAB, (4, length), generator=g)
+    scores = torch.randn(4, length, generator=g) * scale
+    maskable = torch.rand(4, length, generator=g) < 0.7
+    maskable[1:] = False
+    maskable[1:3] = True
+    scores[2, length // 2] = float("nan")
+    maskable[3, -1] = True
+    rows = torch.randint(-(2**62), 2**62, (4,), generator=g)
+    return ids.to(DEVICE), scores.to(DEVICE), maskable.to(DEVICE), rows.to(DEVICE)
+
+
+@pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
+def test_triton_long_rows_match_reference(backend, triton_chunks):
+    """Rows beyond the (lowered) long-row length take the chunked kernel: top-k by radix select with
+    ties at the k-th key taken in position order, Poisson, both weightings, k = n, no rows."""
+    g = torch.Generator().manual_seed(9)
+    cases = (  # length, score scale, count fraction, uniform mix, poisson, sequence weights
+        (33, 3.0, (COUNT_NUM, COUNT_DEN), 0.1, False, False),
+        # Without a uniform floor most q underflow to 0: their keys tie at +inf, among the first k.
+        (70, 200.0, (1, 2), 0.0, False, True),
+        (33, 1.0, (1, 1), 0.5, False, False),
+        (70, 1.0, (COUNT_NUM, COUNT_DEN), 0.1, True, False),
+        (33, 30.0, (COUNT_NUM, COUNT_DEN), 0.1, True, True),
+    )
+    for length, scale, (count_num, count_den), uniform_mix, poisson, sequence in cases:
+        ids, scores, maskable, rows = long_rows(length, scale, g)
+        if scale == 200.0:
+            q, _, k = reference.proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, 1.0)
+            assert ((q > 0).sum(1) < k)[:2].all()
+        for batch in (4, 0):
+            args = (ids[:batch], scores[:batch], maskable[:batch], rows[:batch], *stream(3, 8), count_num, count_den,
+                    uniform_mix, 1.0, poisson, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+            ids_out, labels, weights = library.op("proposal_mask", backend)(*args)
+            want_ids, want_labels, want_weights = reference.proposal_mask(*args)
+            assert torch.equal(ids_out, want_ids) and torch.equal(labels, want_labels)
+            torch.testing.assert_close(weights, want_weights, rtol=1e-5 if sequence else 1e-6, atol=0)
+
+
 # --------------------------------------------------------------------------------------------
 # Statistics (backends are bit-exact, so these use the default backend).
 

@@ -2,10 +2,19 @@
 
 Constants come from :mod:`fastmask.reference` (the specification), never restated. Device helpers:
 Philox4x32-10 and the per-token draw, the 80/10/10 replacement, the exact count, the packed
-ranking keys. Host helpers: launch shapes of per-row kernels, argument conversions.
+ranking keys, the radix select of long rows. Host helpers: launch shapes of per-row kernels,
+argument conversions.
+
+Ranked rows (exact count, random partition, top-k) of up to ``LONG_ROW`` tokens are held whole in
+registers and sorted there. Longer rows would spill (kilobytes per thread at 16384 lanes), so they
+run chunked kernels that walk the row in chunks of ``CHUNK_BLOCK`` lanes: the k-th smallest 32-bit
+key is found by a radix select (one histogram pass over the row per ``RADIX_BITS`` digit), then a
+last pass takes the keys below it and, in position order, as many ties as are missing.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import triton
@@ -24,6 +33,8 @@ UNRANKED_KEY = tl.constexpr(reference.UNRANKED_KEY)
 # Packed key of padding lanes (positions >= L): sorts after every real position.
 PAD_KEY = tl.constexpr(0xFFFFFFFFFFFFFFFF)
 LOW32 = tl.constexpr(reference.MASK32)
+RADIX_BITS = tl.constexpr(8)
+RADIX = tl.constexpr(1 << 8)
 
 # Per-call values: specialising on them (== 1, divisible by 16) would only cost recompilations.
 CORRUPT_ARGS = ["mask_threshold", "random_threshold", "mask_token_id", "vocab_size"]
@@ -121,6 +132,39 @@ def kth_smallest(ordered, offs, k):
     return tl.sum(tl.where(offs == k - 1, ordered, 0), axis=0)
 
 
+@triton.jit
+def radix_histogram(key, valid, prefix, SHIFT: tl.constexpr):
+    """Counts of the digits (key >> SHIFT) & (RADIX - 1) of the valid uint32 keys whose bits above
+    the digit equal `prefix`'s (prefix is zero from the digit down)."""
+    # key ^ prefix is zero above the digit exactly when the key extends the prefix.
+    extends = ((key ^ prefix) >> SHIFT) < RADIX
+    digit = ((key >> SHIFT) & (RADIX - 1)).to(tl.int32)
+    return tl.histogram(digit, RADIX, mask=valid & extends)
+
+
+@triton.jit
+def radix_narrow(histogram, prefix, rank, SHIFT: tl.constexpr):
+    """One radix-select step: the digit at SHIFT of the key of 1-based `rank` among the keys that
+    extend `prefix` (counted in `histogram`), and that key's rank among the keys extending the new
+    prefix. After the last digit, prefix is the key sought and `rank` is how many keys equal to it
+    are among the first k (the others all lie below it)."""
+    at_or_below = tl.cumsum(histogram, axis=0)
+    digit = tl.sum((at_or_below < rank).to(tl.int32), axis=0)
+    below = tl.sum(tl.where(tl.arange(0, RADIX) < digit, histogram, 0), axis=0)
+    return prefix | (digit.to(tl.uint32) << SHIFT), rank - below
+
+
+@triton.jit
+def take_first(key, valid, kth, ties_to_take, ties_before):
+    """The chunk's share of the first k keys by (key, position), given the k-th key `kth`: keys
+    below it, and ties with it while fewer than `ties_to_take` precede them in the row
+    (`ties_before` in earlier chunks). Returns the choice and the ties up to the chunk's end."""
+    tie = valid & (key == kth)
+    tie_index = ties_before + tl.cumsum(tie.to(tl.int64), axis=0) - 1
+    chosen = valid & ((key < kth) | (tie & (tie_index < ties_to_take)))
+    return chosen, ties_before + tl.sum(tie.to(tl.int64), axis=0)
+
+
 # --------------------------------------------------------------------------------------------
 # Host helpers
 # --------------------------------------------------------------------------------------------
@@ -132,8 +176,37 @@ def row_block(length: int) -> int:
 
 
 def row_warps(block: int) -> int:
-    # A whole row lives in registers (and is sorted there): spread long rows over more warps.
-    return 4 if block <= 1024 else 8 if block <= 4096 else 16
+    # A whole row lives in registers (and is sorted there): spread long rows over more warps, so
+    # that no thread holds more than 4 lanes (8, at 2048 lanes on 8 warps, spilled for sm_90).
+    return 4 if block <= 512 else 8 if block <= 1024 else 16
+
+
+# Longest row held whole by a ranking kernel; read at launch (the tests lower these to reach the
+# chunked kernels under the interpreter).
+LONG_ROW = 2048
+CHUNK_BLOCK = 1024
+CHUNK_WARPS = 8
+# Tiles of the pairwise ranks of long rows' random partitions: PAIR_BLOCK_I positions per program,
+# compared with PAIR_BLOCK_J others at a time.
+PAIR_BLOCK_I = 64
+PAIR_BLOCK_J = 64
+PAIR_WARPS = 4
+
+
+class RowLaunch(NamedTuple):
+    """How a ranking kernel walks a row: whole (one block of `block` >= L lanes) or chunked."""
+
+    chunked: bool
+    block: int
+    num_warps: int
+
+
+def ranked_launch(length: int) -> RowLaunch:
+    """The launch of a kernel that ranks rows of `length` tokens."""
+    if length > LONG_ROW:
+        return RowLaunch(True, CHUNK_BLOCK, CHUNK_WARPS)
+    block = row_block(length)
+    return RowLaunch(False, block, row_warps(block))
 
 
 def as_bytes(t: torch.Tensor) -> torch.Tensor:

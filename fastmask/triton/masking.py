@@ -5,10 +5,10 @@ position), so nothing random is read from or written to memory (see ``common.tok
 
 * ``maskable_mask`` and Bernoulli ``mask_tokens`` are elementwise: a 2-D grid over (row, block
   of positions).
-* Exact-count ``mask_tokens`` and ``fully_explored_mask`` need per-row ranks, so they run one
-  program per row over the whole row (BLOCK = next power of two >= L). Ranks come from
-  ``tl.sort`` of packed keys ``(rank_key << 32) | position``: unsigned order of the packed key
-  is the reference's (r0 >> 1, position) order, and all keys are distinct.
+* Exact-count ``mask_tokens`` and ``fully_explored_mask`` need per-row ranks. Rows of up to
+  ``common.LONG_ROW`` tokens run one program per row over the whole row (BLOCK = next power of two
+  >= L). Ranks come from ``tl.sort`` of packed keys ``(rank_key << 32) | position``: unsigned order
+  of the packed key is the reference's (r0 >> 1, position) order, and all keys are distinct.
   - Exact count: the k-th smallest packed key T is a threshold, chosen = maskable & key <= T,
     so no scatter of ranks back to positions is needed.
   - Random partition: after the sort, lane j holds the position of rank j, so that program
@@ -17,6 +17,13 @@ position), so nothing random is read from or written to memory (see ``common.tok
   - Contiguous partition: the index among maskable positions is a cumsum, no sort.
   The K views of ``fully_explored_mask`` are written by the same program, so the draws and the
   sort happen once per row, not once per view.
+* Longer rows never sit in registers whole; their draws are recomputed on every pass rather than
+  kept in memory.
+  - Exact count: one program per row finds the k-th smallest key by radix select
+    (``common.radix_histogram``), then takes the keys below it and ties in position order.
+  - Partitions: one program per block of positions scans the row for what orders it: the
+    maskable count before the block (contiguous), or, pair by pair, the maskable positions whose
+    (key, position) is smaller (random: O(L^2) compares, done in tiles).
 
 Scalars that vary from call to call are not specialised on, so changing the seed or an epoch
 does not trigger a recompilation on GPU.
@@ -28,26 +35,59 @@ import torch
 import triton
 import triton.language as tl
 
+from fastmask.triton import common
 from fastmask.triton.common import (
     CORRUPT_ARGS,
     COUNT_ARGS,
     DRAW_ARGS,
     LOW32,
+    RADIX,
+    RADIX_BITS,
     UNRANKED_KEY,
     as_bytes,
     corrupt,
     exact_count,
     kth_smallest,
+    radix_histogram,
+    radix_narrow,
+    ranked_launch,
     replacement,
     row_block,
-    row_warps,
     stream_args,
     stream_key,
     sorted_rank_keys,
+    take_first,
     token_draw,
 )
 
 _ELEMENTWISE_BLOCK = 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Device helpers
+# --------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _ranking_keys(row_maskable_ptr, offs, L, row_id, seed_lo, seed_hi, epoch):
+    """Of the positions `offs` of a row: in the row, maskable, the ranking key (r0 >> 1, or
+    UNRANKED_KEY where not maskable) and the replacement words r1, r2."""
+    in_row = offs < L
+    maskable = (tl.load(row_maskable_ptr + offs, mask=in_row, other=0) != 0) & in_row
+    r0, r1, r2, _ = token_draw(offs, row_id, seed_lo, seed_hi, epoch)
+    return in_row, maskable, tl.where(maskable, r0 >> 1, UNRANKED_KEY).to(tl.uint32), r1, r2
+
+
+@triton.jit
+def _write_tokens(
+    ids, chosen, r1, r2, out_ids_ptrs, labels_ptrs, in_row, mask_threshold, random_threshold, mask_token_id, vocab_size,
+):
+    """Stores the corrupted ids and the labels of tokens `ids` (pointers given per lane)."""
+    ids64 = ids.to(tl.int64)
+    replaced = replacement(ids64, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
+    out, labels = corrupt(ids64, chosen, replaced)
+    tl.store(out_ids_ptrs, out.to(out_ids_ptrs.dtype.element_ty), mask=in_row)
+    tl.store(labels_ptrs, labels, mask=in_row)
 
 
 # --------------------------------------------------------------------------------------------
@@ -99,12 +139,48 @@ def _mask_tokens_kernel(
         chosen = maskable & (packed <= kth_smallest(ordered, offs, k)) & (k > 0)
     else:
         chosen = maskable & ((r0 >> 8).to(tl.int64) < select_threshold.to(tl.int64))
+    _write_tokens(ids, chosen, r1, r2, out_ids_ptr + base + offs, labels_ptr + base + offs, in_row,
+                  mask_threshold, random_threshold, mask_token_id, vocab_size)
 
-    ids64 = ids.to(tl.int64)
-    replaced = replacement(ids64, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
-    out, labels = corrupt(ids64, chosen, replaced)
-    tl.store(out_ids_ptr + base + offs, out.to(out_ids_ptr.dtype.element_ty), mask=in_row)
-    tl.store(labels_ptr + base + offs, labels, mask=in_row)
+
+@triton.jit(do_not_specialize=DRAW_ARGS + COUNT_ARGS + CORRUPT_ARGS)
+def _mask_tokens_chunked_kernel(
+    ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, L,
+    count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    # Exact count of long rows: one program per row, walking it in chunks of BLOCK lanes.
+    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    row = tl.program_id(0).to(tl.int64)
+    base = row * L
+    row_id = tl.load(row_ids_ptr + row)
+    lane = tl.arange(0, BLOCK)
+
+    n = tl.zeros((), tl.int64)
+    for start in range(0, L, BLOCK):
+        offs = start + lane
+        n += tl.sum((tl.load(maskable_ptr + base + offs, mask=offs < L, other=0) != 0).to(tl.int64), axis=0)
+    k = exact_count(n, count_num, count_den)
+
+    # The k-th smallest key, most significant digit first (any key when k == 0: nothing is taken).
+    kth = tl.zeros((), tl.uint32)
+    ties_to_take = k
+    for shift in tl.static_range(32 - RADIX_BITS, -1, -RADIX_BITS):
+        histogram = tl.zeros((RADIX,), tl.int32)
+        for start in range(0, L, BLOCK):
+            in_row, _, key, _, _ = _ranking_keys(maskable_ptr + base, start + lane, L, row_id, seed_lo, seed_hi, epoch)
+            histogram += radix_histogram(key, in_row, kth, shift)
+        kth, ties_to_take = radix_narrow(histogram, kth, ties_to_take, shift)
+
+    ties_before = tl.zeros((), tl.int64)
+    for start in range(0, L, BLOCK):
+        offs = start + lane
+        in_row, maskable, key, r1, r2 = _ranking_keys(maskable_ptr + base, offs, L, row_id, seed_lo, seed_hi, epoch)
+        chosen, ties_before = take_first(key, in_row, kth, ties_to_take, ties_before)
+        ids = tl.load(ids_ptr + base + offs, mask=in_row, other=0)
+        _write_tokens(ids, chosen & maskable & (k > 0), r1, r2, out_ids_ptr + base + offs, labels_ptr + base + offs,
+                      in_row, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
 @triton.jit(do_not_specialize=["B", "num_segments"] + DRAW_ARGS + CORRUPT_ARGS)
@@ -153,6 +229,53 @@ def _fully_explored_kernel(
         tl.store(labels_ptr + offset, labels, mask=in_row)
 
 
+@triton.jit(do_not_specialize=["B", "num_segments"] + DRAW_ARGS + CORRUPT_ARGS)
+def _fully_explored_blocked_kernel(
+    ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, B, L, num_segments,
+    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    CONTIGUOUS: tl.constexpr, BLOCK: tl.constexpr, SCAN_BLOCK: tl.constexpr,
+):
+    # Long rows: grid (B, cdiv(L, BLOCK)); each program scans its row SCAN_BLOCK lanes at a time.
+    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    row = tl.program_id(0).to(tl.int64)
+    first = tl.program_id(1) * BLOCK
+    pos = first + tl.arange(0, BLOCK)
+    base = row * L
+    row_id = tl.load(row_ids_ptr + row)
+    in_row, maskable, key, r1, r2 = _ranking_keys(maskable_ptr + base, pos, L, row_id, seed_lo, seed_hi, epoch)
+
+    if CONTIGUOUS:
+        # Segment = (j * K) // n, j = index among maskable positions: counts before the block and in the row.
+        n = tl.zeros((), tl.int64)
+        before = tl.zeros((), tl.int64)
+        for start in range(0, L, SCAN_BLOCK):
+            scan = start + tl.arange(0, SCAN_BLOCK)
+            flags = (tl.load(maskable_ptr + base + scan, mask=scan < L, other=0) != 0) & (scan < L)
+            n += tl.sum(flags.to(tl.int64), axis=0)
+            before += tl.sum((flags & (scan < first)).to(tl.int64), axis=0)
+        j = before + tl.cumsum(maskable.to(tl.int64), axis=0) - 1
+        segment = (j * num_segments) // tl.maximum(n, 1)
+    else:
+        # Rank = number of maskable positions whose (key, position) is smaller.
+        rank = tl.zeros((BLOCK,), tl.int32)
+        for start in range(0, L, SCAN_BLOCK):
+            other = start + tl.arange(0, SCAN_BLOCK)
+            _, other_maskable, other_key, _, _ = _ranking_keys(
+                maskable_ptr + base, other, L, row_id, seed_lo, seed_hi, epoch)
+            precedes = (other_key[None, :] < key[:, None]) | (
+                (other_key[None, :] == key[:, None]) & (other[None, :] < pos[:, None]))
+            rank += tl.sum((precedes & other_maskable[None, :]).to(tl.int32), axis=1)
+        segment = rank % num_segments
+
+    ids = tl.load(ids_ptr + base + pos, mask=in_row, other=0)
+    plane = B.to(tl.int64) * L  # elements per view; int64 since K * B * L may exceed 2**31
+    for view in range(num_segments):
+        offset = view * plane + base + pos
+        _write_tokens(ids, maskable & (segment == view), r1, r2, out_ids_ptr + offset, labels_ptr + offset, in_row,
+                      mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
 # --------------------------------------------------------------------------------------------
 # Host functions (signatures and return conventions of fastmask.reference)
 # --------------------------------------------------------------------------------------------
@@ -189,17 +312,23 @@ def mask_tokens(
     labels = torch.empty((batch, length), dtype=torch.int64, device=device)
     if batch == 0 or length == 0:
         return out_ids, labels
+    inputs = (input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(), out_ids, labels, length)
+    corruption = (int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size))
+    launch = ranked_launch(length)
+    if exact and launch.chunked:
+        _mask_tokens_chunked_kernel[(batch,)](
+            *inputs, int(count_num), int(count_den), *corruption, **stream_args(seed, epoch, device),
+            BLOCK=launch.block, num_warps=launch.num_warps,
+        )
+        return out_ids, labels
     if exact:
-        block = row_block(length)
-        grid, warps = (batch, 1), row_warps(block)
+        block = launch.block
+        grid, warps = (batch, 1), launch.num_warps
     else:
         block = min(_ELEMENTWISE_BLOCK, row_block(length))
         grid, warps = (batch, triton.cdiv(length, block)), 4
     _mask_tokens_kernel[grid](
-        input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(),
-        out_ids, labels, length,
-        int(select_threshold), int(count_num), int(count_den), int(mask_threshold), int(random_threshold),
-        int(mask_token_id), int(vocab_size), **stream_args(seed, epoch, device),
+        *inputs, int(select_threshold), int(count_num), int(count_den), *corruption, **stream_args(seed, epoch, device),
         EXACT=bool(exact), BLOCK=block, num_warps=warps,
     )
     return out_ids, labels
@@ -217,11 +346,25 @@ def fully_explored_mask(
     labels = torch.empty((num_segments, batch, length), dtype=torch.int64, device=device)
     if batch == 0 or length == 0 or num_segments == 0:
         return out_ids, labels
-    block = row_block(length)
-    _fully_explored_kernel[(batch,)](
+    args = (
         input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(),
         out_ids, labels, batch, length, num_segments,
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
-        **stream_args(seed, epoch, device), CONTIGUOUS=bool(contiguous), BLOCK=block, num_warps=row_warps(block),
     )
+    launch = ranked_launch(length)
+    if not launch.chunked:
+        _fully_explored_kernel[(batch,)](
+            *args, **stream_args(seed, epoch, device), CONTIGUOUS=bool(contiguous), BLOCK=launch.block,
+            num_warps=launch.num_warps,
+        )
+    elif contiguous:
+        _fully_explored_blocked_kernel[(batch, triton.cdiv(length, launch.block))](
+            *args, **stream_args(seed, epoch, device), CONTIGUOUS=True, BLOCK=launch.block, SCAN_BLOCK=launch.block,
+            num_warps=launch.num_warps,
+        )
+    else:
+        _fully_explored_blocked_kernel[(batch, triton.cdiv(length, common.PAIR_BLOCK_I))](
+            *args, **stream_args(seed, epoch, device), CONTIGUOUS=False, BLOCK=common.PAIR_BLOCK_I,
+            SCAN_BLOCK=common.PAIR_BLOCK_J, num_warps=common.PAIR_WARPS,
+        )
     return out_ids, labels

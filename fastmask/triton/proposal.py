@@ -1,6 +1,7 @@
 """Triton kernel of MAPNet proposal sampling; bit-exact twin of ``reference.proposal_mask``.
 
-One program per row holds the whole row in registers (BLOCK = next power of two >= L):
+One program per row. Rows of up to ``common.LONG_ROW`` tokens are held whole in registers
+(BLOCK = next power of two >= L):
 
 * softmax of score / temperature over the maskable positions, with the canonical exp below and
   the normaliser summed exactly in 40-bit fixed point (int64), so the reduction order is free;
@@ -11,6 +12,11 @@ One program per row holds the whole row in registers (BLOCK = next power of two 
 * the 80/10/10 corruption, the Philox draws, the exact count and the packed keys are
   :mod:`fastmask.triton.common`'s; weights are written per token (token mode) or from a row sum
   of canonical logs (sequence mode), then divided by their batch mean after the kernel.
+
+Longer rows run a chunked kernel with the same helpers, never holding the row in registers: a pass
+for n, the non-finite check and the maximum, one for the fixed-point normaliser, then (top-k) one
+radix-select pass per digit of the k-th smallest key (see :mod:`fastmask.triton.common`), (sequence
+weights) one for the log sum, and a last one that writes; each recomputes its chunk's q and pi.
 
 Every float that feeds a decision is float32 with correctly rounded +, -, *, / only: division is
 ``tl.math.div_rn`` (plain ``/`` may be approximate on GPUs) and the kernel is launched with
@@ -29,16 +35,20 @@ from fastmask.triton.common import (
     COUNT_ARGS,
     DRAW_ARGS,
     LOW32,
+    RADIX,
+    RADIX_BITS,
     as_bytes,
     corrupt,
     exact_count,
     kth_smallest,
+    radix_histogram,
+    radix_narrow,
+    ranked_launch,
     replacement,
-    row_block,
-    row_warps,
     stream_args,
     stream_key,
     sorted_rank_keys,
+    take_first,
     token_draw,
 )
 
@@ -118,41 +128,120 @@ def _canonical_log(u):
 
 
 @triton.jit
-def _proposal_inclusion(score, maskable, count_num, count_den, uniform_mix, temperature):
-    """reference.proposal_inclusion of one row: (q block, pi block, k, n as float32)."""
-    n = tl.sum(maskable.to(tl.int64), axis=0)
-    k = exact_count(n, count_num, count_den)
-    kf = k.to(tl.float32)
-    nf = n.to(tl.float32)
-    # Divisor for the row constants: where n == 0 nothing is maskable and they are never used.
-    nf_div = tl.maximum(nf, 1.0)
+def _scaled_scores(score, temperature):
+    """Scores / temperature (temperature splatted to a block: the interpreter passes float
+    arguments as Python floats)."""
+    return _div(score, tl.zeros_like(score) + temperature)
 
-    # 1. Scaled scores; a non-finite maskable one makes the whole row uniform.
-    # (temperature splatted to a block: the interpreter passes float arguments as Python floats)
-    x = _div(score, tl.zeros_like(score) + temperature)
-    bad = maskable & ((x.to(tl.int32, bitcast=True) & _EXP_FIELD) == _EXP_FIELD)
-    finite = tl.sum(bad.to(tl.int32), axis=0) == 0
-    use = maskable & finite
-    row_max = tl.max(tl.where(use, x, float("-inf")), axis=0)
 
-    # 2. Softmax with the exact fixed-point normaliser (int64 sum: any order gives the same Z).
-    term = tl.where(use, _canonical_exp(tl.where(use, x - row_max, 0.0)), 0.0)
-    fixed = tl.sum(tl.floor(term * _FIXED_ONE).to(tl.int64), axis=0)
+@triton.jit
+def _non_finite(x):
+    return (x.to(tl.int32, bitcast=True) & _EXP_FIELD) == _EXP_FIELD
+
+
+@triton.jit
+def _softmax_terms(x, use, row_max):
+    """exp(x - row max) where used, else 0: the softmax numerators."""
+    return tl.where(use, _canonical_exp(tl.where(use, x - row_max, 0.0)), 0.0)
+
+
+@triton.jit
+def _fixed_sum(term):
+    """The block's share of the exact normaliser (int64 sum: any order gives the same Z)."""
+    return tl.sum(tl.floor(term * _FIXED_ONE).to(tl.int64), axis=0)
+
+
+@triton.jit
+def _inclusion(term, maskable, fixed, finite, kf, nf, uniform_mix):
+    """reference.proposal_inclusion from the row's softmax terms and normaliser: (q, pi) blocks."""
     z = tl.maximum(fixed.to(tl.float32) * _INV_FIXED_ONE, 1.0)  # int64 -> float32 rounds to nearest
     p = _div(term, z)
-
-    # 3. Proposal q and inclusion probability pi, in the reference's order of operations.
+    # Divisor for the row constants: where n == 0 nothing is maskable and they are never used.
+    nf_div = tl.maximum(nf, 1.0)
+    # In the reference's order of operations.
     eps = tl.where(finite, uniform_mix, 1.0)
     one_minus_eps = 1.0 - eps
     q = tl.where(maskable, one_minus_eps * p + _div(eps, nf_div), 0.0)
     pi_a = kf * one_minus_eps
     pi_b = _div(kf * eps, nf_div)
     pi = tl.where(maskable, tl.minimum(pi_a * p + pi_b, 1.0), 0.0)
-    return q, pi, k, nf
+    return q, pi
+
+
+@triton.jit
+def _poisson_chosen(r0, pi, maskable):
+    u = (r0 >> 8).to(tl.float32) * _TWO_M24  # exact: r0 >> 8 < 2**24
+    return maskable & (u < pi)
+
+
+@triton.jit
+def _topk_key(r0, q, maskable):
+    """The uint32 ranking key: bits of -log(U) / q (positive floats order like their bits);
+    non-maskable positions rank after every key."""
+    u = ((r0 >> 9).to(tl.float32) + 0.5) * _TWO_M23  # in (0, 1), so -log(u) > 0
+    positive = q > 0.0
+    key = tl.where(positive, _div(-_canonical_log(u), tl.where(positive, q, 1.0)), float("inf"))
+    return tl.where(maskable, key.to(tl.int32, bitcast=True).to(tl.uint32), LOW32)
+
+
+@triton.jit
+def _chosen_log_sum(chosen, q, nf):
+    """The block's share of the sum of log(n q) over chosen tokens (log 1 = 0 elsewhere)."""
+    log_n_q = _canonical_log(tl.where(chosen, nf * q, 1.0))
+    return tl.sum(tl.where(chosen, log_n_q, 0.0), axis=0)
+
+
+@triton.jit
+def _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS: tl.constexpr):
+    """Sequence mode: the row's clipped weight from its log sum; token mode: (k / n) / pi."""
+    if SEQUENCE_WEIGHTS:
+        row_log = tl.minimum(tl.maximum(-log_sum, -1.0), 1.0)
+        row_weight = tl.minimum(tl.maximum(_canonical_exp(row_log), _WEIGHT_MIN), _WEIGHT_MAX)
+        return tl.where(chosen, row_weight, 0.0)
+    k_over_n = _div(kf, tl.maximum(nf, 1.0))  # chosen implies n >= 1
+    return tl.where(chosen, _div(k_over_n, tl.where(chosen, pi, 1.0)), 0.0)
+
+
+@triton.jit
+def _write_tokens(
+    ids_ptrs, out_ids_ptrs, labels_ptrs, weights_ptrs, in_row, chosen, weights, r1, r2,
+    mask_threshold, random_threshold, mask_token_id, vocab_size,
+):
+    """The 80/10/10 corruption of the chosen tokens; stores ids, labels and weights per lane."""
+    ids = tl.load(ids_ptrs, mask=in_row, other=0).to(tl.int64)
+    replaced = replacement(ids, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
+    out, labels = corrupt(ids, chosen, replaced)
+    tl.store(out_ids_ptrs, out.to(out_ids_ptrs.dtype.element_ty), mask=in_row)
+    tl.store(labels_ptrs, labels, mask=in_row)
+    tl.store(weights_ptrs, weights, mask=in_row)
+
+
+@triton.jit
+def _chunk_inclusion(
+    scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
+    temperature, uniform_mix, row_max, fixed, finite, kf, nf,
+):
+    """A chunk of a long row from the row's statistics: in the row, maskable, q, pi, r0, r1, r2."""
+    in_row = offs < L
+    maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
+    x = _scaled_scores(tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32), temperature)
+    term = _softmax_terms(x, maskable & finite, row_max)
+    q, pi = _inclusion(term, maskable, fixed, finite, kf, nf, uniform_mix)
+    r0, r1, r2, _ = token_draw(offs, row_id, seed_lo, seed_hi, epoch)
+    return in_row, maskable, q, pi, r0, r1, r2
+
+
+@triton.jit
+def _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, POISSON: tl.constexpr):
+    """The chosen tokens of a chunk of a long row, and the top-k ties up to the chunk's end."""
+    if POISSON:
+        return _poisson_chosen(r0, pi, maskable), ties_before
+    chosen, ties_before = take_first(_topk_key(r0, q, maskable), in_row, kth, ties_to_take, ties_before)
+    return chosen & maskable & (k > 0), ties_before
 
 
 # --------------------------------------------------------------------------------------------
-# Kernel
+# Kernels
 # --------------------------------------------------------------------------------------------
 
 
@@ -170,46 +259,113 @@ def _proposal_mask_kernel(
     offs = tl.arange(0, BLOCK)
     in_row = offs < L
     base = row * L
-    ids = tl.load(ids_ptr + base + offs, mask=in_row, other=0)
     maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
     score = tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32)
     r0, r1, r2, _ = token_draw(offs, tl.load(row_ids_ptr + row), seed_lo, seed_hi, epoch)
 
-    q, pi, k, nf = _proposal_inclusion(score, maskable, count_num, count_den, uniform_mix, temperature)
+    # 1-3. q and pi; a non-finite maskable score makes the whole row uniform.
+    n = tl.sum(maskable.to(tl.int64), axis=0)
+    k = exact_count(n, count_num, count_den)
     kf = k.to(tl.float32)
+    nf = n.to(tl.float32)
+    x = _scaled_scores(score, temperature)
+    finite = tl.sum((maskable & _non_finite(x)).to(tl.int32), axis=0) == 0
+    use = maskable & finite
+    row_max = tl.max(tl.where(use, x, float("-inf")), axis=0)
+    term = _softmax_terms(x, use, row_max)
+    q, pi = _inclusion(term, maskable, _fixed_sum(term), finite, kf, nf, uniform_mix)
 
     # 4. Selection.
     if POISSON:
-        u = (r0 >> 8).to(tl.float32) * _TWO_M24  # exact: r0 >> 8 < 2**24
-        chosen = maskable & (u < pi)
+        chosen = _poisson_chosen(r0, pi, maskable)
     else:
-        u = ((r0 >> 9).to(tl.float32) + 0.5) * _TWO_M23  # in (0, 1), so -log(u) > 0
-        positive = q > 0.0
-        key = tl.where(positive, _div(-_canonical_log(u), tl.where(positive, q, 1.0)), float("inf"))
-        # Positive floats order like their bits; non-maskable positions rank after every key.
-        key_bits = key.to(tl.int32, bitcast=True).to(tl.uint32)
-        packed, ordered = sorted_rank_keys(tl.where(maskable, key_bits, LOW32), offs, in_row)
+        packed, ordered = sorted_rank_keys(_topk_key(r0, q, maskable), offs, in_row)
         # The first k maskable positions are exactly those <= the k-th smallest key.
         chosen = maskable & (packed <= kth_smallest(ordered, offs, k)) & (k > 0)
 
-    # 5. Corruption and weights.
-    ids64 = ids.to(tl.int64)
-    replaced = replacement(ids64, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
-    out, labels = corrupt(ids64, chosen, replaced)
-    if SEQUENCE_WEIGHTS:
-        # log 1 = 0 exactly where not chosen; the float sum's order only moves the last bits.
-        log_n_q = _canonical_log(tl.where(chosen, nf * q, 1.0))
-        log_sum = tl.sum(tl.where(chosen, log_n_q, 0.0), axis=0)
-        row_log = tl.minimum(tl.maximum(-log_sum, -1.0), 1.0)
-        row_weight = tl.minimum(tl.maximum(_canonical_exp(row_log), _WEIGHT_MIN), _WEIGHT_MAX)
-        weights = tl.where(chosen, row_weight, 0.0)
-    else:
-        k_over_n = _div(kf, tl.maximum(nf, 1.0))  # chosen implies n >= 1
-        weights = tl.where(chosen, _div(k_over_n, tl.where(chosen, pi, 1.0)), 0.0)
+    # 5. Corruption and weights (the float sum's order only moves the last bits of the log sum).
+    log_sum = _chosen_log_sum(chosen, q, nf) if SEQUENCE_WEIGHTS else 0.0
+    _write_tokens(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
+                  weights_ptr + base + offs, in_row, chosen, _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS),
+                  r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
-    tl.store(out_ids_ptr + base + offs, out.to(out_ids_ptr.dtype.element_ty), mask=in_row)
-    tl.store(labels_ptr + base + offs, labels, mask=in_row)
-    tl.store(weights_ptr + base + offs, weights, mask=in_row)
+
+@triton.jit(
+    do_not_specialize=DRAW_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
+def _proposal_mask_chunked_kernel(
+    ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
+    count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    POISSON: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # Long rows: one program per row, walking it in chunks of BLOCK lanes; every pass recomputes
+    # the chunk's q and pi from the row statistics of the first two.
+    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    row = tl.program_id(0).to(tl.int64)
+    base = row * L
+    row_id = tl.load(row_ids_ptr + row)
+    lane = tl.arange(0, BLOCK)
+
+    # Maskable count, non-finite scaled scores, maximum (used only when all are finite).
+    n = tl.zeros((), tl.int64)
+    non_finite = tl.zeros((), tl.int32)
+    row_max = tl.full((), float("-inf"), tl.float32)
+    for start in range(0, L, BLOCK):
+        offs = start + lane
+        in_row = offs < L
+        maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
+        x = _scaled_scores(tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32), temperature)
+        n += tl.sum(maskable.to(tl.int64), axis=0)
+        non_finite += tl.sum((maskable & _non_finite(x)).to(tl.int32), axis=0)
+        row_max = tl.maximum(row_max, tl.max(tl.where(maskable, x, float("-inf")), axis=0))
+    finite = non_finite == 0
+    k = exact_count(n, count_num, count_den)
+    kf = k.to(tl.float32)
+    nf = n.to(tl.float32)
+
+    fixed = tl.zeros((), tl.int64)
+    for start in range(0, L, BLOCK):
+        offs = start + lane
+        in_row = offs < L
+        maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
+        x = _scaled_scores(tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32), temperature)
+        fixed += _fixed_sum(_softmax_terms(x, maskable & finite, row_max))
+
+    # Top-k: the k-th smallest key by radix select (any key when k == 0: nothing is taken).
+    kth = tl.zeros((), tl.uint32)
+    ties_to_take = k
+    if not POISSON:
+        for shift in tl.static_range(32 - RADIX_BITS, -1, -RADIX_BITS):
+            histogram = tl.zeros((RADIX,), tl.int32)
+            for start in range(0, L, BLOCK):
+                in_row, maskable, q, _, r0, _, _ = _chunk_inclusion(
+                    scores_ptr, maskable_ptr, base, start + lane, L, row_id, seed_lo, seed_hi, epoch,
+                    temperature, uniform_mix, row_max, fixed, finite, kf, nf)
+                histogram += radix_histogram(_topk_key(r0, q, maskable), in_row, kth, shift)
+            kth, ties_to_take = radix_narrow(histogram, kth, ties_to_take, shift)
+
+    # Sequence weights need the row's sum over the chosen tokens before any weight is written.
+    log_sum = tl.zeros((), tl.float32)
+    if SEQUENCE_WEIGHTS:
+        ties_before = tl.zeros((), tl.int64)
+        for start in range(0, L, BLOCK):
+            offs = start + lane
+            in_row, maskable, q, pi, r0, _, _ = _chunk_inclusion(
+                scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
+                temperature, uniform_mix, row_max, fixed, finite, kf, nf)
+            chosen, ties_before = _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, POISSON)
+            log_sum += _chosen_log_sum(chosen, q, nf)
+
+    ties_before = tl.zeros((), tl.int64)
+    for start in range(0, L, BLOCK):
+        offs = start + lane
+        in_row, maskable, q, pi, r0, r1, r2 = _chunk_inclusion(
+            scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
+            temperature, uniform_mix, row_max, fixed, finite, kf, nf)
+        chosen, ties_before = _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, POISSON)
+        _write_tokens(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
+                      weights_ptr + base + offs, in_row, chosen, _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS),
+                      r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,8 +388,9 @@ def proposal_mask(
     weights = torch.empty((batch, length), dtype=torch.float32, device=device)
     if batch == 0 or length == 0:
         return out_ids, labels, weights
-    block = row_block(length)
-    _proposal_mask_kernel[(batch,)](
+    launch = ranked_launch(length)
+    kernel = _proposal_mask_chunked_kernel if launch.chunked else _proposal_mask_kernel
+    kernel[(batch,)](
         input_ids.contiguous(), scores.contiguous(), as_bytes(maskable.contiguous()),
         row_ids.contiguous(), out_ids, labels, weights, length,
         int(count_num), int(count_den),
@@ -241,7 +398,7 @@ def proposal_mask(
         _f32(uniform_mix), _f32(temperature),
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
         **stream_args(seed, epoch, device),
-        POISSON=bool(poisson), SEQUENCE_WEIGHTS=bool(sequence_weights), BLOCK=block,
-        num_warps=row_warps(block), enable_fp_fusion=False,
+        POISSON=bool(poisson), SEQUENCE_WEIGHTS=bool(sequence_weights), BLOCK=launch.block,
+        num_warps=launch.num_warps, enable_fp_fusion=False,
     )
     return out_ids, labels, reference.divide_by_batch_mean(weights) if sequence_weights else weights
