@@ -164,7 +164,9 @@ def triton_fingerprint() -> str:
 
 
 def triton_launches(max_length: int) -> list[tuple]:
-    """Every distinct launch the Triton host functions make over the sweep: (kernel, compile dict)."""
+    """Every distinct configuration the Triton host functions launch over the sweep: (kernel, compile
+    dict). Launches that differ only in Triton's specialisation of integer arguments (== 1, divisible
+    by 16) count once: the first, made on rows of a power-of-two length >= 16."""
     import torch
     from triton import knobs
     from triton.backends.compiler import GPUTarget
@@ -188,7 +190,7 @@ def triton_launches(max_length: int) -> list[tuple]:
     launches = {}
 
     def record(*, fn, compile, **_):
-        launches.setdefault((fn.name, compile["key"]), (fn.jit_function, compile))
+        launches.setdefault((fn.name, triton_configuration(fn.jit_function, compile)), (fn.jit_function, compile))
         return True  # True: skip compiling and launching
 
     meta = torch.device("meta")
@@ -225,7 +227,8 @@ def triton_launches(max_length: int) -> list[tuple]:
                 yield gather.gather_masked, (torch.empty(rows, length, width, dtype=dtype, device=meta), index)
                 yield gather.scatter_masked, (torch.empty(rows, capacity, width, dtype=dtype, device=meta), index, length)
 
-    lengths = sorted({2**i for i in range(max_length.bit_length()) if 2**i <= max_length} | {max_length})
+    lengths = sorted({2**i for i in range(4, max_length.bit_length()) if 2**i <= max_length} | {1, max_length})
+    previous_driver = driver._active  # None without a GPU: reset_active() would raise there
     driver.set_active(RecordingDriver())
     knobs.runtime.jit_cache_hook = record
     try:
@@ -234,17 +237,16 @@ def triton_launches(max_length: int) -> list[tuple]:
                 host_function(*args)
     finally:
         knobs.runtime.jit_cache_hook = None
-        driver.reset_active()
+        driver.set_active(previous_driver)
     return list(launches.values())
 
 
-def triton_configuration(compile: dict) -> str:
-    """The launch's choices: constexprs by parameter name, num_warps, fp fusion, pointer dtypes."""
-    signature = compile["signature"]
-    names = list(signature)
-    constants = ", ".join(f"{names[path[0]]}={value}" for path, value in sorted(compile["constants"].items())
-                          if not names[path[0]].endswith("_ptr"))
-    pointers = ",".join(sorted({ty[1:] for ty in signature.values() if ty.startswith("*")}))
+def triton_configuration(jit_function, compile: dict) -> str:
+    """The launch's choices: its tl.constexpr arguments, num_warps, fp fusion, pointer dtypes in order."""
+    params = jit_function.params
+    constants = ", ".join(f"{params[path[0]].name}={value}" for path, value in sorted(compile["constants"].items())
+                          if params[path[0]].is_constexpr)
+    pointers = " ".join(ty[1:] for ty in compile["signature"].values() if ty.startswith("*"))
     fusion = "" if compile["enable_fp_fusion"] else ", no fp fusion"
     return f"{constants}; warps={compile['num_warps']}{fusion}; ptrs {pointers}"
 
@@ -267,7 +269,7 @@ def triton_usages(max_length: int) -> list[Usage]:
                 kernel = triton.compile(ASTSource(jit_function, compile["signature"], compile["constants"],
                                                   compile["configs"][0]), target=target, options=options)
             (usage,) = parse_ptxas_log(log.getvalue()).values()
-            name = f"{jit_function.__name__}[{triton_configuration(compile)}]"
+            name = f"{jit_function.__name__}[{triton_configuration(jit_function, compile)}]"
             # Triton's shared memory is dynamic (ptxas sees none): the compiler's metadata has it.
             usages.append(Usage(name, usage.registers, usage.stack, usage.spill_stores, usage.spill_loads,
                                 kernel.metadata.shared))
