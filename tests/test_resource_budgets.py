@@ -16,6 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "scripts", "resource_budgets.py")
 _spec = importlib.util.spec_from_file_location("resource_budgets", SCRIPT)
 budgets = importlib.util.module_from_spec(_spec)
+sys.modules["resource_budgets"] = budgets  # its dataclass looks its module up there
 _spec.loader.exec_module(budgets)
 
 
