@@ -36,13 +36,6 @@ struct MaxFloat {
 
 __device__ __forceinline__ float negative_infinity() { return bits_float(0xFF800000u); }
 
-// What the 80/10/10 rule puts in place of a chosen token: its replacement id, or -1 to keep it.
-// One register per token instead of r1 and r2; exact because mask_token_id and the random ids lie
-// in [0, 2^31), which the launcher checks.
-__device__ __forceinline__ int32_t replacement_id(const Draw& d, const MaskArgs& args) {
-  return static_cast<int32_t>(corrupted_id(-1, d, args));
-}
-
 // Top-k selection: bit i set iff item i (striped) is maskable and among the row's k smallest
 // (key, position). The sort storage lives here so that Poisson kernels do not allocate it.
 // Every thread must call this; the caller's end-of-row barrier guards reuse of the storage.
@@ -63,10 +56,14 @@ __device__ __forceinline__ uint32_t topk_chosen(const uint32_t (&keys)[kItems], 
 }
 
 // One block per row (row loop for huge batches), length <= kThreads * kItems. Items are striped
-// (item i of thread t is position i * kThreads + t): loads and stores coalesce. Each token's draw
-// and float state stay in registers across the phases: (1) x = score / temperature, row max, n,
+// (item i of thread t is position i * kThreads + t): loads and stores coalesce. Each token's float
+// state stays in registers across the phases: (1) x = score / temperature, row max, n,
 // finiteness; (2) softmax terms and their exact fixed-point sum; (3) q, pi and the selection
-// (top-k by the shared RowRanker, or Poisson); (4) sequence log sum; (5) outputs.
+// (top-k by the shared RowRanker, or Poisson); (4) sequence log sum; (5) outputs. The Philox draw
+// is not held: phase 3 computes it for the key and phase 5 again for the chosen tokens'
+// replacements. Holding its words across the sort took the 512 x 16 shapes to the 128 registers a
+// thread may use at 512 threads (ptxas spilled); a draw is cheap, and is a pure function of
+// (seed, epoch, row id, position), so recomputing it changes no output.
 template <typename IdT, typename ScoreT, int kThreads, int kItems, bool kTopK>
 __global__ void __launch_bounds__(kThreads)
     proposal_mask_kernel(const IdT* __restrict__ ids, const ScoreT* __restrict__ scores,
@@ -96,10 +93,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t base = row * length;
     const uint64_t row_id = static_cast<uint64_t>(row_ids[row]);
 
-    // Phase 1: one Philox draw per maskable token (r0 selects, r1 and r2 give the replacement).
+    // Phase 1: x per maskable token.
     float val[kItems];  // x, then the softmax term, then pi (token weights) or q (sequence weights)
-    uint32_t r0[kItems];
-    int32_t replacement[kItems];
     uint32_t flags = 0;  // bit i: item i is maskable
     float local_max = negative_infinity();
     int local_bad = 0;
@@ -107,13 +102,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = 0; i < kItems; ++i) {
       const int p = i * kThreads + tid;
       val[i] = 0.0f;
-      r0[i] = 0u;
-      replacement[i] = -1;
       if (p < len && is_nonzero(maskable, base + p)) {
         const float x = fdiv(score_value(scores[base + p]), temperature);
-        const Draw d = token_draw(args.seed, args.epoch, row_id, static_cast<uint32_t>(p));
-        r0[i] = d.r0;
-        replacement[i] = replacement_id(d, args);
         val[i] = x;
         flags |= 1u << i;
         if (is_finite_f32(x)) {
@@ -160,9 +150,11 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < kItems; ++i) {
         keys[i] = kUnsampledKey;  // non-maskable and padding positions rank after every maskable one
         if ((flags >> i) & 1u) {
+          const Draw d = token_draw(args.seed, args.epoch, row_id,
+                                    static_cast<uint32_t>(i * kThreads + tid));
           const float p = fdiv(val[i], z);
           const float q = proposal_q(p, prow);
-          keys[i] = proposal_rank_key(Draw{r0[i], 0u, 0u, 0u}, q);
+          keys[i] = proposal_rank_key(d, q);
           val[i] = sequence_weights ? q : inclusion_probability(p, prow);
         }
       }
@@ -171,10 +163,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
         if ((flags >> i) & 1u) {
+          const Draw d = token_draw(args.seed, args.epoch, row_id,
+                                    static_cast<uint32_t>(i * kThreads + tid));
           const float p = fdiv(val[i], z);
           const float q = proposal_q(p, prow);
           const float pi = inclusion_probability(p, prow);
-          if (poisson_selected(Draw{r0[i], 0u, 0u, 0u}, pi)) chosen |= 1u << i;
+          if (poisson_selected(d, pi)) chosen |= 1u << i;
           val[i] = sequence_weights ? q : pi;
         }
       }
@@ -204,7 +198,8 @@ __global__ void __launch_bounds__(kThreads)
         int64_t label = kIgnoreIndex;
         float weight = 0.0f;
         if ((chosen >> i) & 1u) {
-          out = replacement[i] < 0 ? raw : static_cast<IdT>(replacement[i]);
+          const Draw d = token_draw(args.seed, args.epoch, row_id, static_cast<uint32_t>(p));
+          out = static_cast<IdT>(corrupted_id(static_cast<int64_t>(raw), d, args));
           label = static_cast<int64_t>(raw);
           weight = sequence_weights ? row_weight : token_weight(val[i], prow);
         }
@@ -390,10 +385,6 @@ cudaError_t launch_proposal_mask(const IdT* ids, const ScoreT* scores, const boo
                                  float uniform_mix, float temperature, bool poisson,
                                  bool sequence_weights, cudaStream_t stream) {
   if (rows < 0 || length < 0) return cudaErrorInvalidValue;
-  if (args.mask_token_id < 0 || args.mask_token_id > INT32_MAX || args.vocab_size < 1 ||
-      args.vocab_size > INT32_MAX) {
-    return cudaErrorInvalidValue;  // replacement ids must fit kernels::replacement_id
-  }
   if (!poisson && length > kMaxRankedLength) return cudaErrorInvalidValue;
   if (rows == 0 || length == 0) return cudaSuccess;
   if (poisson) {
