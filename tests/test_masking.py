@@ -150,7 +150,7 @@ def edge_rows(length, generator):
 
 def test_triton_ranks_long_rows_in_chunks():
     """Whole-row Triton ranking kernels stop at 2048 lanes (16 warps: at most 4 lanes a thread,
-    no spills for sm_90, see scripts/triton_spills.py); longer rows are walked in chunks."""
+    no spills for sm_90: docs/resource-budgets.md); longer rows are walked in chunks."""
     common = pytest.importorskip("fastmask.triton.common")
     launches = [tuple(common.ranked_launch(n)) for n in (1, 512, 513, 1024, 1025, 2048)]
     assert launches == [(False, 16, 4), (False, 512, 4), (False, 1024, 8), (False, 1024, 8), (False, 2048, 16),
