@@ -52,6 +52,7 @@ NVCC_FLAGS = [
     "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__", "-D__CUDA_NO_BFLOAT16_CONVERSIONS__",
     "-D__CUDA_NO_HALF2_OPERATORS__", "--expt-relaxed-constexpr", "-Icsrc/include",
     "--split-compile=0",  # NVVM and ptxas work on one kernel per CPU: faster, same code
+    "-Xcompiler", "-Wall",  # and no warnings: this is the one compile of every kernel that CI makes
 ]
 
 CUDA_BEGIN, CUDA_END = "<!-- cuda-table -->", "<!-- /cuda-table -->"
@@ -133,6 +134,9 @@ def cuda_usages(nvcc: str) -> list[Usage]:
                                 cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"nvcc failed:\n{result.stderr}")
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line.lower()]
+    if warnings:
+        sys.exit("nvcc warnings:\n" + "\n".join(warnings))
     usages = parse_ptxas_log(result.stderr)
     demangled = subprocess.run(["c++filt"], input="\n".join(usages), capture_output=True, text=True,
                                check=True).stdout.splitlines()

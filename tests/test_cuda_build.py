@@ -1,6 +1,7 @@
 """The CUDA sources compile with nvcc even on machines without a GPU or a CUDA torch.
 
-The kernels live in a torch-free header, compiled through csrc/cuda/compile_check.cu. The torch
+The kernels live in a torch-free header, compiled through csrc/cuda/compile_check.cu once, with
+-Wall and ptxas -v, by tests/test_resource_budgets.py (no warnings, no spills). The torch
 binding needs c10/cuda/impl/cuda_cmake_macros.h, which a CPU torch wheel does not ship; a
 stand-in for that one generated header lets nvcc check the binding against the real torch API.
 """
@@ -25,11 +26,6 @@ def nvcc(source, out_dir, *flags):
     result = subprocess.run(cmd, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return result.stderr
-
-
-def test_kernels_compile_without_warnings(tmp_path):
-    stderr = nvcc(os.path.join(CUDA_DIR, "compile_check.cu"), str(tmp_path))
-    assert "warning" not in stderr, stderr
 
 
 @pytest.mark.skipif(torch.version.cuda is not None, reason="a CUDA torch builds the binding for real in setup.py")

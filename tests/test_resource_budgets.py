@@ -1,6 +1,7 @@
 """Compile-time resource budgets (docs/resource-budgets.md, scripts/resource_budgets.py).
 
-The CUDA kernels are recompiled with ptxas -v: no spills, no stack frame, registers and static shared
+The CUDA kernels are recompiled with ptxas -v (the one compile of compile_check.cu in the tests): no
+compiler warnings, no spills, no stack frame, registers and static shared
 memory within their limits, and the committed table matches. The Triton table takes minutes to
 regenerate, so here it is only checked to be current: a fingerprint of fastmask/triton/*.py.
 """
