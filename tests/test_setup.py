@@ -1,0 +1,113 @@
+"""setup.py's CUDA toolkit search, on fake toolkits in tmp_path (no build, no nvcc run)."""
+
+import os
+import runpy
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SETUP = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="fastmask_setup")  # defines, builds nothing
+find_cuda_home = SETUP["find_cuda_home"]
+
+
+def toolkit(root, nvcc=True, cudart="lib64"):
+    """A fake toolkit at root: bin/nvcc (executable) and <cudart>/libcudart.so, each optional."""
+    os.makedirs(root, exist_ok=True)
+    if nvcc:
+        os.makedirs(os.path.join(root, "bin"), exist_ok=True)
+        path = os.path.join(root, "bin", "nvcc")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n")
+        os.chmod(path, 0o755)
+    if cudart:
+        os.makedirs(os.path.join(root, cudart), exist_ok=True)
+        open(os.path.join(root, cudart, "libcudart.so"), "w").close()
+    return str(root)
+
+
+def wrapper(folder):
+    """An nvcc wrapper script outside any toolkit (as /usr/local/bin/nvcc on the CI machines)."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "nvcc")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\nexec /somewhere/else/bin/nvcc \"$@\"\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def no_dry_run(nvcc):
+    raise AssertionError("nvcc's dry run is only needed when the resolved path is not a toolkit")
+
+
+def search(environ=None, nvcc=None, top=None, default="/nonexistent/cuda"):
+    return find_cuda_home(environ or {}, lambda name: nvcc, (lambda _: top) if top else no_dry_run, default)
+
+
+def test_cuda_home_environment_first(tmp_path):
+    home = toolkit(tmp_path / "cuda-env")
+    other = toolkit(tmp_path / "cuda-path")
+    assert search({"CUDA_HOME": home, "CUDA_PATH": other}, nvcc=os.path.join(other, "bin", "nvcc"))[0] == home
+    assert search({"CUDA_PATH": other})[0] == other
+
+
+def test_invalid_cuda_home_is_passed_over_with_the_reason(tmp_path):
+    broken = toolkit(tmp_path / "broken", cudart=None)
+    good = toolkit(tmp_path / "good")
+    home, rejected = search({"CUDA_HOME": broken}, nvcc=os.path.join(good, "bin", "nvcc"))
+    assert home == good
+    assert rejected == [f"{broken} ($CUDA_HOME): no libcudart.so in lib64/, lib/ or targets/*/lib/"]
+
+
+def test_symlinked_nvcc_is_resolved(tmp_path):
+    real = toolkit(tmp_path / "cuda-13.0")
+    os.makedirs(tmp_path / "bin")
+    os.symlink(os.path.join(real, "bin", "nvcc"), tmp_path / "bin" / "nvcc")
+    assert search(nvcc=str(tmp_path / "bin" / "nvcc"))[0] == real
+
+
+def test_wrapper_script_uses_the_root_nvcc_reports(tmp_path):
+    """torch's guess would be the wrapper's parent (no cudart there): the dry run's TOP is the toolkit."""
+    real = toolkit(tmp_path / "cuda-13.0")
+    nvcc = wrapper(tmp_path / "usr" / "local" / "bin")
+    home, rejected = search(nvcc=nvcc, top=os.path.join(real, "bin", ".."))
+    assert home == real
+    assert rejected[0].startswith(f"{tmp_path / 'usr' / 'local'} (nvcc on PATH ({nvcc})): no bin/nvcc")
+
+
+@pytest.mark.parametrize("cudart", ["lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")])
+def test_runtime_library_locations(tmp_path, cudart):
+    home = toolkit(tmp_path / "cuda", cudart=cudart)
+    assert search({"CUDA_HOME": home})[0] == home
+    assert SETUP["cudart_dir"](home) == os.path.join(home, cudart)
+
+
+def test_no_usable_toolkit_lists_every_candidate(tmp_path):
+    nvcc = wrapper(tmp_path / "bin")
+    home, rejected = search({"CUDA_HOME": str(tmp_path / "missing")}, nvcc=nvcc, top=str(tmp_path / "gone"))
+    assert home is None
+    assert rejected == [f"{tmp_path / 'missing'} ($CUDA_HOME): no such folder",
+                            f"{tmp_path} (nvcc on PATH ({nvcc})): no bin/nvcc",
+                            f"{tmp_path / 'gone'} (`{nvcc} --dryrun` TOP): no such folder",
+                            "/nonexistent/cuda (default): no such folder"]
+
+
+def test_default_location_last(tmp_path):
+    default = toolkit(tmp_path / "usr-local-cuda")
+    assert search({"CUDA_HOME": str(tmp_path / "missing")}, default=default) == (
+        default, [f"{tmp_path / 'missing'} ($CUDA_HOME): no such folder"])
+
+
+def test_nvcc_without_runtime_library_is_not_usable(tmp_path):
+    """nvcc alone (say, the pip nvidia-cuda-nvcc wheel, which ships libcudart.so.13 but no libcudart.so)."""
+    bare = toolkit(tmp_path / "nvcc-only", cudart=None)
+    open(os.path.join(bare, "bin", "libcudart.so.13"), "w").close()
+    assert SETUP["why_unusable"](bare) == "no libcudart.so in lib64/, lib/ or targets/*/lib/"
+
+
+def test_dry_run_parses_top(tmp_path):
+    """nvcc_reported_root on a fake nvcc that prints what the real one does."""
+    fake = tmp_path / "nvcc"
+    fake.write_text("#!/bin/sh\necho '#$ _HERE_=/opt/cuda/bin'\necho '#$ TOP=/opt/cuda/bin/..'\n")
+    fake.chmod(0o755)
+    assert SETUP["nvcc_reported_root"](str(fake)) == "/opt/cuda/bin/.."
+    assert SETUP["nvcc_reported_root"](str(tmp_path / "absent")) is None
