@@ -37,7 +37,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 def nvcc_reported_root(nvcc: str) -> str | None:
     """The toolkit root that `nvcc` (maybe a wrapper script) reports in its dry run, or None."""
     try:
-        out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60)
+        out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)

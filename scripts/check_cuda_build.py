@@ -17,6 +17,7 @@ import torch
 def main() -> int:
     assert torch.version.cuda is not None, f"torch {torch.__version__} is not a CUDA build"
     import fastmask._C  # noqa: F401  (fails loudly, with the loader's message, if the extension is broken)
+
     from fastmask import backends, library
 
     assert backends.availability().extension_error is None, backends.availability().extension_error

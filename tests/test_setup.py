@@ -8,6 +8,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = runpy.run_path(os.path.join(ROOT, "setup.py"), run_name="fastmask_setup")  # defines, builds nothing
 find_cuda_home = SETUP["find_cuda_home"]
+NO_CUDART = "no libcudart.so in lib64/, lib/ or targets/*/lib/"
 
 
 def toolkit(root, nvcc=True, cudart="lib64"):
@@ -55,7 +56,7 @@ def test_invalid_cuda_home_is_passed_over_with_the_reason(tmp_path):
     good = toolkit(tmp_path / "good")
     home, rejected = search({"CUDA_HOME": broken}, nvcc=os.path.join(good, "bin", "nvcc"))
     assert home == good
-    assert rejected == [f"{broken} ($CUDA_HOME): no libcudart.so in lib64/, lib/ or targets/*/lib/"]
+    assert rejected == [f"{broken} ($CUDA_HOME): {NO_CUDART}"]
 
 
 def test_symlinked_nvcc_is_resolved(tmp_path):
@@ -71,7 +72,7 @@ def test_wrapper_script_uses_the_root_nvcc_reports(tmp_path):
     nvcc = wrapper(tmp_path / "usr" / "local" / "bin")
     home, rejected = search(nvcc=nvcc, top=os.path.join(real, "bin", ".."))
     assert home == real
-    assert rejected[0].startswith(f"{tmp_path / 'usr' / 'local'} (nvcc on PATH ({nvcc})): no bin/nvcc")
+    assert rejected == [f"{tmp_path / 'usr' / 'local'} (nvcc on PATH ({nvcc})): {NO_CUDART}"]
 
 
 @pytest.mark.parametrize("cudart", ["lib64", "lib", os.path.join("targets", "x86_64-linux", "lib")])
@@ -86,7 +87,7 @@ def test_no_usable_toolkit_lists_every_candidate(tmp_path):
     home, rejected = search({"CUDA_HOME": str(tmp_path / "missing")}, nvcc=nvcc, top=str(tmp_path / "gone"))
     assert home is None
     assert rejected == [f"{tmp_path / 'missing'} ($CUDA_HOME): no such folder",
-                            f"{tmp_path} (nvcc on PATH ({nvcc})): no bin/nvcc",
+                            f"{tmp_path} (nvcc on PATH ({nvcc})): {NO_CUDART}",
                             f"{tmp_path / 'gone'} (`{nvcc} --dryrun` TOP): no such folder",
                             "/nonexistent/cuda (default): no such folder"]
 
@@ -101,7 +102,8 @@ def test_nvcc_without_runtime_library_is_not_usable(tmp_path):
     """nvcc alone (say, the pip nvidia-cuda-nvcc wheel, which ships libcudart.so.13 but no libcudart.so)."""
     bare = toolkit(tmp_path / "nvcc-only", cudart=None)
     open(os.path.join(bare, "bin", "libcudart.so.13"), "w").close()
-    assert SETUP["why_unusable"](bare) == "no libcudart.so in lib64/, lib/ or targets/*/lib/"
+    assert SETUP["why_unusable"](bare) == NO_CUDART
+    assert SETUP["why_unusable"](toolkit(tmp_path / "no-nvcc", nvcc=False)) == "no bin/nvcc"
 
 
 def test_dry_run_parses_top(tmp_path):
