@@ -2,6 +2,7 @@
 
 import os
 import runpy
+from types import SimpleNamespace
 
 import pytest
 
@@ -113,3 +114,46 @@ def test_dry_run_parses_top(tmp_path):
     fake.chmod(0o755)
     assert SETUP["nvcc_reported_root"](str(fake)) == "/opt/cuda/bin/.."
     assert SETUP["nvcc_reported_root"](str(tmp_path / "absent")) is None
+
+
+def fake_torch(cuda):
+    return SimpleNamespace(__version__="2.14.1+cu130" if cuda else "2.13.0+cpu", version=SimpleNamespace(cuda=cuda))
+
+
+@pytest.fixture
+def cuda_home(monkeypatch):
+    """setup.py's _cuda_home as .call, the toolkit search answering .found (None unless a test sets it)."""
+    fn = SETUP["_cuda_home"]
+    for var in ("FASTMASK_CUDA", "FASTMASK_NO_CUDA"):
+        monkeypatch.delenv(var, raising=False)
+    fixture = SimpleNamespace(call=fn, found=None)
+    monkeypatch.setitem(fn.__globals__, "find_cuda_home",
+                        lambda environ, which: (fixture.found, ["/usr/local ($CUDA_HOME): no bin/nvcc"]))
+    return fixture
+
+
+def test_cuda_torch_with_a_toolkit_builds_cuda(cuda_home):
+    cuda_home.found = "/opt/cuda"
+    assert cuda_home.call(fake_torch("13.0")) == "/opt/cuda"
+
+
+def test_no_usable_toolkit_warns_and_builds_cpp_only(cuda_home, capsys):
+    assert cuda_home.call(fake_torch("13.0")) is None
+    assert ("WARNING: building the C++ kernels only: torch 2.14.1+cu130 is a CUDA build but no usable CUDA toolkit "
+            "was found: /usr/local ($CUDA_HOME): no bin/nvcc") in capsys.readouterr().err
+
+
+def test_fastmask_cuda_makes_a_missing_toolkit_an_error(cuda_home, monkeypatch):
+    monkeypatch.setenv("FASTMASK_CUDA", "1")
+    with pytest.raises(RuntimeError, match=r"FASTMASK_CUDA=1 .* no usable CUDA toolkit was found: /usr/local"):
+        cuda_home.call(fake_torch("13.0"))
+    with pytest.raises(RuntimeError, match="torch 2.13.0\\+cpu is not a CUDA build"):
+        cuda_home.call(fake_torch(None))
+
+
+def test_cpu_torch_and_fastmask_no_cuda_build_cpp_only(cuda_home, monkeypatch, capsys):
+    cuda_home.found = "/opt/cuda"
+    assert cuda_home.call(fake_torch(None)) is None
+    assert "WARNING" not in capsys.readouterr().err  # a CPU torch is the ordinary case
+    monkeypatch.setenv("FASTMASK_NO_CUDA", "1")
+    assert cuda_home.call(fake_torch("13.0")) is None
