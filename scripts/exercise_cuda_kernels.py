@@ -123,17 +123,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("cuda", "triton"), default="cuda", help="the kernels to run")
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="row lengths (default: %(default)s)")
+    parser.add_argument("--device", default="cuda", help="cpu: a smoke run of --backend triton under TRITON_INTERPRET=1")
     args = parser.parse_args(argv)
-    BACKEND = args.backend
-    unavailable = fastmask.backends.why_unavailable(BACKEND, "cuda")  # also loads the kernels
-    assert torch.cuda.is_available() and unavailable is None, f"needs a CUDA device and kernels: {unavailable}"
-    generator, device = torch.Generator().manual_seed(0), torch.device("cuda")
+    BACKEND, device = args.backend, torch.device(args.device)
+    assert device.type == "cpu" or torch.cuda.is_available(), "needs a CUDA device"
+    unavailable = fastmask.backends.why_unavailable(BACKEND, device.type)  # also loads the kernels
+    assert unavailable is None, unavailable
+    generator = torch.Generator().manual_seed(0)
     for length in args.lengths:
         for name, build in CASES.items():
             for op_args in build(length, device, generator):
                 assert matches_reference(name, op_args, BACKEND), f"{name} ({BACKEND}) differs from the reference at length {length}"
         print(f"length {length}: every op's {BACKEND} kernels matched the reference", flush=True)
-    torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     print(f"all {BACKEND} kernels ran and matched the reference")
 
 
