@@ -1,26 +1,122 @@
-"""Builds fastmask._C: the C++ CPU kernels always, the CUDA kernels when the installed torch is a
-CUDA build and nvcc exists (never decided by whether a GPU is visible). Honours
-TORCH_CUDA_ARCH_LIST and MAX_JOBS through torch's cpp_extension; downloads nothing."""
+"""Builds fastmask._C: the C++ CPU kernels always, the CUDA kernels too when the installed torch is a
+CUDA build and a usable CUDA toolkit is found (never decided by whether a GPU is visible).
+Downloads nothing.
+
+The toolkit is the first usable one of:
+  1. $CUDA_HOME, then $CUDA_PATH;
+  2. the toolkit of the `nvcc` on PATH: its symlinks resolved, and where it is a wrapper script
+     outside the toolkit, the root that nvcc itself reports (`nvcc --dryrun --version` prints
+     `#$ TOP=<root>/bin/..`);
+  3. /usr/local/cuda.
+Usable means bin/nvcc and the runtime library to link (libcudart.so in lib64/, lib/ or
+targets/<arch>/lib/). torch's own guess (the folder above the nvcc on PATH) is wrong for wrappers
+and fails at link time with `cannot find -lcudart`.
+
+Environment:
+  FASTMASK_NO_CUDA=1    build the C++ kernels only.
+  FASTMASK_CUDA=1       the CUDA kernels are required: an error, not a warning, when they cannot be built.
+  TORCH_CUDA_ARCH_LIST  the GPU architectures to compile for. Unset and no GPU visible:
+                        8.0;9.0;10.0+PTX (A100, H100/H200, B200, and PTX that newer GPUs JIT-compile).
+  MAX_JOBS              parallel compile jobs (ninja), through torch's cpp_extension.
+`pip install -v` shows what was chosen and why; `fastmask info` says whether the CUDA kernels were built.
+"""
 
 import glob
 import os
+import re
 import shutil
+import subprocess
 import sys
 
-import torch
-from setuptools import setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
-
+DEFAULT_ARCH_LIST = "8.0;9.0;10.0+PTX"
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
-def _want_cuda() -> bool:
+# --- Finding the CUDA toolkit: a function of (environment, which(), filesystem), tested in tests/test_setup.py.
+
+def nvcc_reported_root(nvcc: str) -> str | None:
+    """The toolkit root that `nvcc` (maybe a wrapper script) reports in its dry run, or None."""
+    try:
+        out = subprocess.run([nvcc, "--dryrun", "--version"], capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"^#\$ TOP=(.+)$", out.stdout + out.stderr, re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+def cudart_dir(home: str) -> str | None:
+    """The folder of `home` holding libcudart.so (what `-lcudart` links), or None."""
+    for sub in ("lib64", "lib", *sorted(glob.glob(os.path.join(home, "targets", "*", "lib")))):
+        lib = os.path.join(home, sub)
+        if os.path.isfile(os.path.join(lib, "libcudart.so")):
+            return lib
+    return None
+
+
+def why_unusable(home: str) -> str | None:
+    """None if `home` is a toolkit the build can use, else what it lacks."""
+    if not os.path.isdir(home):
+        return "no such folder"
+    if not os.access(os.path.join(home, "bin", "nvcc"), os.X_OK):
+        return "no bin/nvcc"
+    if cudart_dir(home) is None:
+        return "no libcudart.so in lib64/, lib/ or targets/*/lib/"
+    return None
+
+
+def candidate_cuda_homes(environ, which, reported_root=nvcc_reported_root, default="/usr/local/cuda"):
+    """(path, where it came from) in search order; the dry run of nvcc only runs when reached."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if environ.get(var):
+            yield environ[var], f"${var}"
+    nvcc = which("nvcc")
+    if nvcc:
+        yield os.path.dirname(os.path.dirname(os.path.realpath(nvcc))), f"nvcc on PATH ({nvcc})"
+        root = reported_root(nvcc)
+        if root:
+            yield root, f"`{nvcc} --dryrun` TOP"
+    yield default, "default"
+
+
+def find_cuda_home(environ, which, reported_root=nvcc_reported_root, default="/usr/local/cuda"):
+    """(the first usable toolkit root, resolved, or None; 'path (source): why not' for each one passed over)."""
+    rejected = []
+    for path, source in candidate_cuda_homes(environ, which, reported_root, default):
+        why = why_unusable(path)
+        if why is None:
+            return os.path.realpath(path), rejected
+        rejected.append(f"{path} ({source}): {why}")
+    return None, rejected
+
+
+# --- The build.
+
+def _say(message: str) -> None:
+    print(f"fastmask setup.py: {message}", file=sys.stderr, flush=True)
+
+
+def _cuda_home(torch) -> str | None:
+    """The toolkit to build the CUDA kernels with, or None for a C++-only build (after saying why)."""
     if os.environ.get("FASTMASK_NO_CUDA") == "1":
-        return False
-    return torch.version.cuda is not None and (CUDA_HOME is not None or shutil.which("nvcc") is not None)
+        _say("FASTMASK_NO_CUDA=1: building the C++ kernels only")
+        return None
+    required = os.environ.get("FASTMASK_CUDA") == "1"
+    if torch.version.cuda is None:
+        why = f"torch {torch.__version__} is not a CUDA build"
+    else:
+        home, rejected = find_cuda_home(os.environ, shutil.which)
+        if home is not None:
+            return home
+        why = f"torch {torch.__version__} is a CUDA build but no usable CUDA toolkit was found: " + "; ".join(rejected)
+    if required:
+        raise RuntimeError(f"FASTMASK_CUDA=1 asks for the CUDA kernels, but {why}")
+    _say(("WARNING: " if torch.version.cuda else "") + f"building the C++ kernels only: {why}")
+    return None
 
 
 def _extension():
+    import torch
+
     sources = sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     # csrc/include: torch-free kernel headers (nvcc compiles them without torch); csrc/binding: the
     # torch-facing checks shared by the CPU and CUDA bindings.
@@ -33,19 +129,32 @@ def _extension():
         # at::parallel_for is inlined into our code: without OpenMP here it runs on one thread.
         cxx.append("-fopenmp")
         link.append("-fopenmp")
-    if not _want_cuda():
-        return CppExtension(
+    home = _cuda_home(torch)
+    if home is not None:
+        os.environ["CUDA_HOME"] = home  # before cpp_extension is imported: it reads CUDA_HOME then
+    from torch.utils import cpp_extension
+
+    if home is None:
+        return cpp_extension.CppExtension(
             "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx}, extra_link_args=link
         )
+    cpp_extension.CUDA_HOME = home  # in case it was imported earlier, with its own guess
+    if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
+        os.environ["TORCH_CUDA_ARCH_LIST"] = DEFAULT_ARCH_LIST  # else cpp_extension targets the visible GPUs
+    _say(f"building the CUDA kernels with {home} for TORCH_CUDA_ARCH_LIST="
+         f"{os.environ.get('TORCH_CUDA_ARCH_LIST') or '(the visible GPUs)'}")
     sources += sorted(glob.glob(os.path.join("csrc", "cuda", "*_cuda.cu")))
     nvcc = ["-O3", "-lineinfo"]  # IEEE floats (no --use_fast_math): see csrc/include/fastmask/proposal.h
-    return CUDAExtension(
+    return cpp_extension.CUDAExtension(
         "fastmask._C", sources, include_dirs=include_dirs, extra_compile_args={"cxx": cxx, "nvcc": nvcc},
-        extra_link_args=link,
+        library_dirs=[cudart_dir(home)], extra_link_args=link,
     )
 
 
-setup(
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
-)
+if __name__ == "__main__":  # setuptools runs this file as __main__; tests import the functions above
+    from setuptools import setup
+
+    extension = _extension()
+    from torch.utils.cpp_extension import BuildExtension
+
+    setup(ext_modules=[extension], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})

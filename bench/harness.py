@@ -249,11 +249,11 @@ def time_contenders(op, shape, dtype, contenders: dict[str, Callable], input_set
             for name, fn in contenders.items()]
 
 
-def save(rows: list[Row], name: str, device: torch.device) -> str:
-    """Appends rows as JSON lines to bench/results/<name>-<device>.jsonl; returns the path."""
-    os.makedirs(RESULTS_DIR, exist_ok=True)
+def save(rows: list[Row], name: str, device: torch.device, results_dir: str = RESULTS_DIR) -> str:
+    """Appends rows as JSON lines to <results_dir>/<name>-<device>.jsonl (default bench/results/); returns the path."""
+    os.makedirs(results_dir, exist_ok=True)
     tag = "cpu" if device.type == "cpu" else device_name(device).replace(" ", "-")
-    path = os.path.join(RESULTS_DIR, f"{name}-{tag}.jsonl")
+    path = os.path.join(results_dir, f"{name}-{tag}.jsonl")
     with open(path, "a") as f:
         for row in rows:
             f.write(json.dumps(asdict(row)) + "\n")
@@ -286,10 +286,11 @@ def run(name: str, doc: str, collect: Callable, columns: Sequence[str], argv=Non
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small shapes, short timings (a CPU smoke run)")
     parser.add_argument("--no-save", action="store_true", help="print only; do not append to bench/results/")
+    parser.add_argument("--results-dir", default=RESULTS_DIR, help="where result rows go (default: bench/results/)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     rows = collect(device, args.quick, 0.05 if args.quick else 0.5)
     print_table(rows, columns)
     if not args.no_save:
-        print("\nappended to", save(rows, name, device))
+        print("\nappended to", save(rows, name, device, args.results_dir))
     return 0

@@ -74,7 +74,8 @@ def why_unavailable(backend: str, device_type: str) -> str | None:
         if a.extension_error:
             return a.extension_error
         if backend == "cuda" and not a.has_cuda_kernels:
-            return "fastmask._C was built without CUDA kernels (torch without CUDA, or no nvcc at build time)"
+            return ("fastmask._C was built without CUDA kernels (a torch without CUDA, or no usable CUDA toolkit at "
+                    "build time; `pip install -v` shows why, FASTMASK_CUDA=1 makes it an error)")
         return None
     if backend == "triton":
         if a.triton_error:

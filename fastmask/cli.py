@@ -111,6 +111,7 @@ def bench(args) -> int:
     import harness
 
     flags = (["--quick"] if args.quick else []) + (["--no-save"] if args.no_save else []) + ["--device", args.device]
+    flags += ["--results-dir", os.path.abspath(args.results_dir)] if args.results_dir else []
     for family in [args.family] if args.family else BENCH_FAMILIES:
         path = os.path.join(bench_dir, f"bench_{family.replace('-', '_')}.py")
         spec = importlib.util.spec_from_file_location(f"bench_{family.replace('-', '_')}", path)
@@ -140,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("family", nargs="?", choices=BENCH_FAMILIES, help="one family (default: all)")
     p.add_argument("--quick", action="store_true", help="small shapes, short timings: a CPU smoke run")
     p.add_argument("--no-save", action="store_true", help="print only; do not append to bench/results/")
+    p.add_argument("--results-dir", help="append result rows here instead of bench/results/")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.set_defaults(fn=bench)
     p = sub.add_parser("demo", help="mask an example and time the CPU kernel against the HF collator")

@@ -1,13 +1,17 @@
-"""Runs every CUDA kernel of fastmask once per launch shape on small odd inputs and checks it
-against the reference: the target of compute-sanitizer (memcheck, racecheck) on a GPU machine.
+"""Runs every CUDA (or Triton) kernel of fastmask once per launch shape on small odd inputs and
+checks it against the reference: the target of compute-sanitizer (memcheck, racecheck, ...) on a
+GPU machine (scripts/gpu/02_sanitizer.sh).
 
 CASES maps every op of fastmask.library.OPS to a function (length, device, generator) -> the
 op-level argument tuples that exercise it on rows of that length; importing this runs nothing.
 
     compute-sanitizer --tool memcheck python3 scripts/exercise_cuda_kernels.py
+    compute-sanitizer --tool memcheck python3 scripts/exercise_cuda_kernels.py --backend triton --lengths 37 8192
 """
 
 from __future__ import annotations
+
+import argparse
 
 import torch
 
@@ -26,12 +30,13 @@ DTYPES = (torch.float32, torch.bfloat16)
 # Lengths that hit every block shape of the ranked kernels (<=256, 512, 1024, 2048, 4096, 8192)
 # and the long-row kernels (> 8192: Poisson sampling, Bernoulli and contiguous masking).
 LENGTHS = (1, 37, 300, 700, 1500, 3000, 6000, 8192, 9001)
+BACKEND = "cuda"  # the backend exercised (set by --backend): Triton ranks rows of any length
 
 
 def ranked_fits(length):
-    """Whether the CUDA kernels rank rows this long (exact count, random partition, top-k)."""
+    """Whether the kernels exercised rank rows this long (exact count, random partition, top-k)."""
     limit = fastmask.backends.availability().cuda_max_ranked_length
-    return limit is None or length <= limit
+    return BACKEND != "cuda" or limit is None or length <= limit
 
 
 def tokens(length, device, generator):
@@ -118,13 +123,27 @@ def matches_reference(name, args, backend):
     )
 
 
-if __name__ == "__main__":
-    unavailable = fastmask.backends.why_unavailable("cuda", "cuda")  # also loads the kernels
-    assert torch.cuda.is_available() and unavailable is None, f"needs a CUDA device and kernels: {unavailable}"
-    generator, device = torch.Generator().manual_seed(0), torch.device("cuda")
-    for length in LENGTHS:
+def main(argv=None):
+    global BACKEND
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=("cuda", "triton"), default="cuda", help="the kernels to run")
+    parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="row lengths (default: %(default)s)")
+    parser.add_argument("--device", default="cuda", help="cpu: a smoke run of --backend triton under TRITON_INTERPRET=1")
+    args = parser.parse_args(argv)
+    BACKEND, device = args.backend, torch.device(args.device)
+    assert device.type == "cpu" or torch.cuda.is_available(), "needs a CUDA device"
+    unavailable = fastmask.backends.why_unavailable(BACKEND, device.type)  # also loads the kernels
+    assert unavailable is None, unavailable
+    generator = torch.Generator().manual_seed(0)
+    for length in args.lengths:
         for name, build in CASES.items():
-            for args in build(length, device, generator):
-                assert matches_reference(name, args, "cuda"), f"{name} differs from the reference at length {length}"
-    torch.cuda.synchronize()
-    print("all CUDA kernels ran and matched the reference")
+            for op_args in build(length, device, generator):
+                assert matches_reference(name, op_args, BACKEND), f"{name} ({BACKEND}) differs from the reference at length {length}"
+        print(f"length {length}: every op's {BACKEND} kernels matched the reference", flush=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    print(f"all {BACKEND} kernels ran and matched the reference")
+
+
+if __name__ == "__main__":
+    main()
