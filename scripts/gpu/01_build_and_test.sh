@@ -9,6 +9,9 @@ $PY -c "import torch, triton, setuptools; print('torch', torch.__version__, 'tri
 git rev-parse HEAD 2>/dev/null | tee "$RESULTS/commit.txt"
 build force || exit 1
 step info $PY -m fastmask info
+# The 2026-11-30 H200 build lacked libstdc++ among its NEEDED libraries and segfaulted on integer error
+# messages (docs/gpu-sessions/2026-11-30-nvidia-h200.md): record the linkage every time.
+step linkage bash -c 'readelf -d fastmask/_C*.so | grep NEEDED'
 step check_cuda_build $PY scripts/check_cuda_build.py
 xdist=$($PY -c "import xdist" 2>/dev/null && echo "-n ${PYTEST_WORKERS:-8}")
 # --maxfail, not -x: a GPU session is rare, so collect every failure it can show (up to a point).
