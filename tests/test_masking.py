@@ -646,6 +646,40 @@ def test_no_host_sync_on_gpu():
 
 
 @needs_cuda
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_cuda_graph_replays_fresh_masks(backend):
+    """A captured step reads seed and epoch from device memory: advancing the epoch in place between
+    replays gives the masks an eager call with that epoch gives (an int epoch would be baked in)."""
+    ids, attn, _ = make_batch(8, 64, torch.Generator().manual_seed(20))
+    specials = torch.tensor([CLS, SEP, PAD], device=DEVICE)
+    seed, epoch = stream(7, 0)
+
+    def step():
+        maskable = fastmask.maskable_mask(ids, attn, specials, backend=backend)
+        out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, seed=seed, epoch=epoch,
+                                   backend=backend)
+        views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, seed=seed, epoch=epoch, backend=backend)
+        return out.labels, views.labels
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        step()  # warm-up: compiles the Triton kernels outside the capture
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = step()
+    replays = []
+    for e in range(3):
+        epoch.fill_(e)
+        graph.replay()
+        for got, want in zip(captured, step()):
+            assert torch.equal(got, want)
+        replays.append(captured[0].clone())
+    assert not torch.equal(replays[0], replays[1]) and not torch.equal(replays[1], replays[2])
+
+
+@needs_cuda
 def test_long_rows_beyond_the_cuda_ranking_limit():
     ids = torch.full((2, 9000), 9, device=DEVICE)
     maskable = torch.ones_like(ids, dtype=torch.bool)
