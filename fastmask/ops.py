@@ -78,21 +78,21 @@ def maskable_mask(
     if isinstance(attention_mask, torch.Tensor) and attention_mask.dtype not in (torch.bool, torch.int32, torch.int64) \
             and not attention_mask.is_floating_point() and not attention_mask.is_complex():
         attention_mask = attention_mask != 0
+    # A non-tensor input_ids is left to the op's check, which names it.
+    device = input_ids.device if isinstance(input_ids, torch.Tensor) else torch.device("cpu")
     if isinstance(special_ids, torch.Tensor):
         if special_ids.dim() > 1 or special_ids.is_floating_point() or special_ids.is_complex():
             raise ValueError(f"special_ids must be a 1-D integer tensor, got {special_ids.dtype} {tuple(special_ids.shape)}")
-        special = special_ids.to(dtype=torch.int64).reshape(-1)
+        # a host-to-device copy when given a host tensor
+        special = special_ids.to(device=device, dtype=torch.int64).reshape(-1)
     else:
         values = tuple(special_ids)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             raise TypeError(f"special_ids must be a sequence of ints, got {special_ids!r}")
-        device = input_ids.device if isinstance(input_ids, torch.Tensor) else torch.device("cpu")
         if torch.compiler.is_compiling():
             special = torch.tensor(values, dtype=torch.int64, device=device)  # a constant of the graph
         else:
             special = _special_ids_on(values, device)
-    if isinstance(input_ids, torch.Tensor):
-        special = special.to(input_ids.device)  # a host-to-device copy when given a host tensor
     return _call("maskable_mask", backend, (input_ids, attention_mask, special))
 
 
