@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import gc
 import json
 import math
 import os
 import signal
 import sys
 import time
+import traceback
 from dataclasses import dataclass, fields
 
 import torch
@@ -355,6 +357,22 @@ class Interrupted(Exception):
 def train(cfg: Config) -> dict:
     cfg = cfg.resolved()
     rank, world, device = _setup_distributed(cfg)
+    try:
+        return _train(cfg, rank, world, device)
+    except BaseException as exc:
+        traceback.clear_frames(exc.__traceback__)  # the failed run's locals, the DDP wrapper among them, go now
+        raise
+    finally:
+        if world > 1:
+            # The DDP wrapper's Reducer holds the process group. Collected here, while the group is still
+            # registered, it is not the last holder: the group then dies in destroy_process_group, which
+            # releases the GIL. Dying in the Reducer's destructor instead, the group would join its gloo
+            # workers with the GIL held while a worker waits for the GIL to free a tensor: a hang at exit.
+            gc.collect()
+            dist.destroy_process_group()
+
+
+def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     main = rank == 0
     torch.manual_seed(cfg.seed)
     # Rank 0 prepares (and caches) the tokenizer and rows first: WordPiece training is not
@@ -498,8 +516,6 @@ def train(cfg: Config) -> dict:
             signal.signal(s, handler)
     if main:
         plot(metrics_path, os.path.join(cfg.out, "curves.png"))
-    if world > 1:
-        dist.destroy_process_group()
     return summary
 
 
