@@ -50,7 +50,7 @@ class GradientProbe:
     def __init__(self, model: pretrain.Pretrainer, rows: torch.Tensor):
         self.model, self.rows = model, rows.long()
         self.params = [p for n, p in model.mlm.named_parameters() if p.requires_grad]
-        self.maskable = fastmask.maskable_mask(self.rows, special_ids=model.special_ids)
+        self.maskable = fastmask.maskable_mask(self.rows, special_ids=model.masking.special_ids)
         length, cfg = rows.shape[1], model.cfg
         # Enough slots for an exact-count (or top-k proposal) mask and for a fully-explored view.
         self.capacity = max(fastmask.gather_capacity(length, cfg.mlm_probability),
@@ -62,7 +62,8 @@ class GradientProbe:
         return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, self.params)]).double()
 
     def mask(self, seed, **kwargs):
-        return fastmask.mask_tokens(self.rows, self.maskable, self.model.mask_id, self.model.vocab,
+        masking = self.model.masking
+        return fastmask.mask_tokens(self.rows, self.maskable, masking.mask_token_id, masking.vocab_size,
                                     self.model.cfg.mlm_probability, exact_count=True, seed=seed, **kwargs)
 
 
@@ -103,7 +104,8 @@ def _swap_positions(labels: torch.Tensor, rows: torch.Tensor, maskable: torch.Te
 
 
 def measure_variance(model, prepared, batch: int, repeats: int, pairs: int, seed: int) -> dict:
-    cfg = model.cfg
+    cfg, masking = model.cfg, model.masking
+    mask_id, vocab = masking.mask_token_id, masking.vocab_size
     probe = GradientProbe(model, prepared.eval[:batch])
     k = cfg.num_segments
     out = {}
@@ -111,18 +113,18 @@ def measure_variance(model, prepared, batch: int, repeats: int, pairs: int, seed
     random_k, explored = [], []
     for r in range(repeats):
         random_k.append(torch.stack([probe.grad(*probe.mask(seed + r * k + j)) for j in range(k)]).mean(0))
-        views = fastmask.fully_explored_mask(probe.rows, probe.maskable, model.mask_id, model.vocab, k, seed=seed + r)
+        views = fastmask.fully_explored_mask(probe.rows, probe.maskable, mask_id, vocab, k, seed=seed + r)
         explored.append(torch.stack([probe.grad(views.input_ids[v], views.labels[v]) for v in range(k)]).mean(0))
     out["fully_explored_vs_random"] = _ratio_ci(torch.stack(explored), torch.stack(random_k))
     # Paper 2: one mask per estimate, uniform vs proposed with importance weights.
     single = torch.stack([probe.grad(*probe.mask(seed + 10_000 + r)) for r in range(repeats)])
-    if model.mapnet is not None:
+    if masking.proposal is not None:
         with torch.no_grad():
-            scores = model.mapnet(probe.rows)
+            scores = masking.proposal(probe.rows)
         for weighting in ("token", "sequence"):
             proposed = []
             for r in range(repeats):
-                p = fastmask.proposal_mask(probe.rows, scores, probe.maskable, model.mask_id, model.vocab,
+                p = fastmask.proposal_mask(probe.rows, scores, probe.maskable, mask_id, vocab,
                                            cfg.mlm_probability, cfg.uniform_mix, weighting=weighting, seed=seed + r)
                 proposed.append(probe.grad(p.input_ids, p.labels, p.weights))
             out[f"mapnet_{weighting}_vs_uniform"] = _ratio_ci(torch.stack(proposed), single)
@@ -139,8 +141,8 @@ def measure_variance(model, prepared, batch: int, repeats: int, pairs: int, seed
         products = []
         for pair in range(pairs):
             ids1, labels1 = probe.mask(seed + 20_000 + pair)
-            ids1 = torch.where(labels1 != -100, model.mask_id, probe.rows)  # [MASK] only: the masks differ in position alone
-            ids2, labels2 = _swap_positions(labels1, probe.rows, probe.maskable, swaps, g, model.mask_id)
+            ids1 = torch.where(labels1 != -100, mask_id, probe.rows)  # [MASK] only: the masks differ in position alone
+            ids2, labels2 = _swap_positions(labels1, probe.rows, probe.maskable, swaps, g, mask_id)
             products.append(torch.dot(probe.grad(ids1, labels1) - mean, probe.grad(ids2, labels2) - mean).item())
         curve.append(dict(hamming_per_row=2 * swaps, covariance=sum(products) / len(products) / var,
                           stderr=torch.tensor(products).std().item() / math.sqrt(len(products)) / var))

@@ -29,10 +29,8 @@ from torch import nn
 
 import fastmask
 from fastmask import baselines, data
-from fastmask.sparse import losses_by_position, sparse_token_losses
+from fastmask.strategy import STRATEGIES, MaskingStrategy
 
-MASKINGS = ("random", "bernoulli", "fully-explored", "mapnet")
-EVAL_SEED = 1234  # evaluation always uses plain random masks with this seed
 
 # width, layers, heads, ffn, seq_len, vocab, batch, steps, lr
 PRESETS = {
@@ -109,7 +107,7 @@ class Config:
 
     def validate(self) -> None:
         checks = [
-            (self.masking in MASKINGS, f"--masking must be one of {MASKINGS}, got {self.masking!r}"),
+            (self.masking in STRATEGIES, f"--masking must be one of {STRATEGIES}, got {self.masking!r}"),
             (self.baseline in (None, "hf"), f"--baseline must be 'hf' if given, got {self.baseline!r}"),
             (self.baseline is None or self.masking == "random",
              "--baseline hf uses the Hugging Face collator's own masking: leave --masking at its default"),
@@ -169,29 +167,19 @@ class Pretrainer(nn.Module):
             max_position_embeddings=cfg.seq_len, pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa",
         )
         self.mlm = BertForMaskedLM(config)
-        self.mapnet = None
+        proposal = None
         if cfg.masking == "mapnet":
-            self.mapnet = fastmask.MaskProposalNet(
+            proposal = fastmask.MaskProposalNet(
                 self.mlm.bert.embeddings.word_embeddings, num_layers=cfg.mapnet_layers,
                 hidden_size=cfg.mapnet_hidden, num_heads=2, max_len=cfg.seq_len,
             )
-        self.mask_id, self.vocab = tokenizer.mask_token_id, cfg.vocab_size
-        specials = [tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id]
-        self.register_buffer("special_ids", torch.tensor(specials, dtype=torch.int64), persistent=False)
-        self.mask_seconds = 0.0  # time spent in fastmask's masking ops (CPU clock; GPU: events)
-        # Labelled tokens beyond the gather capacity, dropped from the loss: counted on the device,
-        # read at log time (bernoulli masks have no exact capacity, only a generous bound). Not a
-        # buffer: DDP would broadcast it every step. A tensor from the start, moved with the model
-        # (see _apply): a compiled forward sees one type and device, so it never recompiles for it.
-        self.dropped_labels = torch.zeros((), dtype=torch.int64)
+        self.masking = MaskingStrategy(
+            cfg.masking, mask_token_id=tokenizer.mask_token_id, vocab_size=cfg.vocab_size,
+            special_ids=[tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id],
+            mlm_probability=cfg.mlm_probability, num_segments=cfg.num_segments, uniform_mix=cfg.uniform_mix,
+            weighting=cfg.weighting, seed=cfg.seed, proposal=proposal)
+        self.mask_seconds = 0.0  # time spent masking (CPU clock; GPU: events); MAPNet's scoring included
         self._events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-
-    def capacity(self, length: int) -> int:
-        """Slots per row for the gathered tokens: exact for every masking but bernoulli (a 1e-9 bound)."""
-        cfg = self.cfg
-        if cfg.masking == "fully-explored":
-            return fastmask.gather_capacity(length, num_segments=cfg.num_segments)
-        return fastmask.gather_capacity(length, cfg.mlm_probability, exact_count=cfg.masking != "bernoulli")
 
     @contextlib.contextmanager
     def _timed(self):
@@ -199,7 +187,7 @@ class Pretrainer(nn.Module):
             # Masking is fused into the compiled graph: nothing to time apart, and timing it would
             # break the graph (and recompile as the event list grows). Reported as null.
             yield
-        elif self.special_ids.is_cuda:
+        elif self.masking.special_ids.is_cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
             yield
@@ -209,16 +197,6 @@ class Pretrainer(nn.Module):
             t = time.perf_counter()
             yield
             self.mask_seconds += time.perf_counter() - t
-
-    def _apply(self, fn, *args, **kwargs):
-        self.dropped_labels = fn(self.dropped_labels)  # .to(device) and friends, as for a buffer
-        return super()._apply(fn, *args, **kwargs)
-
-    def take_dropped_labels(self) -> int:
-        """Labelled tokens dropped for capacity since the last call (a host sync: log time only)."""
-        dropped = int(self.dropped_labels)
-        self.dropped_labels = torch.zeros_like(self.dropped_labels)
-        return dropped
 
     def take_mask_seconds(self) -> float:
         """Masking time since the last call (reads GPU events: call at log time only)."""
@@ -235,48 +213,17 @@ class Pretrainer(nn.Module):
 
         With `hf_labels` (the baseline), ids are already masked and the dense head computes the loss.
         """
-        cfg, zero = self.cfg, ids.new_zeros((), dtype=torch.float32)
         if hf_labels is not None:
-            return self.mlm(input_ids=ids, labels=hf_labels).loss, zero
-        common = dict(mask_token_id=self.mask_id, vocab_size=self.vocab, seed=cfg.seed, row_ids=sample_ids, epoch=epoch)
-        scores = self.mapnet(ids).float() if self.mapnet is not None else None
+            return self.mlm(input_ids=ids, labels=hf_labels).loss, ids.new_zeros((), dtype=torch.float32)
         with self._timed():
-            maskable = fastmask.maskable_mask(ids, special_ids=self.special_ids)
-            weights = None
-            if cfg.masking in ("random", "bernoulli"):
-                masked = fastmask.mask_tokens(ids, maskable, mlm_probability=cfg.mlm_probability,
-                                              exact_count=cfg.masking == "random", **common)
-            elif cfg.masking == "fully-explored":
-                # All K views of a sequence in this step: (K, B, L) -> (K*B, L); the loss averages over
-                # every labelled token, so each sequence's gradient is its mean over K disjoint masks.
-                masked = fastmask.fully_explored_mask(ids, maskable, num_segments=cfg.num_segments, **common)
-                masked = fastmask.MaskedBatch(masked.input_ids.flatten(0, 1), masked.labels.flatten(0, 1))
-            else:
-                masked = fastmask.proposal_mask(ids, scores.detach(), maskable, mlm_probability=cfg.mlm_probability,
-                                                uniform_mix=cfg.uniform_mix, weighting=cfg.weighting, **common)
-                weights = masked.weights
-            capacity = self.capacity(ids.shape[1])
-            positions = fastmask.masked_positions(masked.labels, capacity)
-            self.dropped_labels = self.dropped_labels + (positions.count - capacity).clamp(min=0).sum()
-        hidden = self.mlm.bert(input_ids=masked.input_ids)[0]
-        token_losses = sparse_token_losses(hidden, self.mlm.cls, positions)
-        slot_weights = weights.gather(1, positions.index.clamp(min=0)) if weights is not None else 1.0
-        count = (positions.labels != -100).sum().clamp(min=1)
-        loss = (token_losses * slot_weights).sum() / count
-        if scores is None:
-            return loss, zero
-        reward = losses_by_position(token_losses.detach().float(), positions, ids.shape[1])
-        objective = fastmask.mapnet_loss(scores, masked.labels, reward, maskable, uniform_mix=cfg.uniform_mix)
-        return loss, objective
+            step = self.masking(ids, row_ids=sample_ids, epoch=epoch)
+        hidden = self.mlm.bert(input_ids=step.input_ids)[0]
+        return self.masking.losses(step, hidden, self.mlm.cls)
 
     def eval_loss(self, ids: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
-        """MLM loss under plain random masks with a fixed seed: comparable across strategies."""
-        maskable = fastmask.maskable_mask(ids, special_ids=self.special_ids)
-        masked = fastmask.mask_tokens(ids, maskable, self.mask_id, self.vocab, self.cfg.mlm_probability,
-                                      exact_count=True, seed=EVAL_SEED, row_ids=sample_ids)
-        hidden = self.mlm.bert(input_ids=masked.input_ids)[0]
-        capacity = fastmask.gather_capacity(ids.shape[1], self.cfg.mlm_probability)
-        return fastmask.sparse_mlm_loss(hidden, masked.labels, self.mlm.cls, capacity=capacity)
+        """MLM loss under the strategies' common evaluation masks (plain random, fixed seed)."""
+        step = self.masking.evaluation(ids, row_ids=sample_ids)
+        return self.masking.losses(step, self.mlm.bert(input_ids=step.input_ids)[0], self.mlm.cls)[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -492,7 +439,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
                               tokens_per_s=round(window_steps * tokens_per_step / elapsed, 1),
                               masking_share=None if cfg.compile else round(model.take_mask_seconds() / elapsed, 5),
                               lr=schedule.get_last_lr()[0],
-                              dropped_labels=model.take_dropped_labels())
+                              dropped_labels=model.masking.take_dropped_labels())
                 if record["dropped_labels"] and main:
                     bar.write(f"warning: {record['dropped_labels']} labelled tokens exceeded the gather capacity "
                               f"between steps {step - window_steps} and {step} and were left out of the loss", file=sys.stderr)

@@ -1,0 +1,214 @@
+"""A masking strategy applied to a batch: the one home that ``fastmask pretrain`` and
+:func:`fastmask.hf.apply_fastmask` share.
+
+A :class:`MaskingStrategy` turns a batch of uncorrupted ids into an MLM batch on the ids' device
+(corrupted ids, labels, the labelled positions compacted into static slots, MAPNet's importance
+weights), then turns the encoder's hidden states into the loss with the vocabulary head run on
+those slots only. It never reads a value back from the device: labelled tokens dropped for
+capacity (Bernoulli masks have no exact capacity) are counted on the device and read at log time.
+
+The caller keys the randomness: Philox by (seed, epoch, row id, position). ``fastmask pretrain``
+passes global sample ids and the data epoch; the Hugging Face integration a device-side call
+counter, so data-parallel ranks and accumulation micro-steps never share a mask.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+from torch import nn
+
+from fastmask import counts
+from fastmask.mapnet import MaskProposalNet, mapnet_loss
+from fastmask.ops import (
+    PARTITIONS,
+    WEIGHTINGS,
+    MaskedPositions,
+    fully_explored_mask,
+    mask_tokens,
+    maskable_mask,
+    masked_positions,
+    proposal_mask,
+)
+from fastmask.reference import IGNORE_INDEX
+from fastmask.sparse import losses_by_position, sparse_token_losses
+
+STRATEGIES = ("random", "bernoulli", "fully-explored", "mapnet")
+EVAL_SEED = 1234  # evaluation masks: plain random, exact count, this seed (comparable across strategies)
+
+
+class MaskedStep(NamedTuple):
+    """One batch after masking.
+
+    ``input_ids``/``labels`` are (views * B, L): fully-explored masking stacks its K views
+    view-major (row k * B + b is view k of row b; :meth:`repeat` expands per-row inputs such as
+    the attention mask to match), every other strategy has one view. ``positions`` gathers the
+    labelled tokens into static slots; ``weights`` (views * B, L) are MAPNet's importance weights
+    (None otherwise); ``scores`` (B, L) the proposal net's differentiable scores (None otherwise).
+    """
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    positions: MaskedPositions
+    views: int
+    maskable: torch.Tensor
+    weights: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+
+    def repeat(self, per_row: torch.Tensor | None) -> torch.Tensor | None:
+        """A (B, ...) input of the encoder laid out like ``input_ids`` (one copy per view)."""
+        if per_row is None or self.views == 1:
+            return per_row
+        return per_row.repeat(self.views, *([1] * (per_row.dim() - 1)))
+
+
+def _probability(name: str, value: float, low_open: bool = False) -> float:
+    p = counts.check_probability(name, value)
+    if low_open and p == 0:
+        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
+    return p
+
+
+class MaskingStrategy(nn.Module):
+    """How a batch is masked and its MLM loss computed, on the batch's device, without host syncs.
+
+    strategy: ``"random"`` (exactly :func:`fastmask.masked_count` tokens per row), ``"bernoulli"``
+    (each maskable token with probability ``mlm_probability``, as Hugging Face's collator),
+    ``"fully-explored"`` (the row's maskable tokens split into ``num_segments`` disjoint views, all
+    of them in the step: the loss averages over every view's labels) or ``"mapnet"`` (positions
+    drawn from ``proposal``'s scores with importance weights; ``losses`` also returns the proposal
+    net's REINFORCE objective). ``special_ids`` are never masked, nor are unattended positions.
+    """
+
+    def __init__(
+        self,
+        strategy: str = "random",
+        *,
+        mask_token_id: int,
+        vocab_size: int,
+        special_ids: Sequence[int] = (),
+        mlm_probability: float = 0.15,
+        mask_replace_prob: float = 0.8,
+        random_replace_prob: float = 0.1,
+        num_segments: int | None = None,
+        partition: str = "random",
+        uniform_mix: float = 0.1,
+        weighting: str = "token",
+        seed: int = 0,
+        proposal: MaskProposalNet | None = None,
+    ):
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"masking must be one of {STRATEGIES}, got {strategy!r}")
+        if (strategy == "mapnet") != (proposal is not None):
+            raise ValueError("masking='mapnet' needs a proposal net (and only it takes one)")
+        if partition not in PARTITIONS:
+            raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        self.mlm_probability = _probability("mlm_probability", mlm_probability, low_open=True)
+        counts.replacement_thresholds(mask_replace_prob, random_replace_prob)  # checks them, naming each
+        self.uniform_mix = _probability("uniform_mix", uniform_mix)
+        if num_segments is None:
+            num_segments = max(1, round(1 / self.mlm_probability))
+        if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 1:
+            raise ValueError(f"num_segments must be an int >= 1, got {num_segments!r}")
+        self.strategy, self.num_segments, self.partition, self.weighting = strategy, num_segments, partition, weighting
+        self.replace = dict(mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob)
+        self.mask_token_id, self.vocab_size, self.seed = mask_token_id, vocab_size, seed
+        self.proposal = proposal
+        self.register_buffer("special_ids", torch.tensor(list(special_ids), dtype=torch.int64), persistent=False)
+        # Labelled tokens beyond the gather capacity, dropped from the loss, counted on the device.
+        # Not a buffer: DDP would broadcast it every step. A tensor from the start, moved with the
+        # module (see _apply): a compiled forward sees one type and device, so it never recompiles.
+        self.dropped_labels = torch.zeros((), dtype=torch.int64)
+
+    def extra_repr(self) -> str:
+        return f"{self.strategy!r}, mlm_probability={self.mlm_probability}"
+
+    def _apply(self, fn, *args, **kwargs):
+        self.dropped_labels = fn(self.dropped_labels)  # .to(device) and friends, as for a buffer
+        return super()._apply(fn, *args, **kwargs)
+
+    def take_dropped_labels(self) -> int:
+        """Labelled tokens dropped for capacity since the last call (a host sync: log time only)."""
+        dropped = int(self.dropped_labels)
+        self.dropped_labels = torch.zeros_like(self.dropped_labels)
+        return dropped
+
+    def capacity(self, length: int) -> int:
+        """Slots per row (and view) for the labelled tokens: exact but for Bernoulli masks (a 1e-9 bound)."""
+        if self.strategy == "fully-explored":
+            return counts.gather_capacity(length, num_segments=self.num_segments)
+        return counts.gather_capacity(length, self.mlm_probability, exact_count=self.strategy != "bernoulli")
+
+    def maskable(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        return maskable_mask(input_ids, attention_mask, self.special_ids)
+
+    def _gathered(self, labels: torch.Tensor, capacity: int) -> MaskedPositions:
+        positions = masked_positions(labels, capacity)
+        self.dropped_labels = self.dropped_labels + (positions.count - capacity).clamp(min=0).sum()
+        return positions
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                row_ids: torch.Tensor, epoch: torch.Tensor | int) -> MaskedStep:
+        """Masks uncorrupted ids (B, L) with this strategy; `row_ids` (B,) and `epoch` key the masks."""
+        maskable = self.maskable(input_ids, attention_mask)
+        common = dict(mask_token_id=self.mask_token_id, vocab_size=self.vocab_size, seed=self.seed, row_ids=row_ids,
+                      epoch=epoch, **self.replace)
+        views, weights, scores = 1, None, None
+        if self.strategy in ("random", "bernoulli"):
+            masked = mask_tokens(input_ids, maskable, mlm_probability=self.mlm_probability,
+                                 exact_count=self.strategy == "random", **common)
+        elif self.strategy == "fully-explored":
+            masked = fully_explored_mask(input_ids, maskable, num_segments=self.num_segments,
+                                         partition=self.partition, **common)
+            views = self.num_segments
+            masked = type(masked)(masked.input_ids.flatten(0, 1), masked.labels.flatten(0, 1))
+        else:
+            scores = self.proposal(input_ids, attention_mask)
+            masked = proposal_mask(input_ids, scores.detach(), maskable, mlm_probability=self.mlm_probability,
+                                   uniform_mix=self.uniform_mix, weighting=self.weighting, **common)
+            weights = masked.weights
+        positions = self._gathered(masked.labels, self.capacity(input_ids.shape[1]))
+        return MaskedStep(masked.input_ids, masked.labels, positions, views, maskable, weights, scores)
+
+    def evaluation(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                   row_ids: torch.Tensor, epoch: torch.Tensor | int = 0) -> MaskedStep:
+        """Evaluation masks, whatever the strategy: plain random, exact count, seed EVAL_SEED.
+
+        Every strategy is then scored on the same task, so evaluation losses compare across them.
+        """
+        maskable = self.maskable(input_ids, attention_mask)
+        masked = mask_tokens(input_ids, maskable, self.mask_token_id, self.vocab_size, self.mlm_probability,
+                             exact_count=True, seed=EVAL_SEED, row_ids=row_ids, epoch=epoch, **self.replace)
+        capacity = counts.gather_capacity(input_ids.shape[1], self.mlm_probability)
+        return MaskedStep(masked.input_ids, masked.labels, masked_positions(masked.labels, capacity), 1, maskable)
+
+    def labelled(self, input_ids: torch.Tensor, labels: torch.Tensor) -> MaskedStep:
+        """A batch masked elsewhere (a collator's labels): gathered with the Bernoulli bound of
+        ``mlm_probability``; tokens beyond it are counted in ``dropped_labels``."""
+        capacity = counts.gather_capacity(input_ids.shape[1], self.mlm_probability, exact_count=False)
+        return MaskedStep(input_ids, labels, self._gathered(labels, capacity), 1, labels != IGNORE_INDEX)
+
+    def losses(self, step: MaskedStep, hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
+               num_items: torch.Tensor | int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(MLM loss, proposal objective) from the encoder's hidden states (views * B, L, H).
+
+        The MLM loss is the (importance-weighted) cross-entropy of ``head`` over the labelled
+        slots, summed and divided by `num_items` (the Trainer's token count over an accumulation
+        window) or else by this batch's labelled tokens. The objective is MAPNet's REINFORCE loss
+        for the proposal net (0 for the other strategies), to add with a weight.
+        """
+        token_losses = sparse_token_losses(hidden, head, step.positions)
+        weighted = token_losses
+        if step.weights is not None:
+            weighted = token_losses * step.weights.gather(1, step.positions.index.clamp(min=0))
+        if num_items is None:
+            num_items = (step.positions.labels != IGNORE_INDEX).sum().clamp(min=1)
+        loss = weighted.sum() / num_items
+        if step.scores is None:
+            return loss, loss.new_zeros(())
+        reward = losses_by_position(token_losses.detach().float(), step.positions, step.labels.shape[1])
+        return loss, mapnet_loss(step.scores, step.labels, reward, step.maskable, uniform_mix=self.uniform_mix)
