@@ -10,14 +10,21 @@ from fastmask.data import SPECIAL_TOKENS
 
 
 def in_memory_tokenizer(vocab_size: int):
-    """A PreTrainedTokenizerFast of `vocab_size` tokens: the specials first, then placeholder words."""
+    """A PreTrainedTokenizerFast of `vocab_size` tokens: the specials first, then placeholder words
+    ``w<id>``; text splits on whitespace and encodes as ``[CLS] ... [SEP]``, as BERT's does."""
     from tokenizers import Tokenizer
     from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+    from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     vocab.update({f"w{i}": i for i in range(len(SPECIAL_TOKENS), vocab_size)})
     tokenizer = Tokenizer(WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = WhitespaceSplit()
+    tokenizer.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
     names = ("pad_token", "unk_token", "cls_token", "sep_token", "mask_token")
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **dict(zip(names, SPECIAL_TOKENS)))
 

@@ -217,13 +217,13 @@ class Pretrainer(nn.Module):
             return self.mlm(input_ids=ids, labels=hf_labels).loss, ids.new_zeros((), dtype=torch.float32)
         with self._timed():
             step = self.masking(ids, row_ids=sample_ids, epoch=epoch)
-        hidden = self.mlm.bert(input_ids=step.input_ids)[0]
-        return self.masking.losses(step, hidden, self.mlm.cls)
+        losses = self.masking.losses(step, self.mlm.bert(input_ids=step.input_ids)[0], self.mlm.cls)
+        return losses.loss, losses.objective
 
     def eval_loss(self, ids: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
         """MLM loss under the strategies' common evaluation masks (plain random, fixed seed)."""
         step = self.masking.evaluation(ids, row_ids=sample_ids)
-        return self.masking.losses(step, self.mlm.bert(input_ids=step.input_ids)[0], self.mlm.cls)[0]
+        return self.masking.losses(step, self.mlm.bert(input_ids=step.input_ids)[0], self.mlm.cls).loss
 
 
 # --------------------------------------------------------------------------------------------

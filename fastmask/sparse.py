@@ -59,7 +59,11 @@ def sparse_token_losses(
     backend: str = "auto",
 ) -> torch.Tensor:
     """Cross-entropy (B, C) of each gathered slot (0 in unused slots): the per-token losses."""
-    logits = head(gather_masked(hidden, positions.index, backend=backend))
+    return slot_cross_entropy(head(gather_masked(hidden, positions.index, backend=backend)), positions)
+
+
+def slot_cross_entropy(logits: torch.Tensor, positions: MaskedPositions) -> torch.Tensor:
+    """Cross-entropy (B, C) of the gathered slots' logits (B, C, V) against their labels (0 in unused slots)."""
     loss = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), positions.labels.reshape(-1), ignore_index=IGNORE_INDEX,
         reduction="none",

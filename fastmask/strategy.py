@@ -25,6 +25,7 @@ from fastmask.ops import (
     PARTITIONS,
     WEIGHTINGS,
     MaskedPositions,
+    gather_masked,
     fully_explored_mask,
     mask_tokens,
     maskable_mask,
@@ -32,7 +33,7 @@ from fastmask.ops import (
     proposal_mask,
 )
 from fastmask.reference import IGNORE_INDEX
-from fastmask.sparse import losses_by_position, sparse_token_losses
+from fastmask.sparse import losses_by_position, slot_cross_entropy
 
 STRATEGIES = ("random", "bernoulli", "fully-explored", "mapnet")
 EVAL_SEED = 1234  # evaluation masks: plain random, exact count, this seed (comparable across strategies)
@@ -61,6 +62,14 @@ class MaskedStep(NamedTuple):
         if per_row is None or self.views == 1:
             return per_row
         return per_row.repeat(self.views, *([1] * (per_row.dim() - 1)))
+
+
+class StepLosses(NamedTuple):
+    """The MLM loss, MAPNet's objective for the proposal net (0 without one) and the slots' logits (B, C, V)."""
+
+    loss: torch.Tensor
+    objective: torch.Tensor
+    logits: torch.Tensor
 
 
 def _probability(name: str, value: float, low_open: bool = False) -> float:
@@ -186,22 +195,23 @@ class MaskingStrategy(nn.Module):
         capacity = counts.gather_capacity(input_ids.shape[1], self.mlm_probability)
         return MaskedStep(masked.input_ids, masked.labels, masked_positions(masked.labels, capacity), 1, maskable)
 
-    def labelled(self, input_ids: torch.Tensor, labels: torch.Tensor) -> MaskedStep:
+    def labelled(self, input_ids: torch.Tensor | None, labels: torch.Tensor) -> MaskedStep:
         """A batch masked elsewhere (a collator's labels): gathered with the Bernoulli bound of
         ``mlm_probability``; tokens beyond it are counted in ``dropped_labels``."""
-        capacity = counts.gather_capacity(input_ids.shape[1], self.mlm_probability, exact_count=False)
+        capacity = counts.gather_capacity(labels.shape[1], self.mlm_probability, exact_count=False)
         return MaskedStep(input_ids, labels, self._gathered(labels, capacity), 1, labels != IGNORE_INDEX)
 
     def losses(self, step: MaskedStep, hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
-               num_items: torch.Tensor | int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(MLM loss, proposal objective) from the encoder's hidden states (views * B, L, H).
+               num_items: torch.Tensor | int | None = None) -> StepLosses:
+        """The MLM loss, the proposal objective and the slots' logits, from the encoder's hidden states.
 
-        The MLM loss is the (importance-weighted) cross-entropy of ``head`` over the labelled
-        slots, summed and divided by `num_items` (the Trainer's token count over an accumulation
-        window) or else by this batch's labelled tokens. The objective is MAPNet's REINFORCE loss
-        for the proposal net (0 for the other strategies), to add with a weight.
+        ``hidden`` is (views * B, L, H). The MLM loss is the (importance-weighted) cross-entropy of
+        ``head`` over the labelled slots, summed and divided by `num_items` (a token count over an
+        accumulation window) or else by this batch's labelled tokens. The objective is MAPNet's
+        REINFORCE loss for the proposal net (0 for the other strategies), to add with a weight.
         """
-        token_losses = sparse_token_losses(hidden, head, step.positions)
+        logits = head(gather_masked(hidden, step.positions.index))
+        token_losses = slot_cross_entropy(logits, step.positions)
         weighted = token_losses
         if step.weights is not None:
             weighted = token_losses * step.weights.gather(1, step.positions.index.clamp(min=0))
@@ -209,6 +219,7 @@ class MaskingStrategy(nn.Module):
             num_items = (step.positions.labels != IGNORE_INDEX).sum().clamp(min=1)
         loss = weighted.sum() / num_items
         if step.scores is None:
-            return loss, loss.new_zeros(())
+            return StepLosses(loss, loss.new_zeros(()), logits)
         reward = losses_by_position(token_losses.detach().float(), step.positions, step.labels.shape[1])
-        return loss, mapnet_loss(step.scores, step.labels, reward, step.maskable, uniform_mix=self.uniform_mix)
+        objective = mapnet_loss(step.scores, step.labels, reward, step.maskable, uniform_mix=self.uniform_mix)
+        return StepLosses(loss, objective, logits)

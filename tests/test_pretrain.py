@@ -75,14 +75,14 @@ def test_labels_beyond_the_capacity_are_counted_and_reported(corpus, tmp_path, m
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(corpus, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
-    original = strategy.sparse_token_losses
+    original = strategy.slot_cross_entropy
 
     def nan_from_step_5(*a, **k):
         calls["n"] += torch.is_grad_enabled()  # training steps; evaluation runs without grad
         losses = original(*a, **k)
         return losses * float("nan") if calls["n"] >= 5 else losses
 
-    monkeypatch.setattr(strategy, "sparse_token_losses", nan_from_step_5)
+    monkeypatch.setattr(strategy, "slot_cross_entropy", nan_from_step_5)
     assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache")) == 1
     err = capsys.readouterr().err
     assert "became nan between steps 4 and 5" in err and "from step 3" in err

@@ -1,0 +1,291 @@
+"""``apply_fastmask``: on-device masking and the sparse MLM head for a Hugging Face ``*ForMaskedLM``.
+
+The model is patched in place and keeps its class (Liger-Kernel's ``apply_liger_kernel_to_*``
+convention): its ``forward`` and ``save_pretrained`` are replaced on the instance, and a
+``fastmask`` submodule holds the masking strategy (with MAPNet's proposal net) and the device-side
+counters that key the masks. Everything else about the model — its config, its weights, its
+checkpoint format — is unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import types
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from fastmask.mapnet import MaskProposalNet
+from fastmask.strategy import STRATEGIES, MaskedStep, MaskingStrategy
+
+from transformers import TrainerCallback
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
+
+CONFIG_FILE = "fastmask.json"  # the strategy's settings, beside the model's files
+PROPOSAL_FILE = "fastmask_proposal.safetensors"  # MAPNet's proposal net: not part of the model's checkpoint
+PER_ROW_INPUTS = ("token_type_ids", "position_ids")  # repeated per view for fully-explored masking
+
+
+def _vocabulary_heads() -> dict:
+    """Per supported class name: (model) -> the head mapping hidden states (..., H) to logits (..., V)."""
+    def distilbert(m):
+        return lambda h: m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h))))
+
+    return {
+        "BertForMaskedLM": lambda m: m.cls,
+        "RobertaForMaskedLM": lambda m: m.lm_head,
+        "XLMRobertaForMaskedLM": lambda m: m.lm_head,
+        "DistilBertForMaskedLM": distilbert,
+        "ModernBertForMaskedLM": lambda m: lambda h: m.decoder(m.head(h)),
+    }
+
+
+SUPPORTED_MODELS = tuple(_vocabulary_heads())
+
+
+def _head_of(model: nn.Module):
+    heads = _vocabulary_heads()
+    for cls in type(model).__mro__:  # subclasses of a supported class share its head
+        if cls.__name__ in heads:
+            return heads[cls.__name__](model)
+    raise TypeError(f"apply_fastmask supports {', '.join(SUPPORTED_MODELS)} (and their subclasses); "
+                    f"got {type(model).__name__}, whose vocabulary head fastmask does not know how to run apart")
+
+
+@dataclass
+class FastMaskedLMOutput(MaskedLMOutput):
+    """A ``MaskedLMOutput`` whose ``logits`` are the labelled tokens' only, in static slots.
+
+    ``logits`` (R, C, V): slot j of row r predicts the token at ``positions[r, j]`` (-1: an
+    unused slot, its logits meaningless), whose label is ``slot_labels[r, j]`` (-100 if unused).
+    R is the batch size, times K for fully-explored masking (view k of row b is row k * B + b).
+    As ModernBERT's ``sparse_prediction``: the vocabulary head never runs on unlabelled tokens.
+    """
+
+    positions: torch.LongTensor | None = None
+    slot_labels: torch.LongTensor | None = None
+
+
+@torch.compiler.assume_constant_result
+def _rank_and_world() -> tuple[int, int]:
+    """This process's data-parallel rank and world size (fixed for the life of the process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+class FastMaskState(nn.Module):
+    """What ``apply_fastmask`` attaches to a model as ``model.fastmask``.
+
+    ``masking`` is the strategy (its proposal net, for MAPNet, is trained with the model). The
+    counters are device tensors advanced in place, so masks are fresh every call with no host
+    sync and no recompilation: training call t of rank r is keyed by epoch t * world + r, so
+    ranks and accumulation micro-steps never share a mask; evaluation calls count from 0 again
+    after every training call, so each evaluation pass sees the same masks.
+    """
+
+    def __init__(self, masking: MaskingStrategy, mapnet_weight: float, settings: dict):
+        super().__init__()
+        self.masking, self.mapnet_weight, self.settings = masking, mapnet_weight, settings
+        # Not buffers (DDP would broadcast them every step); moved with the module (see _apply).
+        self.train_calls = torch.zeros((), dtype=torch.int64)
+        self.eval_calls = torch.zeros((), dtype=torch.int64)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.train_calls, self.eval_calls = fn(self.train_calls), fn(self.eval_calls)
+        return super()._apply(fn, *args, **kwargs)
+
+    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, training: bool) -> MaskedStep:
+        rank, world = _rank_and_world()
+        row_ids = torch.arange(input_ids.shape[0], device=input_ids.device, dtype=torch.int64) + (rank << 32)
+        if training:
+            epoch = self.train_calls * world + rank
+            self.train_calls.add_(1)
+            self.eval_calls.zero_()
+            return self.masking(input_ids, attention_mask, row_ids=row_ids, epoch=epoch)
+        epoch = self.eval_calls  # read by the kernel before the in-place add below (stream order)
+        self.eval_calls.add_(1)
+        return self.masking.evaluation(input_ids, attention_mask, row_ids=row_ids, epoch=epoch)
+
+    def take_dropped_labels(self) -> int:
+        """Labelled tokens dropped for capacity since the last call (a host sync: log time only)."""
+        return self.masking.take_dropped_labels()
+
+
+def _patched_forward(original_forward, head):
+    @functools.wraps(original_forward)  # the Trainer reads the signature: it stays the model's own
+    def forward(self, input_ids=None, attention_mask=None, labels=None, return_dict=None, num_items_in_batch=None,
+                **kwargs):
+        state: FastMaskState = self.fastmask
+        if labels is None or labels.shape[-1] == 0:  # width 0: the drop-in collator's mask_in_model batches
+            if input_ids is None:
+                raise ValueError("a model patched by apply_fastmask masks input_ids: pass input_ids (or labels "
+                                 "with inputs_embeds)")
+            step = state.mask(input_ids, attention_mask, self.training)
+            num_items_in_batch = None  # the Trainer counted the labels it saw, not these masks
+        else:
+            step = state.masking.labelled(input_ids, labels)  # input_ids may be None (inputs_embeds)
+        per_row = {k: step.repeat(v) if k in PER_ROW_INPUTS else v for k, v in kwargs.items()}
+        encoded = self.base_model(input_ids=None if input_ids is None else step.input_ids,
+                                  attention_mask=step.repeat(attention_mask), return_dict=True, **per_row)
+        losses = state.masking.losses(step, encoded.last_hidden_state, head, num_items_in_batch)
+        loss = losses.loss
+        if self.training and step.scores is not None:
+            loss = loss + state.mapnet_weight * losses.objective
+        out = FastMaskedLMOutput(loss=loss, logits=losses.logits, hidden_states=encoded.get("hidden_states"),
+                                 attentions=encoded.get("attentions"), positions=step.positions.index,
+                                 slot_labels=step.positions.labels)
+        return out if return_dict is not False else out.to_tuple()
+
+    return forward
+
+
+def _patched_save_pretrained(original_save):
+    @functools.wraps(original_save)
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
+        original_save(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        if not is_main_process:
+            return
+        state: FastMaskState = self.fastmask
+        with open(os.path.join(save_directory, CONFIG_FILE), "w") as f:
+            json.dump(state.settings, f, indent=2)
+        if state.masking.proposal is not None:
+            from safetensors.torch import save_file
+
+            tensors = {k: v.detach().cpu().contiguous() for k, v in state.masking.proposal.state_dict().items()}
+            save_file(tensors, os.path.join(save_directory, PROPOSAL_FILE))
+
+    return save_pretrained
+
+
+def _tokenizer_of(model, tokenizer):
+    if tokenizer is not None:
+        return tokenizer
+    path = getattr(model, "name_or_path", "")
+    if path and os.path.isdir(path):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path)
+    raise ValueError("apply_fastmask needs the tokenizer (its [MASK] id, special tokens and size): pass tokenizer=, "
+                     "or load the model from a local folder that holds one")
+
+
+def apply_fastmask(
+    model,
+    tokenizer=None,
+    *,
+    masking: str = "random",
+    mlm_probability: float = 0.15,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    num_segments: int | None = None,
+    partition: str = "random",
+    seed: int = 0,
+    uniform_mix: float = 0.1,
+    weighting: str = "token",
+    mapnet_weight: float = 0.1,
+    proposal_layers: int = 2,
+    proposal_hidden: int | None = None,
+):
+    """Patches a Hugging Face ``*ForMaskedLM`` in place for fastmask and returns it.
+
+    ``forward`` without ``labels`` (or with the width-0 labels of the drop-in collator's
+    ``mask_in_model=True``) masks the batch on the model's device with ``masking`` — ``"random"``
+    (exact count), ``"bernoulli"``, ``"fully-explored"`` (all ``num_segments`` views in the step)
+    or ``"mapnet"`` (a proposal net over the model's input embedding, trained jointly through an
+    objective added with weight ``mapnet_weight``) — fresh every step, no host sync. In eval mode
+    it masks with plain random masks of a fixed seed, for every strategy (losses comparable).
+    ``forward`` with ``labels`` (any MLM collator's) uses them. Either way the vocabulary head runs
+    on the labelled tokens only (:class:`FastMaskedLMOutput`), and the loss is the mean over them
+    (the unpatched model's, to rounding), or their sum over ``num_items_in_batch`` when given.
+
+    The Trainer is told not to pass ``num_items_in_batch`` (``accepts_loss_kwargs = False``): it
+    divides each micro-step's mean by the accumulation steps. ``save_pretrained`` writes the
+    model's standard checkpoint (loadable without fastmask) plus ``fastmask.json`` and, for MAPNet,
+    ``fastmask_proposal.safetensors``; a later ``apply_fastmask(..., masking="mapnet")`` on a
+    model loaded from that folder restores the proposal net. Supported: ``SUPPORTED_MODELS`` and
+    their subclasses; ``torch.nn.DataParallel`` is not (use torchrun/accelerate: DDP).
+    """
+    head = _head_of(model)
+    if hasattr(model, "fastmask"):
+        raise ValueError(f"this {type(model).__name__} is already patched by apply_fastmask")
+    if masking not in STRATEGIES:
+        raise ValueError(f"masking must be one of {STRATEGIES}, got {masking!r}")
+    if not mapnet_weight >= 0:
+        raise ValueError(f"mapnet_weight must be >= 0, got {mapnet_weight!r}")
+    tokenizer = _tokenizer_of(model, tokenizer)
+    if tokenizer.mask_token_id is None:
+        raise ValueError("the tokenizer has no mask token: masked-language modelling needs one")
+    vocab_size = len(tokenizer)
+    if vocab_size > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {vocab_size} tokens, more than the model's vocab_size "
+                         f"{model.config.vocab_size}: random replacements would index past the embedding")
+    settings = dict(masking=masking, mlm_probability=mlm_probability, mask_replace_prob=mask_replace_prob,
+                    random_replace_prob=random_replace_prob, num_segments=num_segments, partition=partition,
+                    seed=seed, uniform_mix=uniform_mix, weighting=weighting, mapnet_weight=mapnet_weight,
+                    proposal_layers=proposal_layers, proposal_hidden=proposal_hidden)
+    proposal = None
+    if masking == "mapnet":
+        proposal = _proposal_net(model, settings)
+    strategy = MaskingStrategy(
+        masking, mask_token_id=tokenizer.mask_token_id, vocab_size=vocab_size,
+        special_ids=sorted(set(tokenizer.all_special_ids)), mlm_probability=mlm_probability,
+        mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob, num_segments=num_segments,
+        partition=partition, uniform_mix=uniform_mix, weighting=weighting, seed=seed, proposal=proposal)
+    device = next(model.parameters()).device
+    model.fastmask = FastMaskState(strategy, mapnet_weight, settings).to(device)
+    model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | {
+        f"fastmask.{k}" for k in model.fastmask.state_dict()}
+    model.accepts_loss_kwargs = False
+    model.forward = types.MethodType(_patched_forward(type(model).forward, head), model)
+    model.save_pretrained = types.MethodType(_patched_save_pretrained(model.save_pretrained), model)
+    return model
+
+
+def _proposal_net(model, settings: dict) -> MaskProposalNet:
+    """MAPNet's proposal net over the model's input embedding; restored when the model's folder holds one."""
+    folder = getattr(model, "name_or_path", "")
+    saved = os.path.join(folder, PROPOSAL_FILE) if folder and os.path.isdir(folder) else None
+    if saved and os.path.exists(saved) and os.path.exists(os.path.join(folder, CONFIG_FILE)):
+        with open(os.path.join(folder, CONFIG_FILE)) as f:
+            stored = json.load(f)
+        for key in ("proposal_layers", "proposal_hidden"):
+            settings[key] = stored[key]  # the saved net's shape wins: its weights are loaded next
+    else:
+        saved = None
+    embedding = model.get_input_embeddings()
+    hidden = settings["proposal_hidden"] or max(2, embedding.embedding_dim // 4 // 2 * 2)
+    settings["proposal_hidden"] = hidden
+    net = MaskProposalNet(embedding, num_layers=settings["proposal_layers"], hidden_size=hidden, num_heads=2,
+                          max_len=model.config.max_position_embeddings)
+    if saved:
+        from safetensors.torch import load_file
+
+        net.load_state_dict(load_file(saved))
+    return net.to(embedding.weight.device)
+
+
+class FastMaskCallback(TrainerCallback):
+    """Reports, at every Trainer log, the labelled tokens dropped for capacity since the last one.
+
+    Only Bernoulli masks (``masking="bernoulli"``, or a collator's labels) can overflow the gather
+    capacity, with probability 1e-9 per row at the stated ``mlm_probability``; the count is kept on
+    the device and read here, at log time. A nonzero count is warned about and recorded as
+    ``fastmask_dropped_labels`` in ``trainer.state.log_history``.
+    """
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        fastmask_state = getattr(model, "fastmask", None)
+        if not isinstance(fastmask_state, FastMaskState):
+            return
+        dropped = fastmask_state.take_dropped_labels()
+        if dropped:
+            state.log_history[-1]["fastmask_dropped_labels"] = dropped
+            logger.warning(f"fastmask: {dropped} labelled tokens exceeded the gather capacity since the last log and "
+                           "were left out of the loss (raise mlm_probability to the collator's, or use exact counts)")
