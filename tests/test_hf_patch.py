@@ -15,40 +15,7 @@ from fastmask.hf import FastMaskedLMOutput, apply_fastmask, patch
 from fastmask.reference import IGNORE_INDEX
 
 from conftest import RecordOps
-
-VOCAB = 128
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return baselines.in_memory_tokenizer(120)
-
-
-def tiny_model(name: str, tokenizer):
-    """A one-layer model of each supported class, 16 wide (seeded: the same weights every call)."""
-    torch.manual_seed(0)
-    ids = dict(pad_token_id=tokenizer.pad_token_id)
-    bert_like = dict(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, **ids)
-    configs = {
-        "BertForMaskedLM": lambda: T.BertConfig(max_position_embeddings=64, **bert_like),
-        "RobertaForMaskedLM": lambda: T.RobertaConfig(max_position_embeddings=80, **bert_like),
-        "XLMRobertaForMaskedLM": lambda: T.XLMRobertaConfig(max_position_embeddings=80, **bert_like),
-        "DistilBertForMaskedLM": lambda: T.DistilBertConfig(vocab_size=VOCAB, dim=16, n_layers=1, n_heads=2,
-                                                            hidden_dim=32, max_position_embeddings=64, **ids),
-        "ModernBertForMaskedLM": lambda: T.ModernBertConfig(
-            max_position_embeddings=64, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-            cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id, global_attn_every_n_layers=1,
-            **bert_like),
-    }
-    return getattr(T, name)(configs[name]())
-
-
-def ragged_batch(tokenizer, lengths=(10, 20, 7, 15), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    texts = [" ".join(f"w{i}" for i in torch.randint(5, 120, (n,), generator=g).tolist()) for n in lengths]
-    return T.DataCollatorWithPadding(tokenizer)([tokenizer(t) for t in texts])
-
+from hf_models import VOCAB, ragged_batch, tiny_model, tokenizer  # noqa: F401 (a fixture)
 
 def collator_batch(tokenizer, seed=0):
     collator = T.DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3, seed=seed)
@@ -101,26 +68,21 @@ def test_without_labels_the_loss_is_the_unpatched_models_on_fastmasks_masks(name
         assert torch.equal(labelled.sum(1), fastmask.masked_count(maskable.sum(1), 0.15))
 
 
-def test_masks_are_fresh_per_step_apart_per_rank_and_fixed_per_evaluation(tokenizer, monkeypatch):
+def test_masks_are_fresh_per_step_apart_per_rank_and_fixed_per_sequence_in_evaluation(tokenizer, monkeypatch):
     batch = ragged_batch(tokenizer)
-    model = apply_fastmask(tiny_model("BertForMaskedLM", tokenizer), tokenizer)
-
-    def labels_of(out):
-        return out.slot_labels, out.positions
-
-    first, second = labels_of(model.train()(**batch)), labels_of(model(**batch))
-    assert not torch.equal(first[1], second[1])  # a new mask every training step
-    model.eval()
-    with torch.no_grad():
-        pass_one = [labels_of(model(**batch)) for _ in range(2)]
-        assert not torch.equal(pass_one[0][1], pass_one[1][1])  # batches of one evaluation differ
-        model.train()(**batch)
-        model.eval()
-        pass_two = [labels_of(model(**batch)) for _ in range(2)]
-    assert all(torch.equal(a[1], b[1]) for a, b in zip(pass_one, pass_two))  # every evaluation sees the same masks
+    model = apply_fastmask(tiny_model("BertForMaskedLM", tokenizer), tokenizer).train()
+    first, second = model(**batch).positions, model(**batch).positions
+    assert not torch.equal(first, second)  # a new mask every training step
     monkeypatch.setattr(patch, "_rank_and_world", lambda: (1, 2))
     other_rank = apply_fastmask(tiny_model("BertForMaskedLM", tokenizer), tokenizer).train()
-    assert not torch.equal(labels_of(other_rank(**batch))[1], first[1])  # rank 1 of 2: its own masks
+    assert not torch.equal(other_rank(**batch).positions, first)  # rank 1 of 2: its own masks
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(**batch).positions
+        assert torch.equal(model(**batch).positions, evaluated)  # evaluation masks do not advance
+        flipped = model(**{k: v.flip(0) for k, v in batch.items()}).positions
+        assert torch.equal(flipped.flip(0), evaluated)  # a sequence's masks, whatever its place in the batch
+        assert not torch.equal(evaluated[0], evaluated[1])
 
 
 def test_fully_explored_labels_every_maskable_token_once(tokenizer):

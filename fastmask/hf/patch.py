@@ -80,38 +80,42 @@ def _rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def _content_ids(input_ids: torch.Tensor) -> torch.Tensor:
+    """A hash of each row's tokens (B,): evaluation masks keyed by it depend on the sequence alone,
+    not on its batch, the batch order or the rank. Products stay below 2**53: no int64 overflow."""
+    length = input_ids.shape[1]
+    weights = torch.arange(1, length + 1, device=input_ids.device, dtype=torch.int64) * 2654435761 % (1 << 20) + 1
+    return (input_ids.long() * weights).sum(1)
+
+
 class FastMaskState(nn.Module):
     """What ``apply_fastmask`` attaches to a model as ``model.fastmask``.
 
-    ``masking`` is the strategy (its proposal net, for MAPNet, is trained with the model). The
-    counters are device tensors advanced in place, so masks are fresh every call with no host
-    sync and no recompilation: training call t of rank r is keyed by epoch t * world + r, so
-    ranks and accumulation micro-steps never share a mask; evaluation calls count from 0 again
-    after every training call, so each evaluation pass sees the same masks.
+    ``masking`` is the strategy (its proposal net, for MAPNet, is trained with the model). In
+    training, call t of rank r is keyed by epoch t * world + r, from a device-side counter
+    advanced in place (fresh masks every call, no host sync, no recompilation), so ranks and
+    accumulation micro-steps never share a mask. In evaluation a row's masks are keyed by its
+    tokens: every evaluation of a sequence masks it the same way.
     """
 
     def __init__(self, masking: MaskingStrategy, mapnet_weight: float, settings: dict):
         super().__init__()
         self.masking, self.mapnet_weight, self.settings = masking, mapnet_weight, settings
-        # Not buffers (DDP would broadcast them every step); moved with the module (see _apply).
+        # Not a buffer (DDP would broadcast it every step); moved with the module (see _apply).
         self.train_calls = torch.zeros((), dtype=torch.int64)
-        self.eval_calls = torch.zeros((), dtype=torch.int64)
 
     def _apply(self, fn, *args, **kwargs):
-        self.train_calls, self.eval_calls = fn(self.train_calls), fn(self.eval_calls)
+        self.train_calls = fn(self.train_calls)
         return super()._apply(fn, *args, **kwargs)
 
     def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, training: bool) -> MaskedStep:
+        if not training:
+            return self.masking.evaluation(input_ids, attention_mask, row_ids=_content_ids(input_ids))
         rank, world = _rank_and_world()
         row_ids = torch.arange(input_ids.shape[0], device=input_ids.device, dtype=torch.int64) + (rank << 32)
-        if training:
-            epoch = self.train_calls * world + rank
-            self.train_calls.add_(1)
-            self.eval_calls.zero_()
-            return self.masking(input_ids, attention_mask, row_ids=row_ids, epoch=epoch)
-        epoch = self.eval_calls  # read by the kernel before the in-place add below (stream order)
-        self.eval_calls.add_(1)
-        return self.masking.evaluation(input_ids, attention_mask, row_ids=row_ids, epoch=epoch)
+        epoch = self.train_calls * world + rank
+        self.train_calls.add_(1)
+        return self.masking(input_ids, attention_mask, row_ids=row_ids, epoch=epoch)
 
     def take_dropped_labels(self) -> int:
         """Labelled tokens dropped for capacity since the last call (a host sync: log time only)."""
@@ -200,7 +204,8 @@ def apply_fastmask(
     (exact count), ``"bernoulli"``, ``"fully-explored"`` (all ``num_segments`` views in the step)
     or ``"mapnet"`` (a proposal net over the model's input embedding, trained jointly through an
     objective added with weight ``mapnet_weight``) — fresh every step, no host sync. In eval mode
-    it masks with plain random masks of a fixed seed, for every strategy (losses comparable).
+    it masks with plain random masks (exact count) keyed by each sequence's tokens, for every
+    strategy: evaluation losses compare across strategies and runs.
     ``forward`` with ``labels`` (any MLM collator's) uses them. Either way the vocabulary head runs
     on the labelled tokens only (:class:`FastMaskedLMOutput`), and the loss is the mean over them
     (the unpatched model's, to rounding), or their sum over ``num_items_in_batch`` when given.
