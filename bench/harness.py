@@ -47,6 +47,8 @@ BASELINES = {
     "eager-nonzero": "the labelled positions by nonzero and index assignment in eager PyTorch: a host sync on GPU",
     "dense-head": "BertForMaskedLM(input_ids, labels=...): the vocabulary head on every token",
     "sparse-head": "the same encoder with fastmask's sparse head on the same masks (gathered tokens)",
+    "hf-trainer-step": "what a Trainer step runs today: transformers' DataCollatorForLanguageModeling on the "
+                       "features (CPU), the copy to the device, the unpatched model's forward and backward",
 }
 # fastmask's kernels per device type; Triton on CPU is the interpreter, not a contender.
 KERNEL_BACKENDS = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}

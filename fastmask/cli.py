@@ -92,7 +92,7 @@ def demo(args) -> int:
     return 0
 
 
-BENCH_FAMILIES = ("masking", "fully-explored", "gather", "proposal", "step")
+BENCH_FAMILIES = ("masking", "fully-explored", "gather", "proposal", "step", "hf-step")
 
 
 def bench(args) -> int:
