@@ -1,6 +1,7 @@
 """fastmask.hf in the trainers people run: the stock Trainer for every supported class, and the examples."""
 
 import importlib
+import importlib.util
 import math
 import os
 import sys
@@ -70,6 +71,8 @@ def examples(monkeypatch, tmp_path):
     ("trainer_apply_fastmask", ("--masking", "mapnet", "--grad-accum", "2", "--workers", "2")),
     ("plain_loop", ("--masking", "fully-explored")),
     ("accelerate_loop", ("--masking", "bernoulli")),
+    pytest.param("lightning_module", (), marks=pytest.mark.skipif(
+        importlib.util.find_spec("lightning") is None, reason="PyTorch Lightning is not installed")),
 ])
 def test_examples_run(examples, name, flags, tmp_path):
     metrics = examples(name, *flags)
