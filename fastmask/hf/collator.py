@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from array import array
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -183,14 +183,25 @@ def _pad_lists(tokenizer, examples, pad_to_multiple_of: int | None, return_tenso
     filled = np.arange(width) < ends if tokenizer.padding_side == "right" else np.arange(width) >= width - ends
     batch = {}
     for key, column in columns.items():
-        flat = array("q")
-        try:
-            for row in column:
-                flat.fromlist(row)  # exactly the ints tokenizer.pad would tensorize, or an error
-        except (TypeError, OverflowError):
+        flat = _concatenate(column, small=key != names[0])
+        if flat is None:
             return None
         batch[key] = np.full(filled.shape, fill[key], dtype=np.int64)
-        batch[key][filled] = np.frombuffer(flat, dtype=np.int64)
+        batch[key][filled] = flat
     if "attention_mask" in fill and "attention_mask" not in batch:
         batch["attention_mask"] = filled.astype(np.int64)
     return BatchEncoding({key: torch.from_numpy(value) for key, value in batch.items()} if return_tensors == "pt" else batch)
+
+
+def _concatenate(rows: list[list], small: bool) -> np.ndarray | None:
+    """The rows' ints end to end, exactly as torch.tensor would read them (ints and bools), or None
+    for anything else. ``small``: try one byte per value first (masks and token types are 0/1)."""
+    if small:
+        try:
+            return np.frombuffer(b"".join(map(bytes, rows)), dtype=np.uint8)
+        except (TypeError, ValueError):  # not all ints, or not all in [0, 256)
+            pass
+    try:
+        return np.frombuffer(b"".join([struct.pack(f"{len(row)}q", *row) for row in rows]), dtype=np.int64)
+    except struct.error:  # not all int64s
+        return None
