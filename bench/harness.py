@@ -33,6 +33,9 @@ L2_BYTES = 64 << 20  # above the L2 of every current GPU (H100: 50 MiB)
 BASELINES = {
     "hf-collator": "Hugging Face DataCollatorForLanguageModeling.torch_mask_tokens on CPU tensors, given its "
                    "special-tokens mask: what most trainers run today",
+    "hf-collator-call": "Hugging Face DataCollatorForLanguageModeling.__call__ on tokenized features (dicts of lists "
+                        "of ints): tokenizer.pad, the per-row special-tokens loop when the features lack a mask, "
+                        "the masking (for collator_pad: its tokenizer.pad alone)",
     "eager-torch": "the same masking in eager PyTorch with torch's RNG (no Philox), on the device",
     "eager-isin": "attention_mask & ~torch.isin(ids, special ids) in eager PyTorch",
     "eager-multinomial": "eager PyTorch: softmax + mixing, torch.multinomial without replacement, importance "

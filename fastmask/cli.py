@@ -92,7 +92,7 @@ def demo(args) -> int:
     return 0
 
 
-BENCH_FAMILIES = ("masking", "fully-explored", "gather", "proposal", "step", "hf-step")
+BENCH_FAMILIES = ("masking", "fully-explored", "gather", "proposal", "step", "hf-step", "collator")
 
 
 def bench(args) -> int:

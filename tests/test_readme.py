@@ -38,7 +38,7 @@ def test_bench_quick_runs_every_family(tmp_path):
                          capture_output=True, text=True, check=True)
     for row in ("| mask_tokens | 32x128 | int64 | hf-collator |", "| fully_explored_k7 | 32x128 | int64 | reference |",
                 "| gather | 8x128x64 | float32 | index-select |", "| proposal_topk | 32x128 | float32 | eager-multinomial |",
-                "| bert_step_tiny | 4x64 | fp32 | sparse-head |"):
+                "| bert_step_tiny | 4x64 | fp32 | sparse-head |", "| collator_call | 32x126 | int64 | hf-collator-call |"):
         assert row in out.stdout
 
 
