@@ -213,16 +213,20 @@ def test_mask_in_model_only_pads(special_tokens_mask, padding_side, token_type_i
 
 def test_other_inputs_pad_as_transformers(tokenizer):
     """Features the bulk path does not take (tensors, plain lists of ids, a feature tokenizer.pad
-    does not pad) go through transformers' padding: the same batch."""
+    does not pad, a float among the ints) go through transformers' padding, and a mask field with
+    values past one byte through the bulk path's int64 reading: the same batch either way."""
     feats = features(tokenizer, rows=6)
     as_tensors = [{key: torch.tensor(value) for key, value in f.items()} for f in feats]
     with_label = [{**f, "label": i} for i, f in enumerate(feats)]
     ids_only = [f["input_ids"] for f in feats]
-    for examples in (as_tensors, with_label, ids_only):
+    with_float = [{**f, "attention_mask": f["attention_mask"][:-1] + [1.0]} for f in feats]
+    wide_mask = [{**f, "attention_mask": f["attention_mask"][:-1] + [300]} for f in feats]
+    for examples in (as_tensors, with_label, ids_only, with_float, wide_mask):
         ours = DataCollatorForLanguageModeling(tokenizer, mask_in_model=True)(examples)
         theirs = transformers.DataCollatorForLanguageModeling(tokenizer, mlm=False)(examples)
         assert list(ours.keys()) == list(theirs.keys())
-        assert all(torch.equal(ours[key], theirs[key]) for key in ours if key != "labels")
+        assert all(torch.equal(ours[key], theirs[key]) and ours[key].dtype == theirs[key].dtype
+                   for key in ours if key != "labels")
         masked = DataCollatorForLanguageModeling(tokenizer)(examples)
         check_masked(tokenizer, masked, {"input_ids": theirs["input_ids"]})
 
