@@ -141,7 +141,7 @@ class DataCollatorForLanguageModeling(transformers.DataCollatorForLanguageModeli
     def numpy_mask_tokens(self, inputs, special_tokens_mask=None, offset_mapping=None):
         """torch_mask_tokens on NumPy arrays."""
         special = None if special_tokens_mask is None else torch.as_tensor(np.asarray(special_tokens_mask))
-        ids, labels = self.torch_mask_tokens(torch.from_numpy(inputs), special)
+        ids, labels = self.torch_mask_tokens(torch.from_numpy(np.asarray(inputs)), special)
         return ids.numpy(), labels.numpy()
 
 
