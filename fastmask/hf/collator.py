@@ -190,7 +190,9 @@ def _pad_lists(tokenizer, examples, pad_to_multiple_of: int | None, return_tenso
         batch[key][filled] = flat
     if "attention_mask" in fill and "attention_mask" not in batch:
         batch["attention_mask"] = filled.astype(np.int64)
-    return BatchEncoding({key: torch.from_numpy(value) for key, value in batch.items()} if return_tensors == "pt" else batch)
+    if return_tensors == "pt":
+        batch = {key: torch.from_numpy(value) for key, value in batch.items()}
+    return BatchEncoding(batch)
 
 
 def _concatenate(rows: list[list], small: bool) -> np.ndarray | None:
