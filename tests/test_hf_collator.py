@@ -21,6 +21,7 @@ import transformers
 import fastmask
 from fastmask.baselines import in_memory_tokenizer
 from fastmask.hf import DataCollatorForLanguageModeling
+from fastmask.hf import collator as collator_module
 
 VOCAB = 1000
 IGNORE = -100
@@ -166,6 +167,14 @@ def test_seed_reproduces_and_calls_are_fresh(tokenizer):
     assert all(torch.equal(a, b) for a, b in zip(batches(), unseeded))
     torch.manual_seed(1)
     assert not torch.equal(batches()[0], unseeded[0])
+
+
+def test_data_parallel_ranks_never_share_masks(tokenizer, monkeypatch):
+    feats = features(tokenizer, rows=8, low=30, high=30)
+    rank0 = DataCollatorForLanguageModeling(tokenizer, seed=3)(feats)["labels"]
+    monkeypatch.setattr(collator_module, "rank_and_world", lambda: (1, 2))
+    rank1 = DataCollatorForLanguageModeling(tokenizer, seed=3)(feats)["labels"]
+    assert not torch.equal(rank0, rank1)  # the same seed, data and call: rank 1 draws its own masks
 
 
 def test_dataloader_workers_never_repeat_and_reproduce(tokenizer):

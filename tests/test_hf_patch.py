@@ -73,7 +73,7 @@ def test_masks_are_fresh_per_step_apart_per_rank_and_fixed_per_sequence_in_evalu
     model = apply_fastmask(tiny_model("BertForMaskedLM", tokenizer), tokenizer).train()
     first, second = model(**batch).positions, model(**batch).positions
     assert not torch.equal(first, second)  # a new mask every training step
-    monkeypatch.setattr(patch, "_rank_and_world", lambda: (1, 2))
+    monkeypatch.setattr(patch, "rank_and_world", lambda: (1, 2))
     other_rank = apply_fastmask(tiny_model("BertForMaskedLM", tokenizer), tokenizer).train()
     assert not torch.equal(other_rank(**batch).positions, first)  # rank 1 of 2: its own masks
     model.eval()

@@ -52,15 +52,15 @@ def test_stock_trainer_trains_evaluates_saves_and_reloads_unpatched(name, tokeni
 
 
 @pytest.fixture
-def examples(monkeypatch, tmp_path):
-    """Imports an example by name, run from tmp_path with the built-in corpus cut to a few texts."""
+def examples(monkeypatch, tmp_path, corpus):
+    """Imports an example by name and runs it from tmp_path, tiny, on the tests' small corpus."""
     monkeypatch.syspath_prepend(EXAMPLES)
     monkeypatch.chdir(tmp_path)
 
     def run(name, *flags):
         module = importlib.import_module(name)
-        tiny = ["--texts", "120", "--max-length", "32", "--hidden-size", "32", "--vocab-size", "300",
-                "--steps", "3", "--batch-size", "8"]
+        tiny = ["--corpus", corpus, "--texts", "120", "--max-length", "32", "--hidden-size", "32",
+                "--vocab-size", "300", "--steps", "3", "--batch-size", "8"]
         return module.main(tiny + list(flags))
 
     return run

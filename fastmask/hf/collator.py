@@ -29,6 +29,7 @@ from transformers.data.data_collator import (
 
 import fastmask
 from fastmask import checks
+from fastmask.hf.patch import rank_and_world
 
 
 @dataclass
@@ -63,7 +64,9 @@ class DataCollatorForLanguageModeling(transformers.DataCollatorForLanguageModeli
       The DataLoader draws the worker seeds from the main process's RNG each time it starts its
       workers, distinct per worker, so masks repeat neither across workers nor across epochs
       (``seed + worker id``, transformers' rule, repeats every epoch when workers restart), and
-      the same ``torch.manual_seed`` and ``seed`` reproduce them.
+      the same ``torch.manual_seed`` and ``seed`` reproduce them;
+    - on data-parallel rank r > 0 (torch.distributed, else the ``RANK`` variable) the rank joins
+      the hash, so ranks seeded alike never share a mask.
 
     The epoch is a 32-bit word: one process's 2**32-th call raises.
     """
@@ -87,15 +90,16 @@ class DataCollatorForLanguageModeling(transformers.DataCollatorForLanguageModeli
     def _philox_stream(self) -> tuple[int, int]:
         """(seed word, epoch) of this call's masks, as the class docstring says."""
         if self._stream_pid != os.getpid():
-            worker = torch.utils.data.get_worker_info()
-            if worker is not None:
-                key = f"{self.seed or 0} {worker.seed}".encode()
-                self._stream_seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
-            elif self.seed is not None:
-                self._stream_seed = self.seed
+            worker, (rank, _) = torch.utils.data.get_worker_info(), rank_and_world()
+            if worker is None and self.seed is None:
+                seed = int(torch.randint(checks.SEED_LIMIT - 1, ()))
             else:
-                self._stream_seed = int(torch.randint(checks.SEED_LIMIT - 1, ()))
-            self._stream_pid, self._calls = os.getpid(), 0
+                seed = self.seed or 0
+            salt = ([f"worker {worker.seed}"] if worker is not None else []) + ([f"rank {rank}"] if rank else [])
+            if salt:
+                key = " ".join([str(seed), *salt]).encode()
+                seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+            self._stream_seed, self._stream_pid, self._calls = seed, os.getpid(), 0
         self._calls += 1
         return self._stream_seed, self._calls - 1
 

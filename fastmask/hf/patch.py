@@ -73,7 +73,7 @@ class FastMaskedLMOutput(MaskedLMOutput):
 
 
 @torch.compiler.assume_constant_result
-def _rank_and_world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """This process's data-parallel rank and world size (fixed for the life of the process)."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -111,7 +111,7 @@ class FastMaskState(nn.Module):
     def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, training: bool) -> MaskedStep:
         if not training:
             return self.masking.evaluation(input_ids, attention_mask, row_ids=_content_ids(input_ids))
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         row_ids = torch.arange(input_ids.shape[0], device=input_ids.device, dtype=torch.int64) + (rank << 32)
         epoch = self.train_calls * world + rank
         self.train_calls.add_(1)
