@@ -34,7 +34,8 @@ def latest_run(rows):
 
 
 def size(shape: str) -> int:
-    return math.prod(int(v) for v in shape.split("x"))
+    """Elements of a shape such as 256x512; a ragged length range (256x64-512) counts at its longest."""
+    return math.prod(int(v.split("-")[-1]) for v in shape.split("x"))
 
 
 def plot_file(path: str, out_dir: str) -> list[str]:
