@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Callable, Sequence
 
@@ -169,6 +169,7 @@ class Row:
     cuda: str | None
     git_sha: str
     date: str
+    quick: bool = False  # a --quick smoke run: saved only on request, never reported
 
 
 def device_name(device: torch.device) -> str:
@@ -281,21 +282,28 @@ def print_table(rows: list[Row], columns: Sequence[str]) -> None:
               f"{r.p20_ms:.4f}-{r.p80_ms:.4f} | " + " | ".join(speedups) + f" | {floor} |")
 
 
+def load_rows(path: str) -> list[dict]:
+    """The rows of a results file, smoke-test (--quick) rows left out: they are never reported."""
+    with open(path) as f:
+        return [row for row in map(json.loads, filter(str.strip, f)) if not row.get("quick")]
+
+
 def run(name: str, doc: str, collect: Callable, columns: Sequence[str], argv=None) -> int:
     """The command line every bench script shares: collect(device, quick, min_run_time) -> rows,
-    printed as a table with a speed-up column per baseline in `columns` and appended to
-    bench/results/<name>-<device>.jsonl."""
+    printed as a table with a speed-up column per baseline in `columns`; with --save (or
+    --results-dir) appended to <results dir>/<name>-<device>.jsonl, --quick rows marked as such."""
     epilog = "baselines (the speed-up columns):\n" + "\n".join(f"  {b:18s} {BASELINES[b]}" for b in columns)
     parser = argparse.ArgumentParser(description=doc, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small shapes, short timings (a CPU smoke run)")
-    parser.add_argument("--no-save", action="store_true", help="print only; do not append to bench/results/")
-    parser.add_argument("--results-dir", default=RESULTS_DIR, help="where result rows go (default: bench/results/)")
+    parser.add_argument("--save", action="store_true", help="append the rows to bench/results/ (tracked: for "
+                                                            "full runs worth reporting)")
+    parser.add_argument("--results-dir", help="append the rows here instead (implies --save)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    rows = collect(device, args.quick, 0.05 if args.quick else 0.5)
+    rows = [replace(row, quick=args.quick) for row in collect(device, args.quick, 0.05 if args.quick else 0.5)]
     print_table(rows, columns)
-    if not args.no_save:
-        print("\nappended to", save(rows, name, device, args.results_dir))
+    if args.save or args.results_dir:
+        print("\nappended to", save(rows, name, device, args.results_dir or RESULTS_DIR))
     return 0

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import sys
@@ -22,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from harness import BASELINES, KERNEL_BACKENDS  # noqa: E402
+from harness import BASELINES, KERNEL_BACKENDS, load_rows  # noqa: E402
 
 KERNELS = {kernel for kernels in KERNEL_BACKENDS.values() for kernel in kernels}
 
@@ -39,8 +38,10 @@ def size(shape: str) -> int:
 
 
 def plot_file(path: str, out_dir: str) -> list[str]:
-    with open(path) as f:
-        rows = latest_run([json.loads(line) for line in f if line.strip()])
+    rows = load_rows(path)
+    if not rows:
+        return []
+    rows = latest_run(rows)
     by_op = defaultdict(list)
     for r in rows:
         by_op[(r["op"], r["dtype"])].append(r)

@@ -110,7 +110,7 @@ def bench(args) -> int:
     sys.path.insert(0, bench_dir)
     import harness
 
-    flags = (["--quick"] if args.quick else []) + (["--no-save"] if args.no_save else []) + ["--device", args.device]
+    flags = (["--quick"] if args.quick else []) + (["--save"] if args.save else []) + ["--device", args.device]
     flags += ["--results-dir", os.path.abspath(args.results_dir)] if args.results_dir else []
     for family in [args.family] if args.family else BENCH_FAMILIES:
         path = os.path.join(bench_dir, f"bench_{family.replace('-', '_')}.py")
@@ -132,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         from fastmask import experiments
 
         return experiments.main(argv[1:])
+    import fastmask
+
     parser = argparse.ArgumentParser(prog="fastmask", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"fastmask {fastmask.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions and available backends").set_defaults(fn=info)
     sub.add_parser("pretrain", help="BERT MLM pretraining (fastmask pretrain --help)")
@@ -140,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("bench", help="benchmark every op family against its baselines (bench/ scripts)")
     p.add_argument("family", nargs="?", choices=BENCH_FAMILIES, help="one family (default: all)")
     p.add_argument("--quick", action="store_true", help="small shapes, short timings: a CPU smoke run")
-    p.add_argument("--no-save", action="store_true", help="print only; do not append to bench/results/")
-    p.add_argument("--results-dir", help="append result rows here instead of bench/results/")
+    p.add_argument("--save", action="store_true", help="append the rows to bench/results/ (tracked: for full runs)")
+    p.add_argument("--results-dir", help="append the rows here instead (implies --save)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.set_defaults(fn=bench)
     p = sub.add_parser("demo", help="mask an example and time the CPU kernel against the HF collator")

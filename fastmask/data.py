@@ -57,7 +57,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")  # ids 0..4 in e
 # Bump when the meaning of a cache file changes (text extraction, tokenizer recipe, packing layout),
 # so old cache entries are simply never looked up again.
 _CORPUS_VERSION = 1
-_TOKENIZER_VERSION = 1
+_TOKENIZER_VERSION = 2  # 2: canonical ids (deterministic training)
 _PACK_VERSION = 1
 
 _MIN_WORDS = 8  # shorter docstrings are mostly "Return self." style fragments, not prose
@@ -381,6 +381,12 @@ def _train_backend(texts: Sequence[str], vocab_size: int, show_progress: bool):
         show_progress=show_progress,
     )
     tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    # The trainer breaks frequency ties in hash-map order, which differs run to run: the same
+    # vocabulary comes out under different ids. Canonical ids (specials first, then the tokens in
+    # code-point order) make the trained tokenizer a function of the texts and vocab_size alone.
+    learned = sorted(set(tok.get_vocab()) - set(SPECIAL_TOKENS))
+    tok.model = models.WordPiece({t: i for i, t in enumerate([*SPECIAL_TOKENS, *learned])}, unk_token="[UNK]",
+                                 continuing_subword_prefix="##")
     ids = [tok.token_to_id(t) for t in SPECIAL_TOKENS]
     if ids != list(range(len(SPECIAL_TOKENS))):
         raise RuntimeError(f"trained tokenizer has special token ids {ids}, expected 0..{len(SPECIAL_TOKENS) - 1}")

@@ -252,8 +252,9 @@ def _plot_convergence(results, path):
 
 
 def _experiment_config(args, masking: str, seed: int | None = None) -> pretrain.Config:
+    # overwrite: the runs in the work folder are this experiment's own, regenerated on every run of it
     cfg = pretrain.Config(preset=args.preset, corpus=args.corpus, masking=masking, seed=args.seed if seed is None else seed,
-                          batch_size=args.batch_size, cache_dir=args.cache_dir, progress=False)
+                          batch_size=args.batch_size, cache_dir=args.cache_dir, progress=False, overwrite=True)
     return cfg.resolved()
 
 

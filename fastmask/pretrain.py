@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 import traceback
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.distributed as dist
@@ -31,6 +31,8 @@ import fastmask
 from fastmask import baselines, data
 from fastmask.strategy import STRATEGIES, MaskingStrategy
 
+
+MAX_SEQ_LEN = 8192  # the longest rows the packer, the model and the kernels are sized for here
 
 # width, layers, heads, ffn, seq_len, vocab, batch, steps, lr
 PRESETS = {
@@ -43,52 +45,75 @@ PRESETS = {
 }
 
 
+def _flag(default, help: str, kind=None, choices=None):
+    """A Config field and its command-line flag: help text, value type (default: the default's), choices."""
+    return field(default=default, metadata=dict(help=help, kind=kind or type(default), choices=choices))
+
+
+PRESET = "None: the preset's value"
+
+
 @dataclass
 class Config:
-    """Every field is a command-line flag (``--field value``); None takes the preset's value."""
+    """Every field is a command-line flag (``--field-name value``); None takes the preset's value."""
 
-    preset: str = "tiny"
-    corpus: str | None = None  # text file, directory or JSONL; None: the built-in corpus
-    tokenizer: str | None = None  # a local Hugging Face tokenizer directory; None: train WordPiece
-    out: str = "runs/pretrain"
-    masking: str = "random"  # random (exact count) | bernoulli | fully-explored | mapnet
-    baseline: str | None = None  # "hf": HF collator on the CPU + BertForMaskedLM's dense head
+    preset: str = _flag("tiny", "model size, data shape and schedule: " + "; ".join(
+        f"{name}: width {p['hidden_size']}, {p['num_layers']} layers, seq {p['seq_len']}, vocab {p['vocab_size']}, "
+        f"batch {p['batch_size']}, {p['steps']} steps" for name, p in PRESETS.items()), choices=tuple(PRESETS))
+    corpus: str | None = _flag(None, "a text file (one document per line), a .jsonl file ({\"text\": ...} per line) or "
+                                     "a folder of them; None: the built-in corpus (Python's standard-library docstrings)",
+                               kind=str)
+    tokenizer: str | None = _flag(None, "a local Hugging Face tokenizer folder; None: train a WordPiece tokenizer on "
+                                        "the corpus (cached)", kind=str)
+    out: str | None = _flag(None, "the run's folder; None: a new runs/pretrain-<date>-<time>, printed at start. "
+                                  "A folder holding files is refused unless --resume or --overwrite", kind=str)
+    overwrite: bool = _flag(False, "replace the run files already in --out")
+    masking: str = _flag("random", "random: exactly round(p n) tokens per row; bernoulli: each token with "
+                                   "probability p (BERT, the HF collator); fully-explored: K disjoint views of every "
+                                   "row in one step; mapnet: sampled from a jointly trained proposal net, "
+                                   "importance-weighted", choices=STRATEGIES)
+    baseline: str | None = _flag(None, "hf: train the way most users do today (the HF collator on the CPU, "
+                                       "BertForMaskedLM's dense head), for comparison", kind=str, choices=("hf",))
     # model (None: from the preset)
-    hidden_size: int | None = None
-    num_layers: int | None = None
-    num_heads: int | None = None
-    intermediate_size: int | None = None
-    seq_len: int | None = None
-    vocab_size: int | None = None
+    hidden_size: int | None = _flag(None, f"encoder width ({PRESET})", kind=int)
+    num_layers: int | None = _flag(None, f"encoder layers ({PRESET})", kind=int)
+    num_heads: int | None = _flag(None, f"attention heads ({PRESET})", kind=int)
+    intermediate_size: int | None = _flag(None, f"feed-forward width ({PRESET})", kind=int)
+    seq_len: int | None = _flag(None, f"tokens per training sequence, 8..{MAX_SEQ_LEN} ({PRESET})", kind=int)
+    vocab_size: int | None = _flag(None, f"tokenizer and embedding size ({PRESET})", kind=int)
     # masking
-    mlm_probability: float = 0.15
-    num_segments: int | None = None  # fully-explored K; None: round(1 / mlm_probability)
-    mapnet_layers: int = 2
-    mapnet_hidden: int | None = None  # None: a quarter of hidden_size
-    mapnet_weight: float = 0.1  # lambda of the REINFORCE objective
-    uniform_mix: float = 0.1
-    weighting: str = "token"  # token | sequence
+    mlm_probability: float = _flag(0.15, "share of maskable tokens masked, in (0, 1)")
+    num_segments: int | None = _flag(None, "fully-explored K; None: round(1 / mlm-probability)", kind=int)
+    mapnet_layers: int = _flag(2, "MAPNet proposal net: Transformer layers")
+    mapnet_hidden: int | None = _flag(None, "MAPNet proposal net: width (even); None: a quarter of --hidden-size",
+                                      kind=int)
+    mapnet_weight: float = _flag(0.1, "MAPNet: weight lambda of the proposal net's REINFORCE objective")
+    uniform_mix: float = _flag(0.1, "MAPNet: share of the uniform distribution mixed into the proposal, in [0, 1]")
+    weighting: str = _flag("token", "MAPNet importance weights: token (per masked token, unbiased) or sequence "
+                                    "(one clipped weight per row)", choices=("token", "sequence"))
     # optimisation
-    batch_size: int | None = None  # sequences per rank per micro-step
-    grad_accum: int = 1
-    steps: int | None = None
-    lr: float | None = None
-    warmup: int | None = None  # None: 5% of the steps
-    weight_decay: float = 0.01
-    clip: float = 1.0
-    compile: bool = False
+    batch_size: int | None = _flag(None, f"sequences per rank per micro-step ({PRESET})", kind=int)
+    grad_accum: int = _flag(1, "micro-steps per optimizer step")
+    steps: int | None = _flag(None, f"optimizer steps ({PRESET})", kind=int)
+    lr: float | None = _flag(None, f"peak AdamW learning rate ({PRESET})", kind=float)
+    warmup: int | None = _flag(None, "linear warm-up steps, then linear decay to 0; None: 5%% of --steps", kind=int)
+    weight_decay: float = _flag(0.01, "AdamW weight decay")
+    clip: float = _flag(1.0, "gradient-norm clipping threshold")
+    compile: bool = _flag(False, "torch.compile the training step")
     # bookkeeping
-    eval_interval: int = 100
-    eval_batches: int = 8
-    eval_fraction: float = 0.02
-    log_interval: int = 10
-    checkpoint_interval: int = 100
-    resume: bool = False
-    seed: int = 0
-    device: str = "auto"
-    cache_dir: str | None = None
-    progress: bool = True
-    sync_debug: bool = False  # GPU: torch.cuda.set_sync_debug_mode("error") outside logging steps
+    eval_interval: int = _flag(100, "steps between evaluations (and at the last step)")
+    eval_batches: int = _flag(8, "held-out batches per evaluation")
+    eval_fraction: float = _flag(0.02, "share of the packed rows held out for evaluation")
+    log_interval: int | None = _flag(None, "steps between lines of metrics.jsonl (each reads the loss: a host "
+                                           "sync); None: steps / 50, between 1 and 10", kind=int)
+    checkpoint_interval: int = _flag(100, "steps between checkpoints (rounded to a log step)")
+    resume: bool = _flag(False, "continue the run in --out from its checkpoint.pt")
+    seed: int = _flag(0, "seed of the data order, the initialisation and the masks")
+    device: str = _flag("auto", "auto: cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
+    cache_dir: str | None = _flag(None, "tokenizer and packed-row cache; None: $FASTMASK_CACHE or ~/.cache/fastmask",
+                                  kind=str)
+    progress: bool = _flag(True, "a progress bar")
+    sync_debug: bool = _flag(False, "GPU: torch.cuda.set_sync_debug_mode('error') outside logging steps")
 
     def resolved(self) -> "Config":
         if self.preset not in PRESETS:
@@ -100,6 +125,8 @@ class Config:
             cfg.num_segments = max(1, round(1 / cfg.mlm_probability)) if cfg.mlm_probability > 0 else 1
         if cfg.mapnet_hidden is None:
             cfg.mapnet_hidden = max(cfg.mapnet_layers, cfg.hidden_size // 4)
+        if cfg.log_interval is None:
+            cfg.log_interval = min(10, max(1, cfg.steps // 50))
         if cfg.warmup is None:
             cfg.warmup = max(1, cfg.steps // 20)
         cfg.validate()
@@ -117,7 +144,10 @@ class Config:
             (self.hidden_size % self.num_heads == 0,
              f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}"),
             (self.mapnet_hidden % 2 == 0, f"--mapnet-hidden must be even (2 heads), got {self.mapnet_hidden}"),
-            (self.seq_len >= 8, f"--seq-len must be at least 8, got {self.seq_len}"),
+            (8 <= self.seq_len <= MAX_SEQ_LEN, f"--seq-len must be in [8, {MAX_SEQ_LEN}], got {self.seq_len}"),
+            (not self.resume or self.out is not None, "--resume needs --out: the folder of the run to continue"),
+            (not (self.resume and self.overwrite), "--resume continues the run in --out; --overwrite replaces it: "
+                                                   "give one of them"),
         ]
         for name in ("batch_size", "grad_accum", "steps", "eval_interval", "eval_batches", "log_interval",
                      "checkpoint_interval", "num_segments", "hidden_size", "num_layers", "num_heads",
@@ -135,18 +165,41 @@ MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "
                 "baseline", "mapnet_layers", "mapnet_hidden")
 
 
-def parse_args(argv: list[str] | None) -> Config:
-    parser = argparse.ArgumentParser(prog="fastmask pretrain", description=__doc__,
+DESCRIPTION = """Pretrains a BERT encoder by masked-language modelling, with fastmask's masking kernels and
+sparse MLM head, on a CPU or a GPU (torchrun: one process per GPU or CPU process, DDP).
+
+Output (--out): metrics.jsonl (a line per --log-interval), curves.png, checkpoint.pt (continue
+with --resume). Ctrl-C or SIGTERM writes a checkpoint first.
+
+examples:
+  fastmask pretrain                                        # the tiny preset on the built-in corpus
+  fastmask pretrain --masking fully-explored --preset small --corpus my_texts.jsonl
+  fastmask pretrain --baseline hf                          # the same model the usual way, for comparison
+  fastmask pretrain --out runs/a --resume                  # continue runs/a
+  torchrun --nproc_per_node 8 -m fastmask pretrain --preset base
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastmask pretrain", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in fields(Config):
-        flag = "--" + f.name.replace("_", "-")
-        kind = {"bool": None, "int | None": int, "float | None": float, "str | None": str}.get(str(f.type), None)
-        if str(f.type) == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        shown = f"{meta['help']} (default: {f.default})"
+        if meta["kind"] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
         else:
-            kind = kind or {"int": int, "float": float, "str": str}[str(f.type)]
-            parser.add_argument(flag, type=kind, default=f.default)
-    return Config(**vars(parser.parse_args(argv)))
+            parser.add_argument(flag, type=meta["kind"], default=f.default, choices=meta["choices"], help=shown,
+                                metavar=None if meta["choices"] else f.name.upper())
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[Config, bool]:
+    """(the configuration, whether --print-config was given)."""
+    args = vars(_parser().parse_args(argv))
+    print_config = args.pop("print_config")
+    return Config(**args), print_config
 
 
 # --------------------------------------------------------------------------------------------
@@ -175,7 +228,7 @@ class Pretrainer(nn.Module):
             )
         self.masking = MaskingStrategy(
             cfg.masking, mask_token_id=tokenizer.mask_token_id, vocab_size=cfg.vocab_size,
-            special_ids=[tokenizer.pad_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id],
+            special_ids=sorted(set(tokenizer.all_special_ids)),  # never masked, on either path
             mlm_probability=cfg.mlm_probability, num_segments=cfg.num_segments, uniform_mix=cfg.uniform_mix,
             weighting=cfg.weighting, seed=cfg.seed, proposal=proposal)
         self.mask_seconds = 0.0  # time spent masking (CPU clock; GPU: events); MAPNet's scoring included
@@ -291,14 +344,98 @@ def _setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def _hf_batch(collator, rows: torch.Tensor, device: torch.device):
-    """The baseline's masking: Hugging Face's collator on CPU tensors, then a copy to the device."""
-    out = collator.torch_mask_tokens(rows.long().clone(), special_tokens_mask=rows <= 3)
+def _hf_batch(collator, rows: torch.Tensor, special_ids: torch.Tensor, device: torch.device):
+    """The baseline's masking: Hugging Face's collator on CPU tensors, then a copy to the device.
+    `special_ids` (CPU) are those the fastmask path never masks: the tokenizer's special tokens."""
+    out = collator.torch_mask_tokens(rows.long().clone(), special_tokens_mask=torch.isin(rows, special_ids))
     return out[0].to(device, non_blocking=True), out[1].to(device, non_blocking=True)
 
 
 class Interrupted(Exception):
     pass
+
+
+TOKENIZER_DIR, EXPORT_DIR = "tokenizer", "hf-model"
+# What a run writes in its folder (--overwrite removes exactly these).
+RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "curves.png", "config.json", "versions.json", TOKENIZER_DIR, EXPORT_DIR)
+
+
+def write_run_records(cfg: Config, tokenizer, device: torch.device) -> None:
+    """config.json (every resolved field), versions.json and the run's tokenizer, in --out."""
+    import transformers
+
+    with open(os.path.join(cfg.out, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(cfg), f, indent=2)
+    versions = dict(fastmask=fastmask.__version__, torch=torch.__version__, transformers=transformers.__version__,
+                    cuda=torch.version.cuda, python=sys.version.split()[0],
+                    device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                    git_commit=_git_commit())
+    with open(os.path.join(cfg.out, "versions.json"), "w") as f:
+        json.dump(versions, f, indent=2)
+    tokenizer.save_pretrained(os.path.join(cfg.out, TOKENIZER_DIR))
+
+
+def _git_commit() -> str | None:
+    """The commit of the source checkout fastmask runs from, if it is one."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastmask.__file__)))
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except OSError:
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def export_model(model: "Pretrainer", tokenizer, folder: str) -> None:
+    """The MLM as a Hugging Face folder: AutoModelForMaskedLM / AutoTokenizer.from_pretrained load it
+    (MAPNet's proposal net stays in checkpoint.pt). Written aside, then swapped in whole."""
+    import shutil
+
+    staging = f"{folder}.tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.mlm.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    previous = f"{folder}.old-{os.getpid()}"
+    if os.path.exists(folder):
+        os.replace(folder, previous)
+    os.replace(staging, folder)
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+def output_folder(cfg: Config, main: bool, world: int) -> str:
+    """The run's folder. --out must not hold another run's files unless the run continues it
+    (--resume) or replaces them (--overwrite); without --out, a new folder (the same on every rank)."""
+    if cfg.out is not None:
+        existing = sorted(os.listdir(cfg.out)) if os.path.isdir(cfg.out) else []
+        if existing and not (cfg.resume or cfg.overwrite):
+            raise ValueError(f"--out {cfg.out} already holds files ({', '.join(existing[:4])}"
+                             f"{', ...' if len(existing) > 4 else ''}): continue that run with --resume, replace "
+                             "it with --overwrite, or choose another --out")
+        if cfg.overwrite and main:
+            import shutil
+
+            for name in RUN_FILES:
+                path = os.path.join(cfg.out, name)
+                if os.path.isdir(path):
+                    shutil.rmtree(path)
+                elif os.path.exists(path):
+                    os.remove(path)
+        if main and not cfg.resume:  # a resumed run's folder exists: load_checkpoint says so otherwise
+            os.makedirs(cfg.out, exist_ok=True)
+        return cfg.out
+    folder = None
+    if main:
+        base = os.path.join("runs", "pretrain-" + time.strftime("%Y%m%d-%H%M%S"))
+        folder, n = base, 1
+        while os.path.exists(folder):
+            folder, n = f"{base}-{n}", n + 1
+        os.makedirs(folder)
+    if world > 1:
+        shared = [folder]
+        dist.broadcast_object_list(shared)  # rank 0's name: clocks and folders differ across ranks
+        folder = shared[0]
+    return folder
 
 
 def train(cfg: Config) -> dict:
@@ -321,13 +458,22 @@ def train(cfg: Config) -> dict:
 
 def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     main = rank == 0
+    cfg = dataclasses.replace(cfg, out=output_folder(cfg, main, world))
+    if main:
+        print(f"fastmask pretrain: output folder {cfg.out}", flush=True)
     torch.manual_seed(cfg.seed)
-    # Rank 0 prepares (and caches) the tokenizer and rows first: WordPiece training is not
-    # deterministic across processes, so every other rank must load rank 0's cached result.
+    # Rank 0 prepares (and caches) the tokenizer and rows first; the other ranks then load them.
     if world > 1 and not main:
         dist.barrier()
+    # Read (and check) a checkpoint before the corpus: a bad one fails in seconds, not minutes.
+    state = load_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), cfg) if cfg.resume else None
+    stored_tokenizer = os.path.join(cfg.out, TOKENIZER_DIR)
+    if cfg.resume and os.path.isdir(stored_tokenizer):
+        cfg = dataclasses.replace(cfg, tokenizer=stored_tokenizer)  # the run's own vocabulary, whatever the cache holds
     prepared = data.prepare(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.seq_len, cfg.eval_fraction, cfg.cache_dir,
                             show_progress=cfg.progress and main)
+    if main and not cfg.resume:
+        write_run_records(cfg, prepared.tokenizer, device)
     if world > 1 and main:
         dist.barrier()
     if len(prepared.tokenizer) > cfg.vocab_size:
@@ -336,12 +482,10 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.0, (cfg.steps - s) / max(1, cfg.steps - cfg.warmup)))
-    os.makedirs(cfg.out, exist_ok=True)
     checkpoint_path = os.path.join(cfg.out, "checkpoint.pt")
     metrics_path = os.path.join(cfg.out, "metrics.jsonl")
     step = 0
     if cfg.resume:
-        state = load_checkpoint(checkpoint_path, cfg)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -349,15 +493,18 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         step = state["step"]  # the data position too: micro-batch m is a pure function of (seed, m)
-    elif main and os.path.exists(metrics_path):
-        os.remove(metrics_path)  # a fresh run starts a fresh log
     trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     forward = torch.compile(trained) if cfg.compile else trained
     batches = Batches(prepared.train, cfg.batch_size, cfg.seed, rank, world)
+    passes = cfg.steps * cfg.grad_accum / batches.per_epoch
+    if main and passes > 20:
+        print(f"warning: {len(prepared.train)} training sequences: {cfg.steps} steps read them {passes:.0f} times over "
+              "(a small corpus overfits; give a larger --corpus or fewer --steps)", file=sys.stderr, flush=True)
     collator = None
     if cfg.baseline == "hf":
         collator = baselines.hf_collator(prepared.tokenizer, cfg.mlm_probability)
         collator.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
+        special_ids = model.masking.special_ids.cpu()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len * world
 
@@ -367,6 +514,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
                                                   schedule=schedule.state_dict(), rng=torch.get_rng_state(),
                                                   cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                                                   step=at_step, config=dataclasses.asdict(cfg)))
+            export_model(model, prepared.tokenizer, os.path.join(cfg.out, EXPORT_DIR))
 
     def evaluate() -> float:
         model.eval()
@@ -392,7 +540,15 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main or world == 1 else {}
     from tqdm import tqdm
 
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (cfg.progress and main), desc="pretrain", unit="step")
+    # A bar on a terminal; elsewhere (Slurm, nohup, a log file) a line per log interval.
+    use_bar = cfg.progress and main and sys.stderr.isatty()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not use_bar, desc="pretrain", unit="step")
+    if main:
+        parameters = sum(p.numel() for p in model.parameters())
+        print(f"fastmask pretrain: {cfg.masking if cfg.baseline is None else 'hf baseline'} masking, preset "
+              f"{cfg.preset} ({cfg.hidden_size} wide, {cfg.num_layers} layers, {parameters / 1e6:.1f}M parameters), "
+              f"{device} x {world}, steps {step}..{cfg.steps} of {tokens_per_step} tokens", flush=True)
+    run_start = time.perf_counter()
     window_loss = torch.zeros((), device=device)
     epoch_tensor = torch.zeros((), dtype=torch.int64, device=device)
     window_start, window_steps, good_step, summary = time.perf_counter(), 0, step, {}
@@ -410,7 +566,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
                     ids, hf_labels = rows.to(device, non_blocking=True), None
                 else:
                     start = time.perf_counter()  # the baseline's masking runs on the CPU
-                    ids, hf_labels = _hf_batch(collator, rows, device)
+                    ids, hf_labels = _hf_batch(collator, rows, special_ids, device)
                     model.mask_seconds += time.perf_counter() - start
                 epoch_tensor.fill_(epoch)  # in place, no host sync: the kernels read it on the device
                 with autocast:
@@ -447,7 +603,15 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
                     with open(metrics_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
                 bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                summary = record
+                line = (f"step {step}/{cfg.steps}  loss {mean_loss:.4f}"
+                        + ("" if eval_loss is None else f"  eval loss {eval_loss:.4f}")
+                        + f"  {record['tokens_per_s']:.0f} tokens/s")
+                if main and not use_bar:
+                    print(line, flush=True)
+                elif main and eval_loss is not None:
+                    bar.write(line)
+                summary = dict(record, run_tokens_per_s=round(
+                    (step - first_step) * tokens_per_step / (time.perf_counter() - run_start), 1))
                 window_loss.zero_()
                 window_start, window_steps = time.perf_counter(), 0
                 if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
@@ -461,13 +625,14 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
         bar.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if main:
-        plot(metrics_path, os.path.join(cfg.out, "curves.png"))
-    return summary
+        if main and os.path.exists(metrics_path):  # also when stopped: the curves so far
+            title = f"{cfg.masking if cfg.baseline is None else 'hf baseline'} masking, preset {cfg.preset}: {cfg.out}"
+            plot(metrics_path, os.path.join(cfg.out, "curves.png"), title)
+    return {**summary, "out": cfg.out}
 
 
-def plot(metrics_path: str, png_path: str) -> None:
-    """Training and evaluation loss against steps, and throughput."""
+def plot(metrics_path: str, png_path: str, title: str) -> None:
+    """Training and evaluation loss against steps, and throughput, under `title`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -487,6 +652,7 @@ def plot(metrics_path: str, png_path: str) -> None:
     ax_speed.plot([r["step"] for r in rows], [r["tokens_per_s"] for r in rows])
     ax_speed.set_xlabel("step")
     ax_speed.set_ylabel("tokens / s")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
@@ -494,14 +660,17 @@ def plot(metrics_path: str, png_path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = parse_args(argv)
+        cfg, print_config = parse_args(argv)
+        if print_config:
+            print(json.dumps(dataclasses.asdict(cfg.resolved()), indent=2))
+            return 0
         summary = train(cfg)
     except (ValueError, FloatingPointError, Interrupted) as exc:
         print(f"fastmask pretrain: {exc}", file=sys.stderr)
         return 1 if not isinstance(exc, Interrupted) else 130
-    if summary and int(os.environ.get("RANK", "0")) == 0:
+    if "step" in summary and int(os.environ.get("RANK", "0")) == 0:
         print(f"done: {summary['step']} steps, {summary['tokens']} tokens, train loss {summary['loss']:.4f}, "
-              f"eval loss {summary['eval_loss']}, {summary['tokens_per_s']:.0f} tokens/s, "
+              f"eval loss {summary['eval_loss']}, {summary['run_tokens_per_s']:.0f} tokens/s over the run, "
               + ("" if summary["masking_share"] is None else f"masking {summary['masking_share']:.2%} of step time ")
-              + f"-> {cfg.out}")
+              + f"-> {summary['out']}")
     return 0

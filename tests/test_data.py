@@ -203,6 +203,13 @@ def test_tokenizer_cache_hit_skips_training(small_texts, tmp_path, monkeypatch):
         data.train_tokenizer(small_texts[:-1] + [small_texts[-1] + " changed"], 300, str(tmp_path))
 
 
+def test_tokenizer_training_is_deterministic(small_texts, tmp_path):
+    """The trainer breaks frequency ties in hash-map order (different on every training, also in
+    one process); canonical ids make fresh caches give the same tokenizer."""
+    trained = [data.train_tokenizer(small_texts, 300, str(tmp_path / f"cache{i}")).get_vocab() for i in range(4)]
+    assert all(vocab == trained[0] for vocab in trained[1:])
+
+
 def test_tokenizer_first_published_wins_and_corrupt_cache_retrains(small_texts, tmp_path, monkeypatch):
     data.train_tokenizer(small_texts, 300, str(tmp_path / "a"))
     (file_name,) = [p.name for p in (tmp_path / "a").glob("tokenizer-*.json")]

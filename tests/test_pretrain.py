@@ -36,7 +36,9 @@ def test_each_strategy_trains(corpus, tmp_path, capsys, extra):
     assert rows[5]["eval_loss"] < rows[2]["eval_loss"]  # it learns (eval masks are fixed: no noise)
     assert os.path.getsize(tmp_path / "run" / "curves.png") > 1000
     assert os.path.exists(tmp_path / "run" / "checkpoint.pt")
-    assert "done: 6 steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "done: 6 steps" in out
+    assert "step 3/6  loss" in out and "eval loss" in out  # no terminal: a line per log step, not a bar
 
 
 def test_resume_after_sigterm_reproduces_the_uninterrupted_run(corpus, tmp_path, monkeypatch):
@@ -89,10 +91,16 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(corpus, tmp_path, m
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 3
 
 
+@pytest.mark.parametrize("flag,value", [("--masking", "spans"), ("--preset", "huge"), ("--device", "tpu")])
+def test_values_outside_a_flags_choices_are_refused_by_argparse(capsys, flag, value):
+    with pytest.raises(SystemExit) as exc:
+        pretrain.main([flag, value])
+    assert exc.value.code == 2 and f"argument {flag}: invalid choice: '{value}'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("extra,message", [
-    (["--masking", "spans"], "--masking must be one of"),
-    (["--preset", "huge"], "--preset must be one of"),
     (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--seq-len", "100000"], "--seq-len must be in [8, 8192]"),
     (["--mlm-probability", "1.5"], "--mlm-probability must be in (0, 1)"),
     (["--num-heads", "3"], "divisible by --num-heads"),
     (["--baseline", "hf", "--masking", "mapnet"], "--baseline hf uses"),
@@ -117,6 +125,80 @@ def test_bad_corpus_and_checkpoints_are_clear_errors(corpus, tmp_path, capsys):
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--resume")) == 1
     assert "cannot read the checkpoint" in capsys.readouterr().err
+
+
+def test_a_run_never_overwrites_another(corpus, tmp_path, capsys, monkeypatch):
+    """A non-empty --out is refused without --resume or --overwrite, before anything is touched;
+    without --out every run gets a new folder."""
+    run = tmp_path / "run"
+    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "3")) == 0
+    def files():
+        return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+    before = files()
+    assert {name for name in pretrain.RUN_FILES} == {name.split("/")[0] for name in before}
+    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2")) == 1
+    err = capsys.readouterr().err
+    assert f"--out {run} already holds files" in err and "--resume" in err and "--overwrite" in err
+    assert files() == before
+    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2", "--overwrite")) == 0
+    assert [r["step"] for r in metrics(run)] == [1, 2]  # replaced, not appended to
+    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--resume", "--overwrite")) == 1
+
+    monkeypatch.chdir(tmp_path)
+    args = micro_args(corpus, run, tmp_path / "cache", "--steps", "1")
+    del args[2:4]  # no --out
+    assert pretrain.main(args) == 0 and pretrain.main(args) == 0
+    folders = sorted(os.listdir(tmp_path / "runs"))
+    assert len(folders) == 2 and all(f.startswith("pretrain-") for f in folders)
+    assert all(os.path.exists(tmp_path / "runs" / f / "metrics.jsonl") for f in folders)
+    assert f"output folder {os.path.join('runs', folders[0])}" in capsys.readouterr().out
+
+
+def test_a_run_leaves_its_records_and_a_model_transformers_loads(corpus, tmp_path):
+    run = tmp_path / "run"
+    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2", "--masking", "mapnet")) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["masking"] == "mapnet" and config["steps"] == 2 and config["hidden_size"] == 32
+    versions = json.loads((run / "versions.json").read_text())
+    assert versions["torch"] == torch.__version__ and versions["fastmask"]
+    import transformers
+
+    model = transformers.AutoModelForMaskedLM.from_pretrained(run / "hf-model")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(run / "hf-model")
+    assert type(model).__name__ == "BertForMaskedLM" and tokenizer.mask_token == "[MASK]"
+    state = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    assert torch.equal(model.bert.embeddings.word_embeddings.weight, state["mlm.bert.embeddings.word_embeddings.weight"])
+    fill = transformers.pipeline("fill-mask", model=model, tokenizer=tokenizer)
+    assert len(fill("the quick brown [MASK] jumps")) == 5
+    stored = transformers.AutoTokenizer.from_pretrained(run / "tokenizer")
+    assert stored.get_vocab() == tokenizer.get_vocab()
+
+
+def test_help_names_every_flag_and_print_config_resolves(capsys):
+    for action in pretrain._parser()._actions:
+        assert action.help and len(action.help) > 10, action.option_strings
+    with pytest.raises(SystemExit):
+        pretrain.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "--masking {random,bernoulli,fully-explored,mapnet}" in text and "(default: 0.15)" in text
+    assert pretrain.main(["--print-config", "--preset", "small", "--masking", "fully-explored"]) == 0
+    config = json.loads(capsys.readouterr().out)
+    assert config["hidden_size"] == 256 and config["num_segments"] == 7 and config["masking"] == "fully-explored"
+    version = subprocess.run([sys.executable, "-m", "fastmask", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("fastmask ")
+
+
+def test_hf_baseline_masks_no_special_token_of_the_tokenizer():
+    from fastmask import baselines
+
+    tokenizer = baselines.in_memory_tokenizer(50)
+    rows = torch.randint(0, 50, (64, 32))  # every special id appears: [UNK] and [MASK] included
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    collator = baselines.hf_collator(tokenizer, mlm_probability=0.9)
+    _, labels = pretrain._hf_batch(collator, rows, special, torch.device("cpu"))
+    assert not (labels != -100)[torch.isin(rows, special)].any()
+    assert (labels != -100).float().mean() > 0.5
 
 
 def test_ddp_on_two_cpu_processes(corpus, tmp_path):

@@ -34,7 +34,7 @@ def test_info_and_demo_run():
 
 def test_bench_quick_runs_every_family(tmp_path):
     """`fastmask bench --quick` (the CPU smoke run) covers every op family, so the suite never rots."""
-    out = subprocess.run([sys.executable, "-m", "fastmask", "bench", "--quick", "--no-save"],
+    out = subprocess.run([sys.executable, "-m", "fastmask", "bench", "--quick"],
                          capture_output=True, text=True, check=True)
     for row in ("| mask_tokens | 32x128 | int64 | hf-collator |", "| fully_explored_k7 | 32x128 | int64 | reference |",
                 "| gather | 8x128x64 | float32 | index-select |", "| proposal_topk | 32x128 | float32 | eager-multinomial |",
@@ -49,6 +49,13 @@ def test_report_and_plots_from_results(tmp_path):
     bench = tmp_path / "bench"
     shutil.copytree(os.path.join(ROOT, "bench"), bench, ignore=shutil.ignore_patterns("results", "plots", "RESULTS.md"))
     subprocess.run([sys.executable, str(bench / "bench_masking.py"), "--quick"], check=True, capture_output=True)
+    assert not (bench / "results").exists()  # saving is opt-in
+    subprocess.run([sys.executable, str(bench / "bench_masking.py"), "--quick", "--save"], check=True,
+                   capture_output=True)
+    subprocess.run([sys.executable, str(bench / "report.py")], check=True, capture_output=True)
+    assert "mask_tokens" not in (bench / "RESULTS.md").read_text()  # smoke-test rows are never reported
+    (results,) = (bench / "results").iterdir()
+    results.write_text(results.read_text().replace('"quick": true', '"quick": false'))  # as a full run's rows
     subprocess.run([sys.executable, str(bench / "report.py")], check=True, capture_output=True)
     subprocess.run([sys.executable, str(bench / "plot.py")], check=True, capture_output=True)
     assert "| mask_tokens | 32x128 | int64 | cpp |" in (bench / "RESULTS.md").read_text()
