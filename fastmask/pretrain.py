@@ -595,7 +595,8 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
                               tokens_per_s=round(window_steps * tokens_per_step / elapsed, 1),
                               masking_share=None if cfg.compile else round(model.take_mask_seconds() / elapsed, 5),
                               lr=schedule.get_last_lr()[0],
-                              dropped_labels=model.masking.take_dropped_labels())
+                              dropped_labels=model.masking.take_dropped_labels(),
+                              **model.masking.take_proposal_stats())
                 if record["dropped_labels"] and main:
                     bar.write(f"warning: {record['dropped_labels']} labelled tokens exceeded the gather capacity "
                               f"between steps {step - window_steps} and {step} and were left out of the loss", file=sys.stderr)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from fastmask import counts
-from fastmask.mapnet import MaskProposalNet, mapnet_loss
+from fastmask.mapnet import MaskProposalNet, mapnet_loss, proposal_log_q
 from fastmask.ops import (
     PARTITIONS,
     WEIGHTINGS,
@@ -132,13 +132,28 @@ class MaskingStrategy(nn.Module):
         # Not a buffer: DDP would broadcast it every step. A tensor from the start, moved with the
         # module (see _apply): a compiled forward sees one type and device, so it never recompiles.
         self.dropped_labels = torch.zeros((), dtype=torch.int64)
+        # MAPNet's health, summed over calls on the device (see losses): objective, the smallest and
+        # largest importance weight, the largest q_i over the uniform 1/n; and the number of calls.
+        self.proposal_sums = torch.zeros(5)
 
     def extra_repr(self) -> str:
         return f"{self.strategy!r}, mlm_probability={self.mlm_probability}"
 
     def _apply(self, fn, *args, **kwargs):
-        self.dropped_labels = fn(self.dropped_labels)  # .to(device) and friends, as for a buffer
+        # .to(device) and friends, as for a buffer (the sums stay float32 whatever the model's dtype)
+        self.dropped_labels = fn(self.dropped_labels)
+        self.proposal_sums = fn(self.proposal_sums).float()
         return super()._apply(fn, *args, **kwargs)
+
+    def take_proposal_stats(self) -> dict:
+        """MAPNet's means since the last call: objective, weight_min, weight_max, max_q_over_uniform
+        (empty without MAPNet or calls). Reads the device: log time only."""
+        sums = self.proposal_sums.tolist()
+        self.proposal_sums = torch.zeros_like(self.proposal_sums)
+        if not sums[-1]:
+            return {}
+        names = ("mapnet_objective", "weight_min", "weight_max", "max_q_over_uniform")
+        return {name: round(total / sums[-1], 5) for name, total in zip(names, sums)}
 
     def take_dropped_labels(self) -> int:
         """Labelled tokens dropped for capacity since the last call (a host sync: log time only)."""
@@ -222,4 +237,12 @@ class MaskingStrategy(nn.Module):
             return StepLosses(loss, loss.new_zeros(()), logits)
         reward = losses_by_position(token_losses.detach().float(), step.positions, step.labels.shape[1])
         objective = mapnet_loss(step.scores, step.labels, reward, step.maskable, uniform_mix=self.uniform_mix)
+        with torch.no_grad():
+            sampled = step.weights > 0
+            weights = step.weights.float()
+            q = proposal_log_q(step.scores.detach(), step.maskable, self.uniform_mix).exp()
+            self.proposal_sums = self.proposal_sums + torch.stack([
+                objective.detach().float(), torch.where(sampled, weights, float("inf")).min(),
+                torch.where(sampled, weights, float("-inf")).max(),
+                (q * step.maskable.sum(1, keepdim=True)).max(), weights.new_ones(())])
         return StepLosses(loss, objective, logits)

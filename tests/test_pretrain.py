@@ -35,6 +35,9 @@ def test_each_strategy_trains(corpus, tmp_path, capsys, extra):
     assert [r["eval_loss"] is not None for r in rows] == [False, False, True, False, False, True]
     assert rows[5]["eval_loss"] < rows[2]["eval_loss"]  # it learns (eval masks are fixed: no noise)
     assert os.path.getsize(tmp_path / "run" / "curves.png") > 1000
+    mapnet = extra == ["--masking", "mapnet"]  # its proposal's health is logged, for MAPNet alone
+    assert all(("max_q_over_uniform" in r) == mapnet for r in rows)
+    assert not mapnet or all(0 < r["weight_min"] <= r["weight_max"] and r["max_q_over_uniform"] >= 1 for r in rows)
     assert os.path.exists(tmp_path / "run" / "checkpoint.pt")
     out = capsys.readouterr().out
     assert "done: 6 steps" in out
