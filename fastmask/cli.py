@@ -125,9 +125,9 @@ def bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["pretrain"]:  # its own parser: every Config field is a flag
-        from fastmask import pretrain
+        from fastmask.train import main as pretrain
 
-        return pretrain.main(argv[1:])
+        return pretrain(argv[1:])
     if argv[:1] == ["experiment"]:
         from fastmask import experiments
 

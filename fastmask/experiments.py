@@ -25,29 +25,32 @@ import sys
 import torch
 
 import fastmask
-from fastmask import pretrain
+from fastmask.train import Config, train
+from fastmask.train.config import PRESETS
+from fastmask.train.model import Pretrainer
+from fastmask.train.run_folder import load_checkpoint
 
 # --------------------------------------------------------------------------------------------
 # Gradient variance.
 
 
-def _load_state(cfg: pretrain.Config, checkpoint: str | None):
+def _load_state(cfg: Config, checkpoint: str | None):
     """(model, prepared data) at initialisation, or from a pretrain checkpoint."""
     from fastmask import data
 
     prepared = data.prepare(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.seq_len, cfg.eval_fraction, cfg.cache_dir,
                             show_progress=False)
     torch.manual_seed(cfg.seed)
-    model = pretrain.Pretrainer(cfg, prepared.tokenizer)
+    model = Pretrainer(cfg, prepared.tokenizer)
     if checkpoint:
-        model.load_state_dict(pretrain.load_checkpoint(checkpoint, cfg)["model"])
+        model.load_state_dict(load_checkpoint(checkpoint, cfg)["model"])
     return model.eval(), prepared  # eval: no dropout, so the masks are the only randomness
 
 
 class GradientProbe:
     """Flattened MLM-loss gradients of a fixed model on a fixed batch, for given masks."""
 
-    def __init__(self, model: pretrain.Pretrainer, rows: torch.Tensor):
+    def __init__(self, model: Pretrainer, rows: torch.Tensor):
         self.model, self.rows = model, rows.long()
         self.params = [p for n, p in model.mlm.named_parameters() if p.requires_grad]
         self.maskable = fastmask.maskable_mask(self.rows, special_ids=model.masking.special_ids)
@@ -158,7 +161,7 @@ def run_variance(args) -> dict:
     results["initialisation"] = measure_variance(model, prepared, args.batch, args.repeats, args.pairs, args.seed)
     train_cfg = dataclasses.replace(cfg, steps=args.train_steps, out=os.path.join(args.work, "variance-training"),
                                     eval_interval=args.train_steps, checkpoint_interval=args.train_steps)
-    pretrain.train(train_cfg)
+    train(train_cfg)
     model, prepared = _load_state(train_cfg.resolved(), os.path.join(train_cfg.out, "checkpoint.pt"))
     results["after_training"] = measure_variance(model, prepared, args.batch, args.repeats, args.pairs, args.seed)
     _save(args.out, "variance.json", results)
@@ -200,7 +203,7 @@ def run_convergence(args) -> dict:
             cfg = dataclasses.replace(cfg, steps=args.steps, eval_interval=args.eval_interval,
                                       log_interval=args.eval_interval, checkpoint_interval=args.steps,
                                       out=os.path.join(args.work, "convergence", f"{strategy}-seed{seed}"))
-            pretrain.train(cfg)
+            train(cfg)
             with open(os.path.join(cfg.out, "metrics.jsonl")) as f:
                 rows = [json.loads(line) for line in f]
             curve, seconds, tokens = [], 0.0, 0
@@ -251,9 +254,9 @@ def _plot_convergence(results, path):
 # Shared: configuration, files, the generated document.
 
 
-def _experiment_config(args, masking: str, seed: int | None = None) -> pretrain.Config:
+def _experiment_config(args, masking: str, seed: int | None = None) -> Config:
     # overwrite: the runs in the work folder are this experiment's own, regenerated on every run of it
-    cfg = pretrain.Config(preset=args.preset, corpus=args.corpus, masking=masking, seed=args.seed if seed is None else seed,
+    cfg = Config(preset=args.preset, corpus=args.corpus, masking=masking, seed=args.seed if seed is None else seed,
                           batch_size=args.batch_size, cache_dir=args.cache_dir, progress=False, overwrite=True)
     return cfg.resolved()
 
@@ -372,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="experiment", required=True)
     for name, fn in (("variance", run_variance), ("convergence", run_convergence)):
         p = sub.add_parser(name)
-        p.add_argument("--preset", default="tiny", choices=sorted(pretrain.PRESETS))
+        p.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
         p.add_argument("--corpus", default=None, help="text file, directory or JSONL (default: the built-in corpus)")
         p.add_argument("--batch-size", type=int, default=16)
         p.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,9 @@ import sys
 import pytest
 import torch
 
-from fastmask import pretrain, strategy
+from fastmask import strategy
+from fastmask.train import config as train_config, loop, run_folder
+from fastmask.train.model import Pretrainer
 
 def micro_args(corpus, out, cache, *extra):
     return ["--corpus", corpus, "--out", str(out), "--cache-dir", str(cache), "--hidden-size", "32",
@@ -28,7 +30,7 @@ def metrics(out):
 @pytest.mark.parametrize("extra", [[], ["--masking", "bernoulli"], ["--masking", "fully-explored"],
                                    ["--masking", "mapnet"], ["--baseline", "hf"]], ids=lambda e: "-".join(e) or "random")
 def test_each_strategy_trains(corpus, tmp_path, capsys, extra):
-    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", *extra)) == 0
+    assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", *extra)) == 0
     rows = metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert all(r["loss"] > 0 and r["tokens_per_s"] > 0 and r["dropped_labels"] == 0 for r in rows)
@@ -46,11 +48,11 @@ def test_each_strategy_trains(corpus, tmp_path, capsys, extra):
 
 def test_resume_after_sigterm_reproduces_the_uninterrupted_run(corpus, tmp_path, monkeypatch):
     args = micro_args(corpus, tmp_path / "full", tmp_path / "cache", "--masking", "mapnet", "--steps", "8")
-    assert pretrain.main(args) == 0
+    assert loop.main(args) == 0
     full = metrics(tmp_path / "full")
 
     calls = {"n": 0}
-    original = pretrain.Pretrainer.forward
+    original = Pretrainer.forward
 
     def forward_then_sigterm(self, *a, **k):
         calls["n"] += 1
@@ -60,10 +62,10 @@ def test_resume_after_sigterm_reproduces_the_uninterrupted_run(corpus, tmp_path,
 
     split = micro_args(corpus, tmp_path / "split", tmp_path / "cache", "--masking", "mapnet", "--steps", "8",
                        "--checkpoint-interval", "100")
-    monkeypatch.setattr(pretrain.Pretrainer, "forward", forward_then_sigterm)
-    assert pretrain.main(split) == 130  # stopped, with a checkpoint at step 4
-    monkeypatch.setattr(pretrain.Pretrainer, "forward", original)
-    assert pretrain.main(split + ["--resume"]) == 0
+    monkeypatch.setattr(Pretrainer, "forward", forward_then_sigterm)
+    assert loop.main(split) == 130  # stopped, with a checkpoint at step 4
+    monkeypatch.setattr(Pretrainer, "forward", original)
+    assert loop.main(split + ["--resume"]) == 0
     resumed = metrics(tmp_path / "split")
     assert [r["step"] for r in resumed] == list(range(1, 9))
     for a, b in zip(resumed, full):
@@ -72,7 +74,7 @@ def test_resume_after_sigterm_reproduces_the_uninterrupted_run(corpus, tmp_path,
 
 def test_labels_beyond_the_capacity_are_counted_and_reported(corpus, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(strategy.MaskingStrategy, "capacity", lambda self, length: 1)
-    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "bernoulli")) == 0
+    assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "bernoulli")) == 0
     rows = metrics(tmp_path / "run")
     assert all(r["dropped_labels"] > 0 for r in rows)
     assert "labelled tokens exceeded the gather capacity" in capsys.readouterr().err
@@ -88,7 +90,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(corpus, tmp_path, m
         return losses * float("nan") if calls["n"] >= 5 else losses
 
     monkeypatch.setattr(strategy, "slot_cross_entropy", nan_from_step_5)
-    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache")) == 1
+    assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache")) == 1
     err = capsys.readouterr().err
     assert "became nan between steps 4 and 5" in err and "from step 3" in err
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 3
@@ -97,7 +99,7 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(corpus, tmp_path, m
 @pytest.mark.parametrize("flag,value", [("--masking", "spans"), ("--preset", "huge"), ("--device", "tpu")])
 def test_values_outside_a_flags_choices_are_refused_by_argparse(capsys, flag, value):
     with pytest.raises(SystemExit) as exc:
-        pretrain.main([flag, value])
+        loop.main([flag, value])
     assert exc.value.code == 2 and f"argument {flag}: invalid choice: '{value}'" in capsys.readouterr().err
 
 
@@ -110,23 +112,23 @@ def test_values_outside_a_flags_choices_are_refused_by_argparse(capsys, flag, va
     (["--batch-size", "100000"], "too few for --batch-size"),
 ])
 def test_bad_flags_are_clear_errors(corpus, tmp_path, capsys, extra, message):
-    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", *extra)) == 1
+    assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", *extra)) == 1
     assert message in capsys.readouterr().err
 
 
 def test_bad_corpus_and_checkpoints_are_clear_errors(corpus, tmp_path, capsys):
     missing = micro_args(corpus, tmp_path / "run", tmp_path / "cache")
     missing[1] = str(tmp_path / "nowhere.txt")
-    assert pretrain.main(missing) == 1
+    assert loop.main(missing) == 1
     assert "nowhere.txt" in capsys.readouterr().err
-    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--resume")) == 1
+    assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--resume")) == 1
     assert "no checkpoint" in capsys.readouterr().err
-    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache")) == 0
-    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--resume",
+    assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache")) == 0
+    assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--resume",
                                     "--hidden-size", "64")) == 1
     assert "hidden_size: checkpoint 32, now 64" in capsys.readouterr().err
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    assert pretrain.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--resume")) == 1
+    assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--resume")) == 1
     assert "cannot read the checkpoint" in capsys.readouterr().err
 
 
@@ -134,24 +136,24 @@ def test_a_run_never_overwrites_another(corpus, tmp_path, capsys, monkeypatch):
     """A non-empty --out is refused without --resume or --overwrite, before anything is touched;
     without --out every run gets a new folder."""
     run = tmp_path / "run"
-    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "3")) == 0
+    assert loop.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "3")) == 0
     def files():
         return {str(p.relative_to(run)): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
 
     before = files()
-    assert {name for name in pretrain.RUN_FILES} == {name.split("/")[0] for name in before}
-    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2")) == 1
+    assert {name for name in run_folder.RUN_FILES} == {name.split("/")[0] for name in before}
+    assert loop.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2")) == 1
     err = capsys.readouterr().err
     assert f"--out {run} already holds files" in err and "--resume" in err and "--overwrite" in err
     assert files() == before
-    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2", "--overwrite")) == 0
+    assert loop.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2", "--overwrite")) == 0
     assert [r["step"] for r in metrics(run)] == [1, 2]  # replaced, not appended to
-    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--resume", "--overwrite")) == 1
+    assert loop.main(micro_args(corpus, run, tmp_path / "cache", "--resume", "--overwrite")) == 1
 
     monkeypatch.chdir(tmp_path)
     args = micro_args(corpus, run, tmp_path / "cache", "--steps", "1")
     del args[2:4]  # no --out
-    assert pretrain.main(args) == 0 and pretrain.main(args) == 0
+    assert loop.main(args) == 0 and loop.main(args) == 0
     folders = sorted(os.listdir(tmp_path / "runs"))
     assert len(folders) == 2 and all(f.startswith("pretrain-") for f in folders)
     assert all(os.path.exists(tmp_path / "runs" / f / "metrics.jsonl") for f in folders)
@@ -160,7 +162,7 @@ def test_a_run_never_overwrites_another(corpus, tmp_path, capsys, monkeypatch):
 
 def test_a_run_leaves_its_records_and_a_model_transformers_loads(corpus, tmp_path):
     run = tmp_path / "run"
-    assert pretrain.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2", "--masking", "mapnet")) == 0
+    assert loop.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2", "--masking", "mapnet")) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["masking"] == "mapnet" and config["steps"] == 2 and config["hidden_size"] == 32
     versions = json.loads((run / "versions.json").read_text())
@@ -179,13 +181,13 @@ def test_a_run_leaves_its_records_and_a_model_transformers_loads(corpus, tmp_pat
 
 
 def test_help_names_every_flag_and_print_config_resolves(capsys):
-    for action in pretrain._parser()._actions:
+    for action in train_config._parser()._actions:
         assert action.help and len(action.help) > 10, action.option_strings
     with pytest.raises(SystemExit):
-        pretrain.main(["--help"])
+        loop.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "--masking {random,bernoulli,fully-explored,mapnet}" in text and "(default: 0.15)" in text
-    assert pretrain.main(["--print-config", "--preset", "small", "--masking", "fully-explored"]) == 0
+    assert loop.main(["--print-config", "--preset", "small", "--masking", "fully-explored"]) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["hidden_size"] == 256 and config["num_segments"] == 7 and config["masking"] == "fully-explored"
     version = subprocess.run([sys.executable, "-m", "fastmask", "--version"], capture_output=True, text=True)
@@ -199,7 +201,7 @@ def test_hf_baseline_masks_no_special_token_of_the_tokenizer():
     rows = torch.randint(0, 50, (64, 32))  # every special id appears: [UNK] and [MASK] included
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     collator = baselines.hf_collator(tokenizer, mlm_probability=0.9)
-    _, labels = pretrain._hf_batch(collator, rows, special, torch.device("cpu"))
+    _, labels = loop._hf_batch(collator, rows, special, torch.device("cpu"))
     assert not (labels != -100)[torch.isin(rows, special)].any()
     assert (labels != -100).float().mean() > 0.5
 

@@ -1,0 +1,179 @@
+"""``fastmask pretrain``'s configuration: one table of flags (the Config fields, each with its help
+text, type and choices), the presets, and the checks that run before anything is loaded."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+from fastmask.strategy import STRATEGIES
+
+MAX_SEQ_LEN = 8192  # the longest rows the packer, the model and the kernels are sized for here
+
+# width, layers, heads, ffn, seq_len, vocab, batch, steps, lr
+PRESETS = {
+    "tiny": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512, seq_len=128, vocab_size=4096,
+                 batch_size=32, steps=600, lr=1e-3),
+    "small": dict(hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, seq_len=128, vocab_size=16384,
+                  batch_size=64, steps=5000, lr=5e-4),
+    "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072, seq_len=128, vocab_size=30522,
+                 batch_size=256, steps=100_000, lr=1e-4),
+}
+
+
+def _flag(default, help: str, kind=None, choices=None):
+    """A Config field and its command-line flag: help text, value type (default: the default's), choices."""
+    return field(default=default, metadata=dict(help=help, kind=kind or type(default), choices=choices))
+
+
+PRESET = "None: the preset's value"
+
+
+@dataclass
+class Config:
+    """Every field is a command-line flag (``--field-name value``); None takes the preset's value."""
+
+    preset: str = _flag("tiny", "model size, data shape and schedule: " + "; ".join(
+        f"{name}: width {p['hidden_size']}, {p['num_layers']} layers, seq {p['seq_len']}, vocab {p['vocab_size']}, "
+        f"batch {p['batch_size']}, {p['steps']} steps" for name, p in PRESETS.items()), choices=tuple(PRESETS))
+    corpus: str | None = _flag(None, "a text file (one document per line), a .jsonl file ({\"text\": ...} per line) or "
+                                     "a folder of them; None: the built-in corpus (Python's standard-library docstrings)",
+                               kind=str)
+    tokenizer: str | None = _flag(None, "a local Hugging Face tokenizer folder; None: train a WordPiece tokenizer on "
+                                        "the corpus (cached)", kind=str)
+    out: str | None = _flag(None, "the run's folder; None: a new runs/pretrain-<date>-<time>, printed at start. "
+                                  "A folder holding files is refused unless --resume or --overwrite", kind=str)
+    overwrite: bool = _flag(False, "replace the run files already in --out")
+    masking: str = _flag("random", "random: exactly round(p n) tokens per row; bernoulli: each token with "
+                                   "probability p (BERT, the HF collator); fully-explored: K disjoint views of every "
+                                   "row in one step; mapnet: sampled from a jointly trained proposal net, "
+                                   "importance-weighted", choices=STRATEGIES)
+    baseline: str | None = _flag(None, "hf: train the way most users do today (the HF collator on the CPU, "
+                                       "BertForMaskedLM's dense head), for comparison", kind=str, choices=("hf",))
+    # model (None: from the preset)
+    hidden_size: int | None = _flag(None, f"encoder width ({PRESET})", kind=int)
+    num_layers: int | None = _flag(None, f"encoder layers ({PRESET})", kind=int)
+    num_heads: int | None = _flag(None, f"attention heads ({PRESET})", kind=int)
+    intermediate_size: int | None = _flag(None, f"feed-forward width ({PRESET})", kind=int)
+    seq_len: int | None = _flag(None, f"tokens per training sequence, 8..{MAX_SEQ_LEN} ({PRESET})", kind=int)
+    vocab_size: int | None = _flag(None, f"tokenizer and embedding size ({PRESET})", kind=int)
+    # masking
+    mlm_probability: float = _flag(0.15, "share of maskable tokens masked, in (0, 1)")
+    num_segments: int | None = _flag(None, "fully-explored K; None: round(1 / mlm-probability)", kind=int)
+    mapnet_layers: int = _flag(2, "MAPNet proposal net: Transformer layers")
+    mapnet_hidden: int | None = _flag(None, "MAPNet proposal net: width (even); None: a quarter of --hidden-size",
+                                      kind=int)
+    mapnet_weight: float = _flag(0.1, "MAPNet: weight lambda of the proposal net's REINFORCE objective")
+    uniform_mix: float = _flag(0.1, "MAPNet: share of the uniform distribution mixed into the proposal, in [0, 1]")
+    weighting: str = _flag("token", "MAPNet importance weights: token (per masked token, unbiased) or sequence "
+                                    "(one clipped weight per row)", choices=("token", "sequence"))
+    # optimisation
+    batch_size: int | None = _flag(None, f"sequences per rank per micro-step ({PRESET})", kind=int)
+    grad_accum: int = _flag(1, "micro-steps per optimizer step")
+    steps: int | None = _flag(None, f"optimizer steps ({PRESET})", kind=int)
+    lr: float | None = _flag(None, f"peak AdamW learning rate ({PRESET})", kind=float)
+    warmup: int | None = _flag(None, "linear warm-up steps, then linear decay to 0; None: 5%% of --steps", kind=int)
+    weight_decay: float = _flag(0.01, "AdamW weight decay")
+    clip: float = _flag(1.0, "gradient-norm clipping threshold")
+    compile: bool = _flag(False, "torch.compile the training step")
+    # bookkeeping
+    eval_interval: int = _flag(100, "steps between evaluations (and at the last step)")
+    eval_batches: int = _flag(8, "held-out batches per evaluation")
+    eval_fraction: float = _flag(0.02, "share of the packed rows held out for evaluation")
+    log_interval: int | None = _flag(None, "steps between lines of metrics.jsonl (each reads the loss: a host "
+                                           "sync); None: steps / 50, between 1 and 10", kind=int)
+    checkpoint_interval: int = _flag(100, "steps between checkpoints (rounded to a log step)")
+    resume: bool = _flag(False, "continue the run in --out from its checkpoint.pt")
+    seed: int = _flag(0, "seed of the data order, the initialisation and the masks")
+    device: str = _flag("auto", "auto: cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
+    cache_dir: str | None = _flag(None, "tokenizer and packed-row cache; None: $FASTMASK_CACHE or ~/.cache/fastmask",
+                                  kind=str)
+    progress: bool = _flag(True, "a progress bar")
+    sync_debug: bool = _flag(False, "GPU: torch.cuda.set_sync_debug_mode('error') outside logging steps")
+
+    def resolved(self) -> "Config":
+        if self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
+        values = {k: (PRESETS[self.preset].get(k) if v is None and k in PRESETS[self.preset] else v)
+                  for k, v in dataclasses.asdict(self).items()}
+        cfg = Config(**values)
+        if cfg.num_segments is None:
+            cfg.num_segments = max(1, round(1 / cfg.mlm_probability)) if cfg.mlm_probability > 0 else 1
+        if cfg.mapnet_hidden is None:
+            cfg.mapnet_hidden = max(cfg.mapnet_layers, cfg.hidden_size // 4)
+        if cfg.log_interval is None:
+            cfg.log_interval = min(10, max(1, cfg.steps // 50))
+        if cfg.warmup is None:
+            cfg.warmup = max(1, cfg.steps // 20)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        checks = [
+            (self.masking in STRATEGIES, f"--masking must be one of {STRATEGIES}, got {self.masking!r}"),
+            (self.baseline in (None, "hf"), f"--baseline must be 'hf' if given, got {self.baseline!r}"),
+            (self.baseline is None or self.masking == "random",
+             "--baseline hf uses the Hugging Face collator's own masking: leave --masking at its default"),
+            (0 < self.mlm_probability < 1, f"--mlm-probability must be in (0, 1), got {self.mlm_probability}"),
+            (self.weighting in ("token", "sequence"), f"--weighting must be token or sequence, got {self.weighting!r}"),
+            (0 <= self.uniform_mix <= 1, f"--uniform-mix must be in [0, 1], got {self.uniform_mix}"),
+            (self.hidden_size % self.num_heads == 0,
+             f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}"),
+            (self.mapnet_hidden % 2 == 0, f"--mapnet-hidden must be even (2 heads), got {self.mapnet_hidden}"),
+            (8 <= self.seq_len <= MAX_SEQ_LEN, f"--seq-len must be in [8, {MAX_SEQ_LEN}], got {self.seq_len}"),
+            (not self.resume or self.out is not None, "--resume needs --out: the folder of the run to continue"),
+            (not (self.resume and self.overwrite), "--resume continues the run in --out; --overwrite replaces it: "
+                                                   "give one of them"),
+        ]
+        for name in ("batch_size", "grad_accum", "steps", "eval_interval", "eval_batches", "log_interval",
+                     "checkpoint_interval", "num_segments", "hidden_size", "num_layers", "num_heads",
+                     "intermediate_size", "vocab_size", "mapnet_layers"):
+            checks.append((getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"))
+        checks += [(self.lr > 0, f"--lr must be > 0, got {self.lr}"), (self.clip > 0, f"--clip must be > 0, got {self.clip}"),
+                   (0 < self.eval_fraction < 1, f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+# The fields that fix the model's shape: a checkpoint must agree on them to be resumed.
+MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "vocab_size", "masking",
+                "baseline", "mapnet_layers", "mapnet_hidden")
+
+
+DESCRIPTION = """Pretrains a BERT encoder by masked-language modelling, with fastmask's masking kernels and
+sparse MLM head, on a CPU or a GPU (torchrun: one process per GPU or CPU process, DDP).
+
+Output (--out): metrics.jsonl (a line per --log-interval), curves.png, checkpoint.pt (continue
+with --resume). Ctrl-C or SIGTERM writes a checkpoint first.
+
+examples:
+  fastmask pretrain                                        # the tiny preset on the built-in corpus
+  fastmask pretrain --masking fully-explored --preset small --corpus my_texts.jsonl
+  fastmask pretrain --baseline hf                          # the same model the usual way, for comparison
+  fastmask pretrain --out runs/a --resume                  # continue runs/a
+  torchrun --nproc_per_node 8 -m fastmask pretrain --preset base
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastmask pretrain", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(Config):
+        flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        shown = f"{meta['help']} (default: {f.default})"
+        if meta["kind"] is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
+        else:
+            parser.add_argument(flag, type=meta["kind"], default=f.default, choices=meta["choices"], help=shown,
+                                metavar=None if meta["choices"] else f.name.upper())
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> tuple[Config, bool]:
+    """(the configuration, whether --print-config was given)."""
+    args = vars(_parser().parse_args(argv))
+    print_config = args.pop("print_config")
+    return Config(**args), print_config
