@@ -143,14 +143,15 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     if main:
         print(f"fastmask pretrain: output folder {cfg.out}", flush=True)
     torch.manual_seed(cfg.seed)
-    # Rank 0 prepares (and caches) the tokenizer and rows first; the other ranks then load them.
-    if world > 1 and not main:
-        dist.barrier()
-    # Read (and check) a checkpoint before the corpus: a bad one fails in seconds, not minutes.
+
+    # Data. A checkpoint is read (and checked) before the corpus: a bad one fails in seconds. Rank 0
+    # prepares (and caches) the tokenizer and rows first; the other ranks then load them.
     state = load_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), cfg) if cfg.resume else None
     stored_tokenizer = os.path.join(cfg.out, TOKENIZER_DIR)
     if cfg.resume and os.path.isdir(stored_tokenizer):
         cfg = dataclasses.replace(cfg, tokenizer=stored_tokenizer)  # the run's own vocabulary, whatever the cache holds
+    if world > 1 and not main:
+        dist.barrier()
     prepared = data.prepare(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.seq_len, cfg.eval_fraction, cfg.cache_dir,
                             show_progress=cfg.progress and main)
     if main and not cfg.resume:
@@ -159,15 +160,20 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
         dist.barrier()
     if len(prepared.tokenizer) > cfg.vocab_size:
         raise ValueError(f"the tokenizer has {len(prepared.tokenizer)} tokens, above --vocab-size {cfg.vocab_size}")
+    batches = Batches(prepared.train, cfg.batch_size, cfg.seed, rank, world)
+    passes = cfg.steps * cfg.grad_accum / batches.per_epoch
+    if main and passes > 20:
+        print(f"warning: {len(prepared.train)} training sequences: {cfg.steps} steps read them {passes:.0f} times over "
+              "(a small corpus overfits; give a larger --corpus or fewer --steps)", file=sys.stderr, flush=True)
+
+    # Model, optimizer, schedule; the state of a resumed run.
     model = Pretrainer(cfg, prepared.tokenizer).to(device)
     timer = MaskingTimer(model.masking, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.0, (cfg.steps - s) / max(1, cfg.steps - cfg.warmup)))
-    checkpoint_path = os.path.join(cfg.out, "checkpoint.pt")
-    metrics_path = os.path.join(cfg.out, "metrics.jsonl")
     step = 0
-    if cfg.resume:
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -177,65 +183,24 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
         step = state["step"]  # the data position too: micro-batch m is a pure function of (seed, m)
     trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     forward = torch.compile(trained) if cfg.compile else trained
-    batches = Batches(prepared.train, cfg.batch_size, cfg.seed, rank, world)
-    passes = cfg.steps * cfg.grad_accum / batches.per_epoch
-    if main and passes > 20:
-        print(f"warning: {len(prepared.train)} training sequences: {cfg.steps} steps read them {passes:.0f} times over "
-              "(a small corpus overfits; give a larger --corpus or fewer --steps)", file=sys.stderr, flush=True)
-    collator = None
-    if cfg.baseline == "hf":
-        collator = baselines.hf_collator(prepared.tokenizer, cfg.mlm_probability)
-        collator.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
-        special_ids = model.masking.special_ids.cpu()
+    to_device = _batch_transfer(cfg, prepared.tokenizer, model, rank, device, timer)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len * world
 
     def checkpoint(at_step: int) -> None:
         if main:
-            save_checkpoint(checkpoint_path, dict(model=model.state_dict(), optimizer=optimizer.state_dict(),
-                                                  schedule=schedule.state_dict(), rng=torch.get_rng_state(),
-                                                  cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-                                                  step=at_step, config=dataclasses.asdict(cfg)))
+            save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), dict(
+                model=model.state_dict(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+                step=at_step, config=dataclasses.asdict(cfg)))
             export_model(model, prepared.tokenizer, os.path.join(cfg.out, EXPORT_DIR))
 
-    def evaluate() -> float:
-        model.eval()
-        total = torch.zeros((), device=device)
-        count = 0
-        with torch.no_grad(), autocast:
-            for start in range(0, min(len(prepared.eval), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
-                rows = prepared.eval[start:start + cfg.batch_size].to(device)
-                sample_ids = torch.arange(start, start + len(rows), device=device)
-                total += model.eval_loss(rows, sample_ids).float()
-                count += 1
-        model.train()
-        if world > 1:
-            dist.all_reduce(total)
-            count *= world
-        return total.item() / max(1, count)
-
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):
-        stop["signal"] = signum
-
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main or world == 1 else {}
-    from tqdm import tqdm
-
-    # A bar on a terminal; elsewhere (Slurm, nohup, a log file) a line per log interval.
-    use_bar = cfg.progress and main and sys.stderr.isatty()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not use_bar, desc="pretrain", unit="step")
-    if main:
-        parameters = sum(p.numel() for p in model.parameters())
-        print(f"fastmask pretrain: {cfg.masking if cfg.baseline is None else 'hf baseline'} masking, preset "
-              f"{cfg.preset} ({cfg.hidden_size} wide, {cfg.num_layers} layers, {parameters / 1e6:.2f}M parameters), "
-              f"{device} x {world}, steps {step}..{cfg.steps} of {tokens_per_step} tokens", flush=True)
-    run_start = time.perf_counter()
+    # The loop: micro-steps, an optimizer step; at log steps the loss is read (the one host sync),
+    # evaluated, logged and checkpointed.
+    progress = Progress(cfg, main, world, step, device, model)
     window_loss = torch.zeros((), device=device)
     epoch_tensor = torch.zeros((), dtype=torch.int64, device=device)
-    window_start, window_steps, good_step, summary = time.perf_counter(), 0, step, {}
-    first_step = step
-    try:
+    first_step, good_step = step, step
+    with _stop_on_signals(main or world == 1) as stop, progress:
         while step < cfg.steps:
             # Any host sync in the step itself raises under --sync-debug; logging steps may sync. With
             # --compile the first step compiles (Inductor syncs while compiling): checked from the
@@ -244,12 +209,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
                 torch.cuda.set_sync_debug_mode("error")
             for micro in range(cfg.grad_accum):
                 epoch, sample_ids, rows = batches(step * cfg.grad_accum + micro)
-                if collator is None:
-                    ids, hf_labels = rows.to(device, non_blocking=True), None
-                else:
-                    start = time.perf_counter()  # the baseline's masking runs on the CPU
-                    ids, hf_labels = _hf_batch(collator, rows, special_ids, device)
-                    timer.seconds += time.perf_counter() - start
+                ids, hf_labels = to_device(rows)
                 epoch_tensor.fill_(epoch)  # in place, no host sync: the kernels read it on the device
                 with autocast:
                     loss, objective = forward(ids, sample_ids.to(device, non_blocking=True), epoch_tensor, hf_labels)
@@ -260,58 +220,144 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            window_steps += 1
-            bar.update(1)
+            progress.stepped()
             if device.type == "cuda":
                 torch.cuda.set_sync_debug_mode("default")
             if step % cfg.log_interval == 0 or step == cfg.steps:
-                mean_loss = window_loss.item() / window_steps  # the one host sync, at log time
+                mean_loss = window_loss.item() / progress.window_steps  # the one host sync, at log time
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(
-                        f"the training loss became {mean_loss} between steps {step - window_steps} and {step}; "
-                        f"stopping. The last good checkpoint ({checkpoint_path}) is from step {good_step}.")
-                elapsed = time.perf_counter() - window_start
-                eval_loss = evaluate() if step % cfg.eval_interval == 0 or step == cfg.steps else None
-                record = dict(step=step, tokens=step * tokens_per_step, loss=round(mean_loss, 5),
-                              eval_loss=None if eval_loss is None else round(eval_loss, 5),
-                              tokens_per_s=round(window_steps * tokens_per_step / elapsed, 1),
-                              masking_share=None if cfg.compile else round(timer.take() / elapsed, 5),
-                              lr=schedule.get_last_lr()[0],
-                              dropped_labels=model.masking.take_dropped_labels(),
-                              **model.masking.take_proposal_stats())
-                if record["dropped_labels"] and main:
-                    bar.write(f"warning: {record['dropped_labels']} labelled tokens exceeded the gather capacity "
-                              f"between steps {step - window_steps} and {step} and were left out of the loss", file=sys.stderr)
-                if main:
-                    with open(metrics_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-                line = (f"step {step}/{cfg.steps}  loss {mean_loss:.4f}"
-                        + ("" if eval_loss is None else f"  eval loss {eval_loss:.4f}")
-                        + f"  {record['tokens_per_s']:.0f} tokens/s")
-                if main and not use_bar:
-                    print(line, flush=True)
-                elif main and eval_loss is not None:
-                    bar.write(line)
-                summary = dict(record, run_tokens_per_s=round(
-                    (step - first_step) * tokens_per_step / (time.perf_counter() - run_start), 1))
+                        f"the training loss became {mean_loss} between steps {step - progress.window_steps} and "
+                        f"{step}; stopping. The last good checkpoint ({os.path.join(cfg.out, 'checkpoint.pt')}) "
+                        f"is from step {good_step}.")
+                evaluated = step % cfg.eval_interval == 0 or step == cfg.steps
+                eval_loss = evaluate(model, prepared.eval, cfg, device, world, autocast) if evaluated else None
+                progress.log(step, mean_loss, eval_loss, timer, schedule.get_last_lr()[0])
                 window_loss.zero_()
-                window_start, window_steps = time.perf_counter(), 0
                 if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
                     checkpoint(step)
                     good_step = step
             if stop["signal"] is not None:
                 checkpoint(step)
                 raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved to "
-                                  f"{checkpoint_path} (continue with --resume)")
+                                  f"{os.path.join(cfg.out, 'checkpoint.pt')} (continue with --resume)")
+    return {**progress.summary, "out": cfg.out}
+
+
+def _batch_transfer(cfg: Config, tokenizer, model: Pretrainer, rank: int, device: torch.device, timer: MaskingTimer):
+    """rows (CPU) -> (the model's input ids on the device, labels or None): the one place the HF
+    baseline differs. fastmask's strategies mask on the device inside the model; the baseline
+    masks on the CPU with transformers' collator first (timed as masking), never masking the
+    tokens the fastmask path never masks."""
+    if cfg.baseline is None:
+        return lambda rows: (rows.to(device, non_blocking=True), None)
+    collator = baselines.hf_collator(tokenizer, cfg.mlm_probability)
+    collator.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
+    special_ids = model.masking.special_ids.cpu()
+
+    def masked_on_the_cpu(rows):
+        start = time.perf_counter()
+        batch = _hf_batch(collator, rows, special_ids, device)
+        timer.seconds += time.perf_counter() - start
+        return batch
+
+    return masked_on_the_cpu
+
+
+def evaluate(model: Pretrainer, rows: torch.Tensor, cfg: Config, device: torch.device, world: int, autocast) -> float:
+    """Mean MLM loss over the first --eval-batches held-out batches, under the strategies' common
+    evaluation masks, averaged over ranks (a host sync)."""
+    model.eval()
+    total, count = torch.zeros((), device=device), 0
+    with torch.no_grad(), autocast:
+        for start in range(0, min(len(rows), cfg.eval_batches * cfg.batch_size), cfg.batch_size):
+            batch = rows[start:start + cfg.batch_size].to(device)
+            total += model.eval_loss(batch, torch.arange(start, start + len(batch), device=device)).float()
+            count += 1
+    model.train()
+    if world > 1:
+        dist.all_reduce(total)
+        count *= world
+    return total.item() / max(1, count)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(handle: bool):
+    """SIGTERM / SIGINT recorded (not raised) so the loop can checkpoint first; the previous handlers restored."""
+    stop = {"signal": None}
+
+    def on_signal(signum, frame):
+        stop["signal"] = signum
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if handle else {}
+    try:
+        yield stop
     finally:
-        bar.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if main and os.path.exists(metrics_path):  # also when stopped: the curves so far
-            title = f"{cfg.masking if cfg.baseline is None else 'hf baseline'} masking, preset {cfg.preset}: {cfg.out}"
-            plot(metrics_path, os.path.join(cfg.out, "curves.png"), title)
-    return {**summary, "out": cfg.out}
+
+
+class Progress:
+    """What a run tells its user: a start-up line; a bar on a terminal (eval losses above it),
+    elsewhere (Slurm, nohup, a log file) a line per log step; metrics.jsonl; the summary; and on
+    exit, stopped or not, the curves."""
+
+    def __init__(self, cfg: Config, main: bool, world: int, step: int, device: torch.device, model: Pretrainer):
+        from tqdm import tqdm
+
+        self.cfg, self.main, self.model = cfg, main, model
+        self.tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len * world
+        self.metrics_path = os.path.join(cfg.out, "metrics.jsonl")
+        self.use_bar = cfg.progress and main and sys.stderr.isatty()
+        self.bar = tqdm(total=cfg.steps, initial=step, disable=not self.use_bar, desc="pretrain", unit="step")
+        self.strategy = cfg.masking if cfg.baseline is None else "hf baseline"
+        if main:
+            parameters = sum(p.numel() for p in model.parameters())
+            print(f"fastmask pretrain: {self.strategy} masking, preset {cfg.preset} ({cfg.hidden_size} wide, "
+                  f"{cfg.num_layers} layers, {parameters / 1e6:.2f}M parameters), {device} x {world}, "
+                  f"steps {step}..{cfg.steps} of {self.tokens_per_step} tokens", flush=True)
+        self.first_step, self.run_start = step, time.perf_counter()
+        self.window_start, self.window_steps, self.summary = time.perf_counter(), 0, {}
+
+    def stepped(self) -> None:
+        self.window_steps += 1
+        self.bar.update(1)
+
+    def log(self, step: int, mean_loss: float, eval_loss: float | None, timer: MaskingTimer, lr: float) -> None:
+        elapsed = time.perf_counter() - self.window_start
+        masking = self.model.masking
+        record = dict(step=step, tokens=step * self.tokens_per_step, loss=round(mean_loss, 5),
+                      eval_loss=None if eval_loss is None else round(eval_loss, 5),
+                      tokens_per_s=round(self.window_steps * self.tokens_per_step / elapsed, 1),
+                      masking_share=None if self.cfg.compile else round(timer.take() / elapsed, 5), lr=lr,
+                      dropped_labels=masking.take_dropped_labels(), **masking.take_proposal_stats())
+        if self.main:
+            if record["dropped_labels"]:
+                self.bar.write(f"warning: {record['dropped_labels']} labelled tokens exceeded the gather capacity "
+                               f"between steps {step - self.window_steps} and {step} and were left out of the loss",
+                               file=sys.stderr)
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+            self.bar.set_postfix(loss=f"{mean_loss:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            line = (f"step {step}/{self.cfg.steps}  loss {mean_loss:.4f}"
+                    + ("" if eval_loss is None else f"  eval loss {eval_loss:.4f}")
+                    + f"  {record['tokens_per_s']:.0f} tokens/s")
+            if not self.use_bar:
+                print(line, flush=True)
+            elif eval_loss is not None:
+                self.bar.write(line)
+        self.summary = dict(record, run_tokens_per_s=round(
+            (step - self.first_step) * self.tokens_per_step / (time.perf_counter() - self.run_start), 1))
+        self.window_start, self.window_steps = time.perf_counter(), 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.close()
+        if self.main and os.path.exists(self.metrics_path):  # also when stopped: the curves so far
+            plot(self.metrics_path, os.path.join(self.cfg.out, "curves.png"),
+                 f"{self.strategy} masking, preset {self.cfg.preset}: {self.cfg.out}")
 
 
 def main(argv: list[str] | None = None) -> int:
