@@ -42,7 +42,7 @@ def _fail(*_args, **_kwargs):
 def test_builtin_texts_are_english_docstrings(texts):
     assert len(texts) > 1000
     assert sum(map(len, texts)) > 500_000  # ~1.5 MB on CPython 3.11
-    assert all(isinstance(t, str) and len(t.split()) >= data._MIN_WORDS for t in texts)
+    assert all(isinstance(t, str) and len(t.split()) >= data.corpus._MIN_WORDS for t in texts)
     words = Counter(w.lower() for t in texts for w in t.split())
     for common in ("the", "of", "a", "is", "to", "return", "and"):
         assert words[common] > 100, common
@@ -53,7 +53,7 @@ def test_builtin_texts_are_english_docstrings(texts):
 
 
 def test_builtin_texts_deterministic_and_a_fresh_list(texts):
-    fresh, failed = data._read_stdlib()  # a real second parse, not the in-process memo
+    fresh, failed = data.corpus._read_stdlib()  # a real second parse, not the in-process memo
     assert fresh == texts
     assert failed == 0
     again = data.builtin_texts()
@@ -73,8 +73,8 @@ def test_stdlib_reader_skips_dirs_and_counts_bad_files(tmp_path, monkeypatch):
         (tmp_path / skipped / "mod.py").write_text('"""A docstring in a directory that must be skipped entirely."""\n')
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "mod.py").write_text('"""A package module docstring that is long enough to keep."""\n')
-    monkeypatch.setattr(data, "_stdlib_root", lambda: tmp_path)
-    texts, failed = data._read_stdlib()
+    monkeypatch.setattr(data.corpus, "_stdlib_root", lambda: tmp_path)
+    texts, failed = data.corpus._read_stdlib()
     assert failed == 1
     assert texts == [
         doc,
@@ -84,18 +84,18 @@ def test_stdlib_reader_skips_dirs_and_counts_bad_files(tmp_path, monkeypatch):
 
 
 def test_corpus_fingerprint_tracks_sources(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_stdlib_root", lambda: tmp_path)
+    monkeypatch.setattr(data.corpus, "_stdlib_root", lambda: tmp_path)
     (tmp_path / "m.py").write_text('"""First version of a module docstring with enough words."""\n')
-    before = data._corpus_fingerprint(None)
-    assert data._corpus_fingerprint(None) == before
+    before = data.corpus._corpus_fingerprint(None)
+    assert data.corpus._corpus_fingerprint(None) == before
     (tmp_path / "m.py").write_text('"""Second, longer version of a module docstring with enough words."""\n')
-    assert data._corpus_fingerprint(None) != before
+    assert data.corpus._corpus_fingerprint(None) != before
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("one\n")
-    first = data._corpus_fingerprint(str(corpus))
+    first = data.corpus._corpus_fingerprint(str(corpus))
     corpus.write_text("two\n")
-    assert data._corpus_fingerprint(str(corpus)) != first
+    assert data.corpus._corpus_fingerprint(str(corpus)) != first
 
 
 # -------------------------------------------------------------------------------------- corpus files
@@ -190,7 +190,7 @@ def test_tokenizer_cache_hit_skips_training(small_texts, tmp_path, monkeypatch):
     assert len(files) == 1 and not list(tmp_path.glob("*.tmp"))
     mtime = files[0].stat().st_mtime_ns
 
-    monkeypatch.setattr(data, "_train_backend", _fail)
+    monkeypatch.setattr(data.tokenizer, "_train_backend", _fail)
     second = data.train_tokenizer(list(small_texts), 300, str(tmp_path))
     assert second.get_vocab() == first.get_vocab()
     assert second.mask_token_id == 4
@@ -215,8 +215,8 @@ def test_tokenizer_first_published_wins_and_corrupt_cache_retrains(small_texts, 
     (file_name,) = [p.name for p in (tmp_path / "a").glob("tokenizer-*.json")]
     # Another process (say another rank) publishes its tokenizer while this one is training: WordPiece
     # training is not deterministic, so this one must return the published file, not its own result.
-    other = data._train_backend(small_texts[200:], 300, False)
-    real_train = data._train_backend
+    other = data.tokenizer._train_backend(small_texts[200:], 300, False)
+    real_train = data.tokenizer._train_backend
 
     def racing_train(*args, **kwargs):
         backend = real_train(*args, **kwargs)
@@ -224,12 +224,12 @@ def test_tokenizer_first_published_wins_and_corrupt_cache_retrains(small_texts, 
         return backend
 
     (tmp_path / "b").mkdir()
-    monkeypatch.setattr(data, "_train_backend", racing_train)
+    monkeypatch.setattr(data.tokenizer, "_train_backend", racing_train)
     won = data.train_tokenizer(small_texts, 300, str(tmp_path / "b"))
     assert won.get_vocab() == other.get_vocab()
     assert not list((tmp_path / "b").glob("*.tmp"))
 
-    monkeypatch.setattr(data, "_train_backend", real_train)
+    monkeypatch.setattr(data.tokenizer, "_train_backend", real_train)
     (tmp_path / "b" / file_name).write_text("not a tokenizer")
     with pytest.warns(UserWarning, match="unreadable cached tokenizer"):
         retrained = data.train_tokenizer(small_texts, 300, str(tmp_path / "b"))
@@ -249,7 +249,7 @@ def test_load_tokenizer(tok, tmp_path):
     loaded = data.load_tokenizer(str(tmp_path / "tok"))
     assert loaded.get_vocab() == tok.get_vocab()
     assert loaded(SENTENCE)["input_ids"] == tok(SENTENCE)["input_ids"]
-    assert data._tokenizer_identity(loaded) == data._tokenizer_identity(tok)
+    assert data.tokenizer._tokenizer_identity(loaded) == data.tokenizer._tokenizer_identity(tok)
 
     with pytest.raises(ValueError, match="not a directory"):
         data.load_tokenizer(str(tmp_path / "missing"))
@@ -340,9 +340,14 @@ def test_prepare_builtin_twice_uses_the_cache(tmp_path, monkeypatch, capsys):
     names = sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
     assert names == ["corpus", "rows", "tokenizer"]
 
-    # Warm run: no reading, parsing, training or tokenizing.
-    for name in ("_load_texts", "_read_stdlib", "_train_backend", "pack"):
-        monkeypatch.setattr(data, name, _fail)
+    # Warm run: no reading, parsing, training or tokenizing (each patched in the module that calls it).
+    for module, name in (
+        (data.corpus, "_load_texts"),
+        (data.corpus, "_read_stdlib"),
+        (data.tokenizer, "_train_backend"),
+        (data, "pack"),  # prepare() is the package's
+    ):
+        monkeypatch.setattr(module, name, _fail)
     second = data.prepare(None, None, 300, 64, 0.05, str(tmp_path), show_progress=False)
     assert capsys.readouterr().err == ""
     assert torch.equal(second.train, first.train) and torch.equal(second.eval, first.eval)
@@ -376,7 +381,7 @@ def test_prepare_corpus_file_invalidation_and_tokenizer_path(small_texts, tok, t
 
     # A given tokenizer directory: no training; rows keyed by that tokenizer.
     tok.save_pretrained(str(tmp_path / "tok"))
-    monkeypatch.setattr(data, "_train_backend", _fail)
+    monkeypatch.setattr(data.tokenizer, "_train_backend", _fail)
     c = data.prepare(str(corpus), str(tmp_path / "tok"), 0, 32, 0.1, str(cache), show_progress=False)
     assert c.tokenizer.get_vocab() == tok.get_vocab()
     rows = torch.cat([c.train, c.eval])
