@@ -28,7 +28,7 @@ def metrics(out):
 
 
 @pytest.mark.parametrize("extra", [[], ["--masking", "bernoulli"], ["--masking", "fully-explored"],
-                                   ["--masking", "mapnet"], ["--baseline", "hf"]], ids=lambda e: "-".join(e) or "random")
+                                   ["--masking", "mapnet"], ["--masking", "hf"]], ids=lambda e: "-".join(e) or "random")
 def test_each_strategy_trains(corpus, tmp_path, capsys, extra):
     assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", *extra)) == 0
     rows = metrics(tmp_path / "run")
@@ -108,7 +108,6 @@ def test_values_outside_a_flags_choices_are_refused_by_argparse(capsys, flag, va
     (["--seq-len", "100000"], "--seq-len must be in [8, 8192]"),
     (["--mlm-probability", "1.5"], "--mlm-probability must be in (0, 1)"),
     (["--num-heads", "3"], "divisible by --num-heads"),
-    (["--baseline", "hf", "--masking", "mapnet"], "--baseline hf uses"),
     (["--batch-size", "100000"], "too few for --batch-size"),
 ])
 def test_bad_flags_are_clear_errors(corpus, tmp_path, capsys, extra, message):
@@ -186,7 +185,7 @@ def test_help_names_every_flag_and_print_config_resolves(capsys):
     with pytest.raises(SystemExit):
         loop.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "--masking {random,bernoulli,fully-explored,mapnet}" in text and "(default: 0.15)" in text
+    assert "--masking {random,bernoulli,fully-explored,mapnet,hf}" in text and "(default: 0.15)" in text
     assert loop.main(["--print-config", "--preset", "small", "--masking", "fully-explored"]) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["hidden_size"] == 256 and config["num_segments"] == 7 and config["masking"] == "fully-explored"

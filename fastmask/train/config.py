@@ -28,6 +28,8 @@ def _flag(default, help: str, kind=None, choices=None):
 
 
 PRESET = "None: the preset's value"
+HF_BASELINE = "hf"
+MASKINGS = (*STRATEGIES, HF_BASELINE)  # fastmask's strategies, and the baseline they are compared with
 
 
 @dataclass
@@ -48,9 +50,8 @@ class Config:
     masking: str = _flag("random", "random: exactly round(p n) tokens per row; bernoulli: each token with "
                                    "probability p (BERT, the HF collator); fully-explored: K disjoint views of every "
                                    "row in one step; mapnet: sampled from a jointly trained proposal net, "
-                                   "importance-weighted", choices=STRATEGIES)
-    baseline: str | None = _flag(None, "hf: train the way most users do today (the HF collator on the CPU, "
-                                       "BertForMaskedLM's dense head), for comparison", kind=str, choices=("hf",))
+                                   "importance-weighted; hf: the baseline, trained the way most users do today "
+                                   "(transformers' collator on the CPU, BertForMaskedLM's dense head)", choices=MASKINGS)
     # model (None: from the preset)
     hidden_size: int | None = _flag(None, f"encoder width ({PRESET})", kind=int)
     num_layers: int | None = _flag(None, f"encoder layers ({PRESET})", kind=int)
@@ -111,10 +112,7 @@ class Config:
 
     def validate(self) -> None:
         checks = [
-            (self.masking in STRATEGIES, f"--masking must be one of {STRATEGIES}, got {self.masking!r}"),
-            (self.baseline in (None, "hf"), f"--baseline must be 'hf' if given, got {self.baseline!r}"),
-            (self.baseline is None or self.masking == "random",
-             "--baseline hf uses the Hugging Face collator's own masking: leave --masking at its default"),
+            (self.masking in MASKINGS, f"--masking must be one of {MASKINGS}, got {self.masking!r}"),
             (0 < self.mlm_probability < 1, f"--mlm-probability must be in (0, 1), got {self.mlm_probability}"),
             (self.weighting in ("token", "sequence"), f"--weighting must be token or sequence, got {self.weighting!r}"),
             (0 <= self.uniform_mix <= 1, f"--uniform-mix must be in [0, 1], got {self.uniform_mix}"),
@@ -139,7 +137,7 @@ class Config:
 
 # The fields that fix the model's shape: a checkpoint must agree on them to be resumed.
 MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "seq_len", "vocab_size", "masking",
-                "baseline", "mapnet_layers", "mapnet_hidden")
+                "mapnet_layers", "mapnet_hidden")
 
 
 DESCRIPTION = """Pretrains a BERT encoder by masked-language modelling, with fastmask's masking kernels and
@@ -151,7 +149,7 @@ with --resume). Ctrl-C or SIGTERM writes a checkpoint first.
 examples:
   fastmask pretrain                                        # the tiny preset on the built-in corpus
   fastmask pretrain --masking fully-explored --preset small --corpus my_texts.jsonl
-  fastmask pretrain --baseline hf                          # the same model the usual way, for comparison
+  fastmask pretrain --masking hf                           # the same model the usual way, for comparison
   fastmask pretrain --out runs/a --resume                  # continue runs/a
   torchrun --nproc_per_node 8 -m fastmask pretrain --preset base
 """

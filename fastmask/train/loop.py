@@ -2,8 +2,8 @@
 
 One process trains on a CPU or a GPU; under torchrun every rank trains on its own shard with
 DDP (nccl on GPUs, gloo on CPUs). Masks are made on the training device inside the step, keyed
-by (seed, epoch, global sample id): they do not depend on the number of ranks. ``--baseline hf``
-trains the same model the way most users do today (Hugging Face's collator on the CPU,
+by (seed, epoch, global sample id): they do not depend on the number of ranks. ``--masking hf``
+(the baseline) trains the same model the way most users do today (Hugging Face's collator on the CPU,
 ``BertForMaskedLM``'s dense head), on the same data, for comparison.
 """
 
@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from fastmask import baselines, data
-from fastmask.train.config import Config, parse_args
+from fastmask.train.config import HF_BASELINE, Config, parse_args
 from fastmask.train.model import Pretrainer
 from fastmask.train.run_folder import (
     EXPORT_DIR,
@@ -249,7 +249,7 @@ def _batch_transfer(cfg: Config, tokenizer, model: Pretrainer, rank: int, device
     baseline differs. fastmask's strategies mask on the device inside the model; the baseline
     masks on the CPU with transformers' collator first (timed as masking), never masking the
     tokens the fastmask path never masks."""
-    if cfg.baseline is None:
+    if cfg.masking != HF_BASELINE:
         return lambda rows: (rows.to(device, non_blocking=True), None)
     collator = baselines.hf_collator(tokenizer, cfg.mlm_probability)
     collator.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
@@ -310,10 +310,9 @@ class Progress:
         self.metrics_path = os.path.join(cfg.out, "metrics.jsonl")
         self.use_bar = cfg.progress and main and sys.stderr.isatty()
         self.bar = tqdm(total=cfg.steps, initial=step, disable=not self.use_bar, desc="pretrain", unit="step")
-        self.strategy = cfg.masking if cfg.baseline is None else "hf baseline"
         if main:
             parameters = sum(p.numel() for p in model.parameters())
-            print(f"fastmask pretrain: {self.strategy} masking, preset {cfg.preset} ({cfg.hidden_size} wide, "
+            print(f"fastmask pretrain: --masking {cfg.masking}, preset {cfg.preset} ({cfg.hidden_size} wide, "
                   f"{cfg.num_layers} layers, {parameters / 1e6:.2f}M parameters), {device} x {world}, "
                   f"steps {step}..{cfg.steps} of {self.tokens_per_step} tokens", flush=True)
         self.first_step, self.run_start = step, time.perf_counter()
@@ -357,7 +356,7 @@ class Progress:
         self.bar.close()
         if self.main and os.path.exists(self.metrics_path):  # also when stopped: the curves so far
             plot(self.metrics_path, os.path.join(self.cfg.out, "curves.png"),
-                 f"{self.strategy} masking, preset {self.cfg.preset}: {self.cfg.out}")
+                 f"--masking {self.cfg.masking}, preset {self.cfg.preset}: {self.cfg.out}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from torch import nn
 
 import fastmask
 from fastmask.strategy import MaskingStrategy
-from fastmask.train.config import Config
+from fastmask.train.config import HF_BASELINE, Config
 
 
 class Pretrainer(nn.Module):
@@ -32,8 +32,11 @@ class Pretrainer(nn.Module):
                 self.mlm.bert.embeddings.word_embeddings, num_layers=cfg.mapnet_layers,
                 hidden_size=cfg.mapnet_hidden, num_heads=2, max_len=cfg.seq_len,
             )
+        # The HF baseline masks on the CPU (the loop's _batch_transfer): its strategy here serves the
+        # evaluation masks and the special ids, common to every --masking.
         self.masking = MaskingStrategy(
-            cfg.masking, mask_token_id=tokenizer.mask_token_id, vocab_size=cfg.vocab_size,
+            "random" if cfg.masking == HF_BASELINE else cfg.masking, mask_token_id=tokenizer.mask_token_id,
+            vocab_size=cfg.vocab_size,
             special_ids=sorted(set(tokenizer.all_special_ids)),  # never masked, on either path
             mlm_probability=cfg.mlm_probability, num_segments=cfg.num_segments, uniform_mix=cfg.uniform_mix,
             weighting=cfg.weighting, seed=cfg.seed, proposal=proposal)
