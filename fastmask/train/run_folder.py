@@ -51,9 +51,17 @@ def _git_commit() -> str | None:
 def export_model(model, tokenizer, folder: str) -> None:
     """The MLM as a Hugging Face folder: AutoModelForMaskedLM / AutoTokenizer.from_pretrained load it
     (MAPNet's proposal net stays in checkpoint.pt). Written aside, then swapped in whole."""
+    from transformers.utils import logging as transformers_logging
+
     staging = f"{folder}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    model.mlm.save_pretrained(staging)
+    shown = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()  # its "Writing model shards" bar, at every checkpoint, is noise
+    try:
+        model.mlm.save_pretrained(staging)
+    finally:
+        if shown:
+            transformers_logging.enable_progress_bar()
     tokenizer.save_pretrained(staging)
     previous = f"{folder}.old-{os.getpid()}"
     if os.path.exists(folder):
