@@ -47,11 +47,19 @@ def sparse_mlm_loss(
         raise ValueError(f"weights must be a floating-point tensor of shape {tuple(labels.shape)}")
     if positions is None:
         positions = masked_positions(labels, capacity, backend=backend)
-    token_loss = sparse_token_losses(hidden, head, positions, backend=backend)
+    return labelled_mean(sparse_token_losses(hidden, head, positions, backend=backend), positions, weights)
+
+
+def labelled_mean(slot_losses: torch.Tensor, positions: MaskedPositions, weights: torch.Tensor | None = None,
+                  num_items: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Σ w_i ℓ_i over the gathered slots (B, C), divided by `num_items` (a token count over an
+    accumulation window) or else by the labelled tokens (at least 1). `weights` (B, L) are read at
+    the slots' positions; None counts every token once."""
     if weights is not None:
-        token_loss = token_loss * weights.gather(1, positions.index.clamp(min=0))
-    labelled = (positions.labels != IGNORE_INDEX).sum()
-    return token_loss.sum() / labelled.clamp(min=1)
+        slot_losses = slot_losses * weights.gather(1, positions.index.clamp(min=0))
+    if num_items is None:
+        num_items = (positions.labels != IGNORE_INDEX).sum().clamp(min=1)
+    return slot_losses.sum() / num_items
 
 
 def sparse_token_losses(

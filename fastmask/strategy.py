@@ -33,7 +33,7 @@ from fastmask.ops import (
     proposal_mask,
 )
 from fastmask.reference import IGNORE_INDEX
-from fastmask.sparse import losses_by_position, slot_cross_entropy
+from fastmask.sparse import labelled_mean, losses_by_position, slot_cross_entropy
 
 STRATEGIES = ("random", "bernoulli", "fully-explored", "mapnet")
 EVAL_SEED = 1234  # evaluation masks: plain random, exact count, this seed (comparable across strategies)
@@ -147,7 +147,9 @@ class MaskingStrategy(nn.Module):
 
     def take_proposal_stats(self) -> dict:
         """MAPNet's means since the last call: objective, weight_min, weight_max, max_q_over_uniform
-        (empty without MAPNet or calls). Reads the device: log time only."""
+        (empty without MAPNet or calls). Reads the device (with MAPNet): log time only."""
+        if self.proposal is None:
+            return {}
         sums = self.proposal_sums.tolist()
         self.proposal_sums = torch.zeros_like(self.proposal_sums)
         if not sums[-1]:
@@ -227,12 +229,7 @@ class MaskingStrategy(nn.Module):
         """
         logits = head(gather_masked(hidden, step.positions.index))
         token_losses = slot_cross_entropy(logits, step.positions)
-        weighted = token_losses
-        if step.weights is not None:
-            weighted = token_losses * step.weights.gather(1, step.positions.index.clamp(min=0))
-        if num_items is None:
-            num_items = (step.positions.labels != IGNORE_INDEX).sum().clamp(min=1)
-        loss = weighted.sum() / num_items
+        loss = labelled_mean(token_losses, step.positions, step.weights, num_items)
         if step.scores is None:
             return StepLosses(loss, loss.new_zeros(()), logits)
         reward = losses_by_position(token_losses.detach().float(), step.positions, step.labels.shape[1])
