@@ -164,7 +164,7 @@ def scatter_masked(values, index, length) -> None:
 
 
 def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
-                  poisson, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
+                  sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
     op = "proposal_mask"
     _ids(op, input_ids)
     _companion(op, "scores", scores, input_ids, SCORE_DTYPES)
@@ -172,6 +172,9 @@ def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, 
     _row_ids(op, row_ids, input_ids)
     _stream(op, seed, epoch, input_ids)
     _count_fraction(op, count_num, count_den)
+    _require(sampling in (reference.SAMPLING_TOPK, reference.SAMPLING_POISSON, reference.SAMPLING_SYSTEMATIC)
+             and not isinstance(sampling, bool), ValueError,
+             lambda: f"{op}: sampling must be 0 (top-k), 1 (Poisson) or 2 (systematic), got {sampling!r}")
     _require(_real(uniform_mix) and 0.0 <= uniform_mix <= 1.0, ValueError,
              lambda: f"{op}: uniform_mix must be in [0, 1], got {uniform_mix!r}")
     _require(_real(temperature) and 0.0 < temperature < float("inf"), ValueError,

@@ -134,7 +134,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec(
         "proposal_mask",
         "(Tensor input_ids, Tensor scores, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int count_num, "
-        "int count_den, float uniform_mix, float temperature, bool poisson, bool sequence_weights, "
+        "int count_den, float uniform_mix, float temperature, int sampling, bool sequence_weights, "
         f"{_MASKING_SCALARS}) -> (Tensor, Tensor, Tensor)",
         checks.proposal_mask, _proposal_fake, triton_module="proposal", bench="proposal",
     ),

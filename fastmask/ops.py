@@ -236,7 +236,7 @@ class ProposalBatch(NamedTuple):
     weights: torch.Tensor
 
 
-SAMPLINGS = ("topk", "poisson")
+SAMPLINGS = ("topk", "poisson", "systematic")  # index = the op's sampling code (reference.SAMPLING_*)
 WEIGHTINGS = ("token", "sequence")
 
 
@@ -281,6 +281,6 @@ def proposal_mask(
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
     args = (input_ids, scores, maskable, _row_ids(row_ids, input_ids), *_stream("proposal_mask", seed, epoch),
             *count_fraction(mlm_probability),
-            uniform_mix, temperature, sampling == "poisson", weighting == "sequence",
+            uniform_mix, temperature, SAMPLINGS.index(sampling), weighting == "sequence",
             t_mask, t_random, mask_token_id, vocab_size)
-    return ProposalBatch(*_call("proposal_mask", backend, args, ranked=sampling == "topk"))
+    return ProposalBatch(*_call("proposal_mask", backend, args, ranked=sampling != "poisson"))

@@ -21,7 +21,7 @@ and each word has one purpose, so one draw per token serves every decision:
     r1  replacement action: ``a = r1 >> 8``; a < mask_threshold -> [MASK];
         a < mask_threshold + random_threshold -> random token; otherwise kept
     r2  random token: ``(r2 * vocab_size) >> 32``
-    r3  unused by the masking ops
+    r3  systematic proposal sampling: the row offset (the word of position 0 only)
 
 Per-token probabilities are quantised to multiples of 2**-24 (``threshold = round(p * 2**24)``).
 Exact counts are not: they take the masking probability as an exact fraction
@@ -299,25 +299,38 @@ def proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temp
     return q, pi, kf[:, 0].to(torch.int64)
 
 
+# proposal_mask's `sampling` codes (fastmask.ops.SAMPLINGS names them in this order).
+SAMPLING_TOPK, SAMPLING_POISSON, SAMPLING_SYSTEMATIC = 0, 1, 2
+# Systematic sampling's integer weights: W_i = max(1, floor(q_i 2**24)) (q_i <= 1, so W_i <= 2**24).
+SYSTEMATIC_BITS = 24
+
+
 def proposal_mask(
     input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
-    poisson, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
 ):
     """MAPNet masking: positions drawn from the proposal q, with importance weights.
 
-    topk (poisson=False): exactly k positions without replacement, the k smallest keys
-    E_i / q_i with E_i = -log U_i ~ Exp(1) (equivalent to Gumbel-top-k on log q); ties by position.
-    poisson: position i included iff U_i < pi_i = min(1, k q_i).
-    Weights (float32, 0 where not masked): token mode w_i = (k / n) / pi_i (exact for Poisson, pi_i
-    approximates the inclusion probability for top-k); sequence mode: the row's
-    exp(-sum over sampled i of log(n q_i)), clipped to [0.8, 1.2], then divided by the batch mean
-    (:func:`divide_by_batch_mean`). Returns (ids, labels, weights).
+    sampling (:data:`SAMPLING_TOPK`, ``_POISSON``, ``_SYSTEMATIC``):
+
+    * topk: exactly k positions without replacement, the k smallest keys E_i / q_i with
+      E_i = -log U_i ~ Exp(1) (equivalent to Gumbel-top-k on log q); ties by position.
+    * poisson: position i included iff U_i < pi_i = min(1, k q_i).
+    * systematic: exactly k positions with inclusion probabilities pi_i known exactly
+      (:func:`systematic_selection`).
+
+    Weights (float32, 0 where not masked): token mode w_i = (k / n) / pi_i (exact for Poisson and
+    systematic; for top-k, pi_i = min(1, k q_i) approximates the inclusion probability); sequence
+    mode: the row's exp(-sum over sampled i of log(n q_i)), clipped to [0.8, 1.2], then divided by
+    the batch mean (:func:`divide_by_batch_mean`). Returns (ids, labels, weights).
     """
-    r0, r1, r2, _ = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
+    r0, r1, r2, r3 = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
     q, pi, k = proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temperature)
-    if poisson:
+    if sampling == SAMPLING_POISSON:
         u = (r0 >> 8).to(torch.float32) * _f32(2.0**-24)
         chosen = maskable & (u < pi)
+    elif sampling == SAMPLING_SYSTEMATIC:
+        chosen, pi = systematic_selection(q, maskable, k, r0, r3)
     else:
         u = ((r0 >> 9).to(torch.float32) + _f32(0.5)) * _f32(2.0**-23)  # in (0, 1)
         key = -canonical_log(u) / q  # q = 0 gives inf; non-maskable rank last regardless
@@ -334,6 +347,72 @@ def proposal_mask(
         k_over_n = k[:, None].to(torch.float32) / maskable.sum(1, keepdim=True).to(torch.float32)
         weights = torch.where(chosen, k_over_n / torch.where(chosen, pi, _f32(1.0)), torch.zeros_like(q))
     return ids, labels, weights
+
+
+def systematic_weights(q: torch.Tensor, maskable: torch.Tensor) -> torch.Tensor:
+    """Integer sampling weights W_i = max(1, floor(q_i 2**24)) of maskable positions, 0 elsewhere (int64).
+
+    Every maskable position keeps a positive weight, so a row can always fill its k positions.
+    """
+    w = torch.floor(q * _f32(2.0**SYSTEMATIC_BITS)).to(torch.int64).clamp(min=1)
+    return torch.where(maskable, w, 0)
+
+
+def systematic_capped(w: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The positions whose inclusion probability is capped at 1, and their count m (B,).
+
+    Capping is the fixed point of: cap every uncapped i with (k - m) W_i >= A, A the sum of the
+    uncapped weights. Kernels iterate that rule (each round caps at least one position, and never
+    one beyond the fixed point); here the same set comes from the weights sorted in descending
+    order: m is the smallest count with (k - m) W_(m+1) < sum_{j > m} W_(j), or n if none, and
+    the capped positions are the m largest (a tie is never split: whether i is capped depends on
+    W_i alone).
+    """
+    n = (w > 0).sum(1, keepdim=True)
+    desc = w.sort(1, descending=True).values
+    after = desc.sum(1, keepdim=True) - desc.cumsum(1)  # sum_{j > m} W_(j) at column m (0-based: W_(m+1))
+    m_col = torch.arange(w.shape[1], device=w.device)
+    stops = (m_col < n) & ((k[:, None] - m_col) * desc < after)
+    m = torch.where(stops.any(1, keepdim=True), stops.to(torch.int64).argmax(1, keepdim=True), n)
+    threshold = desc.gather(1, (m - 1).clamp(min=0)) if w.shape[1] else m
+    capped = (m > 0) & (w > 0) & (w >= threshold)
+    return capped, m[:, 0]
+
+
+def systematic_selection(q, maskable, k, r0, r3):
+    """Systematic sampling of exactly k positions per row with exact inclusion probabilities.
+
+    With W = :func:`systematic_weights` and the capped set of :func:`systematic_capped` (m
+    positions, always included), the other r = k - m positions are drawn from the uncapped ones
+    (total weight A) in a random order, the exact-count ranking order (r0 >> 1, position): with
+    C_i the cumulative uncapped weight up to and including i in that order and one offset U per
+    row, i is included iff a point U + t A (t = 0..r-1) falls in [r (C_i - W_i), r C_i). Every
+    point lands in [0, r A), each interval is shorter than A (that is what uncapped means), so
+    exactly r positions are drawn, and position i with probability r W_i / A (U uniform on
+    [0, A)). Inclusion probabilities: pi_i = 1 (capped), r W_i / A (uncapped); every sum is an
+    integer sum, so no backend rounds differently. U = floor(u A / 2**32) with u the row's r3 word
+    at position 0 (a 32-bit uniform: the inclusion probabilities are exact to within 2**-32).
+    Returns (chosen (B, L) bool, pi (B, L) float32 as float(r W_i) / float(A), 1, or 0).
+    """
+    w = systematic_weights(q, maskable)
+    capped, m = systematic_capped(w, k)
+    uncapped = torch.where(capped, 0, w)
+    total = uncapped.sum(1, keepdim=True)  # A
+    r = (k - m)[:, None]
+    order = ranks(r0, maskable).argsort(1)  # positions by rank
+    cumulative = torch.empty_like(uncapped)
+    cumulative.scatter_(1, order, uncapped.gather(1, order).cumsum(1))
+    offset = (r3[:, :1] * total) >> 32  # U in [0, A); r3 < 2**32 and A < 2**26 + L: no overflow
+    divisor = total.clamp(min=1)
+
+    def points_below(x):  # #{t >= 0 : U + t A < x}
+        return torch.where(x > offset, (x - offset + divisor - 1) // divisor, 0)
+
+    drawn = (uncapped > 0) & (points_below(r * cumulative) > points_below(r * (cumulative - uncapped)))
+    chosen = maskable & (capped | drawn)
+    pi_uncapped = (r * uncapped).to(torch.float32) / divisor.to(torch.float32)
+    pi = torch.where(capped, _f32(1.0), torch.where(maskable, pi_uncapped, _f32(0.0)))
+    return chosen, pi
 
 
 def clipped_sequence_weights(chosen: torch.Tensor, q: torch.Tensor, maskable: torch.Tensor) -> torch.Tensor:

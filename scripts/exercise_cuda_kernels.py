@@ -72,9 +72,10 @@ def fully_explored_mask_args(length, device, generator):
 def proposal_mask_args(length, device, generator):
     ids, maskable, row_ids = tokens(length, device, generator)
     scores = torch.randn(ids.shape, generator=generator).to(device)
-    return [(ids, scores, maskable, row_ids, *stream(device), *COUNT_FRACTION, 0.1, 1.0, poisson, sequence_weights,
+    return [(ids, scores, maskable, row_ids, *stream(device), *COUNT_FRACTION, 0.1, 1.0, sampling, sequence_weights,
              *REPLACE_THRESHOLDS, MASK_ID, VOCAB)
-            for poisson in (False, True) if poisson or ranked_fits(length) for sequence_weights in (False, True)]
+            for sampling in (0, 1, 2) if sampling == 1 or ranked_fits(length)  # 1: Poisson, any length
+            for sequence_weights in (False, True)]
 
 
 def masked_positions_args(length, device, generator):

@@ -220,10 +220,10 @@ def triton_launches(max_length: int) -> list[tuple]:
                 yield masking.fully_explored_mask, (ids, maskable, row_ids, seed, epoch, 7, contiguous, 1, 2, mask_id, vocab)
             for score_dtype in (torch.float32, torch.bfloat16):
                 scores = torch.empty(rows, length, dtype=score_dtype, device=meta)
-                for poisson in (False, True):
+                for sampling in (0, 1, 2):  # reference.SAMPLING_*: top-k, Poisson, systematic
                     for sequence_weights in (False, True):
                         yield proposal.proposal_mask, (ids, scores, maskable, row_ids, seed, epoch, 3, 20, 0.1, 1.0,
-                                                       poisson, sequence_weights, 1, 2, mask_id, vocab)
+                                                       sampling, sequence_weights, 1, 2, mask_id, vocab)
         capacity = fastmask.gather_capacity(length, 0.15)
         yield gather.masked_positions, (ids, capacity)
         index = torch.empty(rows, capacity, dtype=torch.int64, device=meta)

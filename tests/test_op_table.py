@@ -111,7 +111,7 @@ VALID = {
     "masked_positions": (LABELS, 3),
     "gather_masked": (HIDDEN, INDEX),
     "scatter_masked": (HIDDEN[:, :3], INDEX, 6),
-    "proposal_mask": (IDS, SCORES, OK, ROWS, SEED, EPOCH, COUNT_NUM, COUNT_DEN, 0.1, 1.0, False, False, T_MASK,
+    "proposal_mask": (IDS, SCORES, OK, ROWS, SEED, EPOCH, COUNT_NUM, COUNT_DEN, 0.1, 1.0, 2, False, T_MASK,
                       T_RANDOM, 4, 10),
 }
 
@@ -151,6 +151,7 @@ BAD = [
     ("proposal_mask", 7, 0, "count_den"),
     ("proposal_mask", 8, 1.5, "uniform_mix"),
     ("proposal_mask", 9, 0.0, "temperature"),
+    ("proposal_mask", 10, 3, "sampling"),
 ]
 
 

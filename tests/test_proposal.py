@@ -14,6 +14,8 @@ from conftest import (COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, RecordOps,
                       stream)
 
 MASK_ID, VOCAB = 4, 1000
+TOPK, POISSON, SYSTEMATIC = reference.SAMPLING_TOPK, reference.SAMPLING_POISSON, reference.SAMPLING_SYSTEMATIC
+SAMPLING_CODES = (TOPK, POISSON, SYSTEMATIC)
 
 
 def test_canonical_exp_and_log_are_accurate():
@@ -54,8 +56,8 @@ def test_matches_reference(backend):
     g = torch.Generator().manual_seed(0)
     for _ in range(10 if backend == "triton" else 60):
         head = random_case(g)
-        for poisson, sequence in itertools.product((False, True), repeat=2):
-            args = (*head, poisson, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+        for sampling, sequence in itertools.product(SAMPLING_CODES, (False, True)):
+            args = (*head, sampling, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
             ids, labels, weights = library.op("proposal_mask", backend)(*args)
             want_ids, want_labels, want_weights = reference.proposal_mask(*args)
             assert torch.equal(ids, want_ids) and torch.equal(labels, want_labels)
@@ -80,24 +82,27 @@ def long_rows(length, scale, g):
 @pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
 def test_triton_long_rows_match_reference(backend, triton_chunks):
     """Rows beyond the (lowered) long-row length take the chunked kernel: top-k by radix select with
-    ties at the k-th key taken in position order, Poisson, both weightings, k = n, no rows."""
+    ties at the k-th key taken in position order, Poisson, systematic, both weightings, k = n, no rows."""
     g = torch.Generator().manual_seed(9)
-    cases = (  # length, score scale, count fraction, uniform mix, poisson, sequence weights
-        (33, 3.0, (COUNT_NUM, COUNT_DEN), 0.1, False, False),
+    cases = (  # length, score scale, count fraction, uniform mix, sampling, sequence weights
+        (33, 3.0, (COUNT_NUM, COUNT_DEN), 0.1, TOPK, False),
         # Without a uniform floor most q underflow to 0: their keys tie at +inf, among the first k.
-        (70, 200.0, (1, 2), 0.0, False, True),
-        (33, 1.0, (1, 1), 0.5, False, False),
-        (70, 1.0, (COUNT_NUM, COUNT_DEN), 0.1, True, False),
-        (33, 30.0, (COUNT_NUM, COUNT_DEN), 0.1, True, True),
+        (70, 200.0, (1, 2), 0.0, TOPK, True),
+        (33, 1.0, (1, 1), 0.5, TOPK, False),
+        (70, 1.0, (COUNT_NUM, COUNT_DEN), 0.1, POISSON, False),
+        (33, 30.0, (COUNT_NUM, COUNT_DEN), 0.1, POISSON, True),
+        (70, 3.0, (COUNT_NUM, COUNT_DEN), 0.1, SYSTEMATIC, False),
+        (33, 200.0, (1, 2), 0.0, SYSTEMATIC, True),  # most weights at the floor W = 1, many capped
+        (70, 1.0, (1, 1), 0.5, SYSTEMATIC, False),  # k = n: every position capped
     )
-    for length, scale, (count_num, count_den), uniform_mix, poisson, sequence in cases:
+    for length, scale, (count_num, count_den), uniform_mix, sampling, sequence in cases:
         ids, scores, maskable, rows = long_rows(length, scale, g)
         if scale == 200.0:
             q, _, k = reference.proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, 1.0)
             assert ((q > 0).sum(1) < k)[:2].all()
         for batch in (4, 0):
             args = (ids[:batch], scores[:batch], maskable[:batch], rows[:batch], *stream(3, 8), count_num, count_den,
-                    uniform_mix, 1.0, poisson, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+                    uniform_mix, 1.0, sampling, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
             ids_out, labels, weights = library.op("proposal_mask", backend)(*args)
             want_ids, want_labels, want_weights = reference.proposal_mask(*args)
             assert torch.equal(ids_out, want_ids) and torch.equal(labels, want_labels)
@@ -172,17 +177,90 @@ def test_poisson_inclusion_and_unbiased_token_weights():
     assert abs(estimates.mean().item() - target) < 4.5 * estimates.std().item() / math.sqrt(rows)
 
 
+def systematic_pi(scores, maskable, count_fraction=(COUNT_NUM, COUNT_DEN), uniform_mix=0.1):
+    """The reference's exact systematic inclusion probabilities (float64) of one row, and k."""
+    q, _, k = reference.proposal_inclusion(scores, maskable, *count_fraction, uniform_mix, 1.0)
+    w = reference.systematic_weights(q, maskable)
+    capped, m = reference.systematic_capped(w, k)
+    uncapped = torch.where(capped, 0, w)
+    pi = torch.where(capped, 1.0, (k - m)[:, None].double() * uncapped.double() / uncapped.sum(1, keepdim=True).double())
+    return pi[0], int(k[0])
+
+
+def test_systematic_inclusion_frequencies_counts_and_unbiased_weights():
+    """Exactly k positions per row; each position drawn with its stated probability (capped
+    positions always); E[sum w_i l_i] = (k / n) sum l_i for fixed per-token losses."""
+    g = torch.Generator().manual_seed(12)
+    scores = torch.randn(1, 40, generator=g) * 2.5
+    scores[0, :3] = 6.0  # k q > 1 there: capped, the excess spread over the others
+    maskable = torch.rand(1, 40, generator=g) < 0.85
+    maskable[0, :3] = True
+    rows = 30_000
+    chosen, weights = many_rows(scores, maskable, rows, sampling="systematic", mlm_probability=0.25)
+    pi, k = systematic_pi(scores, maskable, (1, 4))
+    assert (pi == 1).sum() >= 3 and pi.sum().item() == pytest.approx(k, abs=1e-9)
+    assert (chosen.sum(1) == k).all() and not (chosen & ~maskable.to(DEVICE)).any()
+    freq = chosen.double().mean(0).cpu()
+    sd = torch.sqrt(pi * (1 - pi) / rows).clamp(min=1e-12)
+    assert ((freq - pi).abs() <= 4.5 * sd).all(), (freq, pi)
+    torch.testing.assert_close(weights.cpu()[chosen.cpu()], ((k / maskable.sum()) / pi.float()).expand(rows, -1)[chosen.cpu()])
+    losses = torch.rand(40, generator=g).double()
+    estimates = (weights.double().cpu() * losses).sum(1)
+    target = (k / maskable.sum().item()) * losses[maskable[0]].sum().item()
+    assert abs(estimates.mean().item() - target) < 4.5 * estimates.std().item() / math.sqrt(rows)
+
+
+def test_systematic_matches_exact_inclusion_where_topk_does_not():
+    """The audit's case (n = 126, k = 19, max n q near 9.5): top-k's total weight is biased
+    (about 1.2 k), systematic's is k on average; systematic's weights are exact."""
+    g = torch.Generator().manual_seed(13)
+    scores = torch.randn(1, 126, generator=g) * 1.6
+    maskable = torch.ones(1, 126, dtype=torch.bool)
+    rows = 4000
+    _, k = systematic_pi(scores, maskable)
+    totals = {}
+    for sampling in ("topk", "systematic"):
+        chosen, weights = many_rows(scores, maskable, rows, sampling=sampling)
+        totals[sampling] = weights.double().sum(1).mean().item() * 126 / k  # E[sum w] = n when unbiased
+    q, _, _ = reference.proposal_inclusion(scores, maskable, COUNT_NUM, COUNT_DEN, 0.1, 1.0)
+    assert 126 * q.max() > 5
+    assert abs(totals["systematic"] / 126 - 1) < 0.02, totals
+    assert totals["topk"] / 126 > 1.05, totals
+
+
+def test_systematic_capping_is_the_fixed_point_of_the_kernels_rule():
+    """The reference's sorted closed form gives the set the kernels' rule converges to (cap every
+    uncapped i with (k - m) W_i >= A until none is left), ties included."""
+    g = torch.Generator().manual_seed(14)
+    for _ in range(200):
+        n = int(torch.randint(1, 30, (1,), generator=g))
+        w = torch.randint(1, 50, (1, n), generator=g) ** int(torch.randint(1, 4, (1,), generator=g))
+        w[0, torch.rand(n, generator=g) < 0.3] = w.max()  # ties at the top
+        k = torch.randint(1, n + 1, (1,), generator=g)
+        capped = torch.zeros(n, dtype=torch.bool)
+        while True:
+            m, a = int(capped.sum()), int(w[0][~capped].sum())
+            new = ~capped & ((int(k) - m) * w[0] >= a)
+            if not new.any():
+                break
+            capped |= new
+        got, got_m = reference.systematic_capped(w, k)
+        assert torch.equal(got[0], capped) and int(got_m) == int(capped.sum()) <= int(k)
+        uncapped = w[0][~capped]
+        assert ((int(k) - int(got_m)) * uncapped < max(int(uncapped.sum()), 1)).all()  # each pi < 1
+
+
 def test_uniform_mix_one_is_uniform_masking():
     g = torch.Generator().manual_seed(3)
     scores = torch.randn(1, 30, generator=g) * 10
     maskable = torch.ones(1, 30, dtype=torch.bool)
     rows = 20_000
-    for sampling in ("topk", "poisson"):
+    for sampling in fastmask.ops.SAMPLINGS:
         chosen, weights = many_rows(scores, maskable, rows, uniform_mix=1.0, sampling=sampling, mlm_probability=0.2)
         assert (weights[chosen] == 1).all() and (weights[~chosen] == 0).all()
         freq = chosen.double().mean(0)
         assert ((freq - 0.2).abs() < 4.5 * math.sqrt(0.2 * 0.8 / rows)).all()
-        if sampling == "topk":
+        if sampling != "poisson":
             assert (chosen.sum(1) == 6).all()
 
 
@@ -306,10 +384,10 @@ def test_opcheck(backend):
     scores = torch.randn(3, 17, generator=g).to(DEVICE)
     maskable = (torch.rand(3, 17, generator=g) < 0.8).to(DEVICE)
     rows = torch.arange(3, device=DEVICE)
-    for poisson in (False, True):
+    for sampling in SAMPLING_CODES:
         for sequence in (False, True):
-            args = (ids, scores, maskable, rows, *stream(1, 2, "cpu" if poisson else DEVICE), 3, 10, 0.1, 1.0, poisson,
-                    sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+            args = (ids, scores, maskable, rows, *stream(1, 2, "cpu" if sampling == POISSON else DEVICE), 3, 10, 0.1,
+                    1.0, sampling, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
             torch.library.opcheck(library.op("proposal_mask", backend), args)
 
 
@@ -319,7 +397,7 @@ def test_stream_tensors_give_the_samples_of_ints(backend):
     ids = torch.randint(5, VOCAB, (3, 30), generator=g).to(DEVICE)
     scores = torch.randn(3, 30, generator=g).to(DEVICE)
     maskable = (torch.rand(3, 30, generator=g) < 0.8).to(DEVICE)
-    for sampling in ("topk", "poisson"):
+    for sampling in fastmask.ops.SAMPLINGS:
         sample = lambda seed, epoch: fastmask.proposal_mask(  # noqa: E731
             ids, scores, maskable, MASK_ID, VOCAB, sampling=sampling, seed=seed, epoch=epoch, backend=backend)
         want = sample(2**40 + 3, 5)
@@ -376,7 +454,7 @@ def test_long_rows_on_gpu(weighting):
     scores = torch.randn(2, 9000, generator=g).to(DEVICE)
     maskable = (torch.rand(2, 9000, generator=g) < 0.9).to(DEVICE)
     rows = torch.arange(2, device=DEVICE)
-    args = (ids, scores, maskable, rows, *stream(1, 2), COUNT_NUM, COUNT_DEN, 0.1, 1.0, True, weighting == "sequence",
+    args = (ids, scores, maskable, rows, *stream(1, 2), COUNT_NUM, COUNT_DEN, 0.1, 1.0, POISSON, weighting == "sequence",
             T_MASK, T_RANDOM, MASK_ID, VOCAB)
     got, want = library.op("proposal_mask", "cuda")(*args), reference.proposal_mask(*args)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -19,7 +19,8 @@ namespace {
 struct ProposalArgs {
   MaskArgs mask;
   float uniform_mix, temperature;
-  bool poisson, sequence_weights;
+  int64_t sampling;  // reference.SAMPLING_*
+  bool sequence_weights;
 };
 
 // The ranking key of every position: the costly loop of top-k sampling (a canonical log and a
@@ -76,7 +77,7 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
   // Top-k: the k smallest packed (key, position), found by nth_element.
   std::vector<uint64_t>& packed = scratch->keys;
   packed.resize(length);
-  if (a.poisson) {
+  if ((a.sampling == kSamplingPoisson)) {
     for (int64_t i = 0; i < length; ++i) packed[i] = maskable[i] && poisson_selected(draws[i], pi[i]);
   } else {
     std::vector<uint32_t>& key = scratch->rank_keys;
@@ -87,13 +88,13 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
     }
   }
   uint64_t kth_key = 0;
-  if (!a.poisson && k > 0) {
+  if (!(a.sampling == kSamplingPoisson) && k > 0) {
     std::vector<uint64_t> order(packed);  // non-maskable entries are the largest: never among the k
     std::nth_element(order.begin(), order.begin() + (k - 1), order.end());
     kth_key = order[k - 1];
   }
   auto chosen = [&](int64_t i) {
-    return maskable[i] && (a.poisson ? packed[i] == 1 : k > 0 && packed[i] <= kth_key);
+    return maskable[i] && ((a.sampling == kSamplingPoisson) ? packed[i] == 1 : k > 0 && packed[i] <= kth_key);
   };
   float log_sum = 0.0f;
   if (a.sequence_weights) {
@@ -114,14 +115,15 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
 std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cpu(
     const at::Tensor& input_ids, const at::Tensor& scores, const at::Tensor& maskable, const at::Tensor& row_ids,
     const at::Tensor& seed, const at::Tensor& epoch, int64_t count_num, int64_t count_den, double uniform_mix,
-    double temperature, bool poisson, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold,
+    double temperature, int64_t sampling, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold,
     int64_t mask_token_id, int64_t vocab_size) {
   check_mask_args("proposal_mask", input_ids, maskable, row_ids, at::kCPU);
   check_scores(scores, input_ids);
+  TORCH_CHECK_NOT_IMPLEMENTED(sampling != kSamplingSystematic, "proposal_mask: systematic sampling on CPU: not yet");
   const auto [eps, temp] = proposal_float_args(uniform_mix, temperature);
   const ProposalArgs args{make_mask_args("proposal_mask", input_ids, seed, epoch, 0, count_num, count_den,
                                          mask_threshold, random_threshold, mask_token_id, vocab_size),
-                          eps, temp, poisson, sequence_weights};
+                          eps, temp, sampling, sequence_weights};
   const at::Tensor ids = input_ids.contiguous();
   const at::Tensor sc = scores.to(at::kFloat).contiguous();
   const at::Tensor mask = maskable.contiguous();

@@ -50,10 +50,12 @@ void dispatch_scores(at::ScalarType t, F&& f) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cuda(
     const at::Tensor& input_ids, const at::Tensor& scores, const at::Tensor& maskable, const at::Tensor& row_ids,
     const at::Tensor& seed, const at::Tensor& epoch, int64_t count_num, int64_t count_den, double uniform_mix,
-    double temperature, bool poisson, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold,
+    double temperature, int64_t sampling, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold,
     int64_t mask_token_id, int64_t vocab_size) {
   check_mask_args("proposal_mask", input_ids, maskable, row_ids, at::kCUDA);
   check_scores(scores, input_ids);
+  TORCH_CHECK_NOT_IMPLEMENTED(sampling != kSamplingSystematic, "proposal_mask: systematic sampling on CUDA: not yet");
+  const bool poisson = sampling == kSamplingPoisson;
   // Not a structured binding: lambdas may capture those only from C++20 on.
   const ProposalFloatArgs floats = proposal_float_args(uniform_mix, temperature);
   const MaskArgs args = make_mask_args("proposal_mask", input_ids, seed, epoch, 0, count_num, count_den, mask_threshold,

@@ -375,12 +375,14 @@ def _proposal_mask_chunked_kernel(
 
 def proposal_mask(
     input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
-    poisson, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
 ):
     """MAPNet masking: positions drawn from the proposal q, with importance weights.
 
     Returns (ids, labels int64, weights float32), bit-exact to the reference for ids and labels.
     """
+    if sampling == reference.SAMPLING_SYSTEMATIC:
+        raise NotImplementedError("proposal_mask: systematic sampling on Triton: not yet")
     batch, length = input_ids.shape
     device = input_ids.device
     out_ids = torch.empty((batch, length), dtype=input_ids.dtype, device=device)
@@ -398,7 +400,7 @@ def proposal_mask(
         _f32(uniform_mix), _f32(temperature),
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
         **stream_args(seed, epoch, device),
-        POISSON=bool(poisson), SEQUENCE_WEIGHTS=bool(sequence_weights), BLOCK=launch.block,
+        POISSON=sampling == reference.SAMPLING_POISSON, SEQUENCE_WEIGHTS=bool(sequence_weights), BLOCK=launch.block,
         num_warps=launch.num_warps, enable_fp_fusion=False,
     )
     return out_ids, labels, reference.divide_by_batch_mean(weights) if sequence_weights else weights

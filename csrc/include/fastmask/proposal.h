@@ -68,6 +68,11 @@ FASTMASK_HD float floor_f32(float x) {
 #endif
 }
 
+// proposal_mask's `sampling` codes (fastmask/reference.py: SAMPLING_*).
+constexpr int64_t kSamplingTopK = 0;
+constexpr int64_t kSamplingPoisson = 1;
+constexpr int64_t kSamplingSystematic = 2;
+
 constexpr float kLn2Hi = 0.693359375f;  // Cody-Waite split of ln 2
 constexpr float kLn2Lo = -2.12194440e-4f;
 constexpr float kLog2e = 1.44269504f;
