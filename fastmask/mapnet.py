@@ -1,14 +1,42 @@
 """MAPNet: a small mask proposal network trained jointly with the MLM (Chen, arXiv 2008.05333).
 
 The network scores every position of the *uncorrupted* sequence; masks are drawn from the
-proposal q (:func:`fastmask.proposal_mask`) and the MLM loss is importance-weighted, so the
-gradient estimate stays unbiased while its variance drops when q follows the per-position
-gradient norm. MAPNet learns q with a REINFORCE objective whose reward is the detached
-per-token MLM loss (the stand-in for the gradient norm):
+proposal q (:func:`fastmask.proposal_mask`) and the MLM loss is importance-weighted (token weight
+w_i = (k / n) / pi_i), so the gradient estimate stays unbiased. Its variance is smallest when the
+inclusion probabilities follow the per-token gradient norms ||g_i|| (the paper's own analysis), so
+the proposal needs a signal of those norms and an objective with its optimum there.
 
-    mapnet_loss = -sum over sampled i of log q_i (l_i - b),  b = the batch mean of l_i,
+The signal: G_i = ||dl_i / dh_i||, the norm of token i's loss gradient at the encoder output,
+which is what reaches :func:`fastmask.gather_masked`'s backward for the gathered slot (divided by
+the slot's loss weight). It comes free with the MLM backward and tracks ||g_i|| closely (see
+docs/experiments.md). :class:`fastmask.MaskingStrategy` reads it there and feeds the proposal's
+gradient back in the same backward pass.
 
-averaged over the sampled tokens and added to the MLM loss with a weight lambda.
+The objectives (:func:`mapnet_loss`, ``objective=``), x_i = score_i / temperature, S the sampled
+positions of a row, v_i their importance weights (1 without them):
+
+* ``"regression"`` (the default): a weighted least-squares fit of the scores to log G, centred
+  per row (so any common scale of G cancels)::
+
+      e_i = (x_i - log G_i) - sum_{j in S} v_j (x_j - log G_j) / sum_{j in S} v_j
+      loss = sum_rows sum_{i in S} v_i e_i^2 / sum v
+
+  Its fixed point is softmax(x) proportional to G: q proportional to the signal (mixed with the
+  uniform floor), and it cannot collapse, since overshooting the signal raises the loss.
+* ``"variance"``: REINFORCE on the estimator's second moment, a_i = w_i^2 G_i^2::
+
+      loss = -sum_{i in S} (a_i - b) / b * log q_i / |S|,  b = the batch mean of a_i
+
+  (log pi_i = log k + log q_i where pi_i < 1: the same gradient; capped positions are few).
+* ``"loss"``: the paper author's REINFORCE toward high-loss tokens (ChanLiang/MAP-BERT), with the
+  detached token loss l_i as reward::
+
+      loss = -sum_{i in S} log q_i (l_i - b) / |S|,  b = the batch mean of l_i
+
+  It has no interior optimum: q sharpens until the uniform floor holds it, and the importance
+  weights grow (kept as the faithful mode).
+
+The objective is added to the MLM loss with a weight lambda.
 """
 
 from __future__ import annotations
@@ -89,34 +117,104 @@ def proposal_log_q(
     return torch.where(maskable, torch.log(q), float("-inf"))
 
 
+OBJECTIVES = ("regression", "variance", "loss")
+
+
 def mapnet_loss(
     scores: torch.Tensor,
     labels: torch.Tensor,
-    token_losses: torch.Tensor,
+    reward: torch.Tensor,
     maskable: torch.Tensor,
     uniform_mix: float = 0.1,
     temperature: float = 1.0,
     positions: torch.Tensor | None = None,
+    objective: str = "loss",
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """REINFORCE objective of the proposal: -mean over sampled i of log q_i (l_i - b).
+    """The proposal net's objective (see the module docstring for the formulas), differentiable in `scores`.
 
-    `labels` (B, L) mark the sampled positions (!= -100); `token_losses` (B, L) are the detached
-    per-token MLM losses there; b is their batch mean. `positions` (bool, B, L), if given,
-    restricts the objective to those sampled positions (e.g. the ones replaced by [MASK]).
-    `uniform_mix` and `temperature` must be those used by proposal_mask.
+    `labels` (B, L) mark the sampled positions (!= -100). `reward` (B, L), detached, is read at
+    those positions: the per-token MLM loss l_i for ``objective="loss"``, the gradient-norm signal
+    G_i > 0 for ``"regression"`` and ``"variance"``. `weights` (B, L) are the importance weights
+    of the sampled positions (proposal_mask's token weights; None: 1). `positions` (bool, B, L),
+    if given, restricts the objective to those sampled positions. `uniform_mix` and
+    `temperature` must be those used by proposal_mask.
     """
-    if scores.shape != labels.shape or token_losses.shape != labels.shape or maskable.shape != labels.shape:
-        raise ValueError(
-            "scores, labels, token_losses and maskable must have one shape, got "
-            f"{tuple(scores.shape)}, {tuple(labels.shape)}, {tuple(token_losses.shape)}, {tuple(maskable.shape)}"
-        )
-    sampled = labels != IGNORE_INDEX
-    if positions is not None:
-        sampled = sampled & positions
-    count = sampled.sum().clamp(min=1)
-    reward = token_losses.detach().float()
-    baseline = (reward * sampled).sum() / count
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    shapes = [scores.shape, labels.shape, reward.shape, maskable.shape] + ([weights.shape] if weights is not None else [])
+    if any(shape != labels.shape for shape in shapes):
+        raise ValueError("scores, labels, reward, maskable (and weights) must have one shape, got "
+                         + ", ".join(str(tuple(shape)) for shape in shapes))
+    sampled = _sampled(labels, maskable, positions)
+    reward = reward.detach().float()
+    if objective == "regression":
+        v = _regression_weights(sampled, weights)
+        return (v * _regression_residual(scores.float() / temperature, reward, v) ** 2).sum() / v.sum().clamp(min=1e-30)
+    advantage = _advantage(objective, reward, sampled, weights)
     log_q = proposal_log_q(scores, maskable, uniform_mix, temperature)
-    advantage = torch.where(sampled, reward - baseline, 0.0)
-    return -(torch.where(sampled, log_q, 0.0) * advantage).sum() / count
+    return -(torch.where(sampled, log_q, 0.0) * advantage).sum() / sampled.sum().clamp(min=1)
 
+
+def mapnet_score_gradient(
+    scores: torch.Tensor,
+    labels: torch.Tensor,
+    reward: torch.Tensor,
+    maskable: torch.Tensor,
+    uniform_mix: float = 0.1,
+    temperature: float = 1.0,
+    objective: str = "regression",
+    weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the gradient of :func:`mapnet_loss` with respect to `scores`, its value), in closed form.
+
+    For a backward pass that feeds the proposal from the signal it has just computed
+    (:class:`fastmask.MaskingStrategy`), where a nested autograd call would not trace.
+    """
+    sampled = _sampled(labels, maskable, None)
+    reward = reward.detach().float()
+    x = scores.detach().float() / temperature
+    if objective == "regression":
+        v = _regression_weights(sampled, weights)
+        total = v.sum().clamp(min=1e-30)
+        e = _regression_residual(x, reward, v)
+        return 2 * v * e / (temperature * total), (v * e * e).sum() / total
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    # d log q_i / d x_j = (1 - eps) p_i (delta_ij - p_j) / q_i, p = softmax(x) over the maskable positions
+    advantage = _advantage(objective, reward, sampled, weights)
+    log_q = proposal_log_q(x, maskable, uniform_mix, 1.0)
+    count = sampled.sum().clamp(min=1)
+    p = torch.where(maskable, torch.softmax(torch.where(maskable, x, float("-inf")), dim=1), 0.0).nan_to_num(0.0)
+    beta = torch.where(sampled, advantage * p / log_q.exp(), 0.0)
+    grad = -(1 - uniform_mix) * (beta - p * beta.sum(1, keepdim=True)) / (temperature * count)
+    return grad, -(torch.where(sampled, log_q, 0.0) * advantage).sum() / count
+
+
+def _sampled(labels, maskable, positions):
+    sampled = (labels != IGNORE_INDEX) & maskable
+    return sampled if positions is None else sampled & positions
+
+
+def _regression_weights(sampled, weights):
+    v = sampled.float() if weights is None else weights.detach().float()
+    return torch.where(sampled, v, 0.0)
+
+
+def _regression_residual(x, signal, v):
+    """e_i: x_i - log G_i, centred by its v-weighted mean over the row (0 where v = 0)."""
+    d = torch.where(v > 0, x - torch.log(signal.clamp(min=1e-30)), 0.0)
+    mean = (v * d).sum(1, keepdim=True) / v.sum(1, keepdim=True).clamp(min=1e-30)
+    return torch.where(v > 0, d - mean, 0.0)
+
+
+def _advantage(objective, reward, sampled, weights):
+    """The REINFORCE advantage per sampled token (0 elsewhere)."""
+    count = sampled.sum().clamp(min=1)
+    if objective == "variance":
+        w = 1.0 if weights is None else weights.detach().float()
+        moment = torch.where(sampled, (w * reward) ** 2, 0.0)
+        baseline = moment.sum() / count
+        return torch.where(sampled, (moment - baseline) / baseline.clamp(min=1e-30), 0.0)
+    baseline = (reward * sampled).sum() / count
+    return torch.where(sampled, reward - baseline, 0.0)

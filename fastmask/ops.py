@@ -249,7 +249,7 @@ def proposal_mask(
     mlm_probability: float = 0.15,
     uniform_mix: float = 0.1,
     temperature: float = 1.0,
-    sampling: str = "topk",
+    sampling: str = "systematic",
     weighting: str = "token",
     mask_replace_prob: float = 0.8,
     random_replace_prob: float = 0.1,
@@ -261,13 +261,19 @@ def proposal_mask(
     """MAPNet masking: positions drawn from a proposal q over each row's maskable positions, with importance weights.
 
     q = (1 - uniform_mix) softmax(scores / temperature) + uniform_mix / n over the n maskable
-    positions (0 elsewhere). ``sampling="topk"``: exactly k = :func:`fastmask.masked_count` (n, p)
-    positions without replacement (Gumbel-top-k on log q); ``"poisson"``: each position
-    independently with pi_i = min(1, k q_i). Then the 80/10/10 rule.
+    positions (0 elsewhere); k = :func:`fastmask.masked_count` (n, p). ``sampling``:
 
-    ``weighting="token"``: w_i = (k / n) / pi_i on sampled positions, so that E[sum w_i l_i] is the
-    uniform-masking expectation: exact for Poisson; for top-k, pi_i = min(1, k q_i) approximates
-    the inclusion probability (well for k q_i << 1). ``"sequence"``: the paper author's variant,
+    * ``"systematic"`` (default): exactly k positions with inclusion probabilities pi_i = k q_i,
+      capped at 1 with the excess spread over the others (sum pi = k), known exactly: integer
+      weights W_i = max(1, floor(q_i 2^24)), a random order and one uniform offset per row
+      (:func:`fastmask.reference.systematic_selection`); O(n) after the row's ranking.
+    * ``"topk"``: exactly k without replacement (Gumbel-top-k on log q); its inclusion
+      probabilities have no closed form, and pi_i = min(1, k q_i) misstates them when q is peaked.
+    * ``"poisson"``: each position independently with pi_i = min(1, k q_i): k on average.
+
+    Then the 80/10/10 rule. ``weighting="token"``: w_i = (k / n) / pi_i on sampled positions, so
+    that E[sum w_i l_i] is the uniform-masking expectation: exact for systematic and Poisson
+    sampling, approximate for top-k. ``"sequence"``: the paper author's variant,
     one weight per row, prod over sampled i of 1 / (n q_i), clipped to [0.8, 1.2] and divided by
     the batch mean. uniform_mix = 1 is uniform masking with weights 1.
 

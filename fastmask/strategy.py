@@ -20,9 +20,10 @@ import torch
 from torch import nn
 
 from fastmask import counts
-from fastmask.mapnet import MaskProposalNet, mapnet_loss, proposal_log_q
+from fastmask.mapnet import OBJECTIVES, MaskProposalNet, mapnet_loss, mapnet_score_gradient, proposal_log_q
 from fastmask.ops import (
     PARTITIONS,
+    SAMPLINGS,
     WEIGHTINGS,
     MaskedPositions,
     gather_masked,
@@ -86,8 +87,16 @@ class MaskingStrategy(nn.Module):
     (each maskable token with probability ``mlm_probability``, as Hugging Face's collator),
     ``"fully-explored"`` (the row's maskable tokens split into ``num_segments`` disjoint views, all
     of them in the step: the loss averages over every view's labels) or ``"mapnet"`` (positions
-    drawn from ``proposal``'s scores with importance weights; ``losses`` also returns the proposal
-    net's REINFORCE objective). ``special_ids`` are never masked, nor are unattended positions.
+    drawn from ``proposal``'s scores by ``sampling`` — systematic by default: exactly k positions,
+    exact inclusion probabilities — with importance weights; ``losses`` also returns the proposal
+    net's ``objective`` (:func:`fastmask.mapnet_loss`). ``special_ids`` are never masked, nor are
+    unattended positions.
+
+    MAPNet's ``"regression"`` and ``"variance"`` objectives learn from the gradient-norm signal
+    G_i = ||dl_i / dh_i||, read in the MLM backward where the gathered slots' gradient passes
+    (:class:`_ProposalFeedback`): the objective returned by ``losses`` is then a 0-valued scalar
+    whose gradient (to the proposal's scores) is computed in that same backward pass. Add it to
+    the loss with its weight, as for ``"loss"``.
     """
 
     def __init__(
@@ -104,6 +113,8 @@ class MaskingStrategy(nn.Module):
         partition: str = "random",
         uniform_mix: float = 0.1,
         weighting: str = "token",
+        sampling: str = "systematic",
+        objective: str = "regression",
         seed: int = 0,
         proposal: MaskProposalNet | None = None,
     ):
@@ -116,6 +127,13 @@ class MaskingStrategy(nn.Module):
             raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if objective == "variance" and weighting != "token":
+            raise ValueError("objective='variance' is the second moment of the token-weighted estimator: "
+                             "it needs weighting='token'")
         self.mlm_probability = _probability("mlm_probability", mlm_probability, low_open=True)
         counts.replacement_thresholds(mask_replace_prob, random_replace_prob)  # checks them, naming each
         self.uniform_mix = _probability("uniform_mix", uniform_mix)
@@ -124,6 +142,7 @@ class MaskingStrategy(nn.Module):
         if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 1:
             raise ValueError(f"num_segments must be an int >= 1, got {num_segments!r}")
         self.strategy, self.num_segments, self.partition, self.weighting = strategy, num_segments, partition, weighting
+        self.sampling, self.objective = sampling, objective
         self.replace = dict(mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob)
         self.mask_token_id, self.vocab_size, self.seed = mask_token_id, vocab_size, seed
         self.proposal = proposal
@@ -195,7 +214,8 @@ class MaskingStrategy(nn.Module):
         else:
             scores = self.proposal(input_ids, attention_mask)
             masked = proposal_mask(input_ids, scores.detach(), maskable, mlm_probability=self.mlm_probability,
-                                   uniform_mix=self.uniform_mix, weighting=self.weighting, **common)
+                                   uniform_mix=self.uniform_mix, sampling=self.sampling, weighting=self.weighting,
+                                   **common)
             weights = masked.weights
         positions = self._gathered(masked.labels, self.capacity(input_ids.shape[1]))
         return MaskedStep(masked.input_ids, masked.labels, positions, views, maskable, weights, scores)
@@ -227,13 +247,18 @@ class MaskingStrategy(nn.Module):
         accumulation window) or else by this batch's labelled tokens. The objective is MAPNet's
         REINFORCE loss for the proposal net (0 for the other strategies), to add with a weight.
         """
-        logits = head(gather_masked(hidden, step.positions.index))
+        gathered = gather_masked(hidden, step.positions.index)
+        feedback = step.scores is not None and self.objective != "loss"
+        if feedback:
+            gathered, objective = _ProposalFeedback.apply(gathered, step.scores, step, self)
+        logits = head(gathered)
         token_losses = slot_cross_entropy(logits, step.positions)
         loss = labelled_mean(token_losses, step.positions, step.weights, num_items)
         if step.scores is None:
             return StepLosses(loss, loss.new_zeros(()), logits)
-        reward = losses_by_position(token_losses.detach().float(), step.positions, step.labels.shape[1])
-        objective = mapnet_loss(step.scores, step.labels, reward, step.maskable, uniform_mix=self.uniform_mix)
+        if not feedback:
+            reward = losses_by_position(token_losses.detach().float(), step.positions, step.labels.shape[1])
+            objective = mapnet_loss(step.scores, step.labels, reward, step.maskable, uniform_mix=self.uniform_mix)
         with torch.no_grad():
             sampled = step.weights > 0
             weights = step.weights.float()
@@ -243,3 +268,36 @@ class MaskingStrategy(nn.Module):
                 torch.where(sampled, weights, float("-inf")).max(),
                 (q * step.maskable.sum(1, keepdim=True)).max(), weights.new_ones(())])
         return StepLosses(loss, objective, logits)
+
+
+class _ProposalFeedback(torch.autograd.Function):
+    """Identity on the gathered hidden states (views * B, C, H), plus a 0-valued objective.
+
+    Backward: the gradient reaching the gathered slot of token i is c w_i dl_i/dh_i (c: the loss's
+    normaliser and any outer scale, common to the batch; w_i: its importance weight), so
+    ||grad_i|| / w_i is the signal G_i up to c, which the (scale-free) regression and variance
+    objectives ignore. From it the proposal's scores get their objective's gradient in closed
+    form (:func:`fastmask.mapnet.mapnet_score_gradient`), times the objective output's own
+    upstream gradient (its weight lambda and the same outer scale). One backward pass: nothing
+    is recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, gathered, scores, step: MaskedStep, strategy: "MaskingStrategy"):
+        ctx.step, ctx.strategy = step, strategy
+        return gathered.view_as(gathered), scores.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, grad_gathered, grad_objective):
+        step, strategy = ctx.step, ctx.strategy
+        index = step.positions.index
+        slot_weights = step.weights.gather(1, index.clamp(min=0)).float()
+        slot_norms = grad_gathered.float().norm(dim=-1)
+        slot_signal = torch.where((index >= 0) & (slot_weights > 0), slot_norms / slot_weights, 0.0)
+        signal = losses_by_position(slot_signal, step.positions, step.labels.shape[1])
+        labels = torch.where(signal > 0, step.labels, IGNORE_INDEX)  # a label dropped for capacity has no signal
+        grad_scores, value = mapnet_score_gradient(step.scores, labels, signal, step.maskable, strategy.uniform_mix,
+                                                   objective=strategy.objective, weights=step.weights)
+        if not torch.compiler.is_compiling():  # the objective's value, for the proposal's health log
+            strategy.proposal_sums[0] += value
+        return grad_gathered, grad_scores * grad_objective, None, None

@@ -346,6 +346,97 @@ def test_mapnet_loss_gradient_pushes_toward_high_loss():
     assert scores.grad[0, 0] < 0 < scores.grad[0, 1]  # descent raises the score of the hard position
 
 
+@pytest.mark.parametrize("objective", fastmask.mapnet.OBJECTIVES)
+def test_mapnet_score_gradient_is_the_gradient_of_mapnet_loss(objective):
+    g = torch.Generator().manual_seed(15)
+    scores = torch.randn(3, 12, generator=g)
+    maskable = torch.rand(3, 12, generator=g) < 0.8
+    maskable[2] = False  # a row with nothing to sample
+    labels = torch.where((torch.rand(3, 12, generator=g) < 0.4) & maskable, 5, -100)
+    reward = torch.rand(3, 12, generator=g) + 0.1
+    weights = torch.rand(3, 12, generator=g) * 2 + 0.1
+    for temperature in (1.0, 0.7):
+        leaf = scores.clone().requires_grad_()
+        value = fastmask.mapnet_loss(leaf, labels, reward, maskable, 0.1, temperature, objective=objective,
+                                     weights=weights)
+        (want,) = torch.autograd.grad(value, leaf)
+        got, got_value = fastmask.mapnet.mapnet_score_gradient(leaf, labels, reward, maskable, 0.1, temperature,
+                                                               objective=objective, weights=weights)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(got_value, value.detach())
+        assert want.abs().max() > 1e-3
+
+
+def test_regression_and_variance_objectives_are_scale_free():
+    """The signal's scale (the loss normaliser, accumulation, AMP's scaler) must not matter."""
+    g = torch.Generator().manual_seed(16)
+    scores = torch.randn(2, 10, generator=g)
+    maskable = torch.ones(2, 10, dtype=torch.bool)
+    labels = torch.where(torch.rand(2, 10, generator=g) < 0.5, 5, -100)
+    signal = torch.rand(2, 10, generator=g) + 0.1
+    for objective in ("regression", "variance"):
+        grads = [fastmask.mapnet.mapnet_score_gradient(scores, labels, signal * c, maskable, objective=objective)[0]
+                 for c in (1.0, 1e-4)]
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("objective", ["regression", "variance"])
+def test_feedback_objective_gets_the_gradient_of_the_true_signal(objective):
+    """MaskingStrategy reads G_i = ||dl_i / dh_i|| in the MLM backward (no extra pass): the
+    proposal's gradient equals mapnet_loss's on the signal computed explicitly, token by token."""
+    torch.manual_seed(17)
+    vocab, width, batch, length = 50, 16, 4, 20
+    net = fastmask.MaskProposalNet(torch.nn.Embedding(vocab, width), num_layers=1, hidden_size=8, num_heads=2,
+                                   max_len=length, dropout=0.0)
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    head = torch.nn.Linear(width, vocab)
+    strategy = fastmask.MaskingStrategy("mapnet", mask_token_id=3, vocab_size=vocab, special_ids=[0], proposal=net,
+                                        objective=objective)
+    ids = torch.randint(1, vocab, (batch, length)).to(DEVICE)
+    step = strategy(ids, row_ids=torch.arange(batch, device=DEVICE), epoch=0)
+    hidden = torch.randn(batch, length, width, requires_grad=True)
+    losses = strategy.losses(step, hidden, head, num_items=7)  # any normaliser: the objectives are scale-free
+    assert losses.objective.item() == 0  # its value comes in the backward
+    (losses.loss + 0.5 * losses.objective).backward()
+    got = net.head.weight.grad.clone()
+    gathered = fastmask.gather_masked(hidden.detach(), step.positions.index).requires_grad_()
+    token_losses = fastmask.sparse.slot_cross_entropy(head(gathered), step.positions)
+    norms = torch.autograd.grad(token_losses.sum(), gathered)[0].norm(dim=-1)
+    signal = fastmask.sparse.losses_by_position(norms, step.positions, length)
+    net.zero_grad()
+    want = 0.5 * fastmask.mapnet_loss(net(ids), step.labels, signal, step.maskable, objective=objective,
+                                      weights=step.weights)
+    want.backward()
+    torch.testing.assert_close(got, net.head.weight.grad, rtol=1e-4, atol=1e-6)
+    assert strategy.take_proposal_stats()["mapnet_objective"] == pytest.approx(want.item() / 0.5, rel=1e-4)
+
+
+def test_regression_objective_moves_q_to_the_signal_without_collapse():
+    """Free scores trained on a fixed signal G: q approaches G / sum G (mixed with the uniform
+    floor), where the author's objective on the same reward sharpens past it."""
+    g = torch.Generator().manual_seed(18)
+    length, rows = 30, 64
+    signal = torch.exp(torch.randn(length, generator=g) * 0.7)
+    maskable = torch.ones(rows, length, dtype=torch.bool)
+    ids = torch.full((rows, length), 9)
+    final = {}
+    for objective in ("regression", "loss"):
+        scores = torch.zeros(length, requires_grad=True)
+        optimizer = torch.optim.Adam([scores], lr=0.05)
+        for step in range(150):
+            batch = scores.expand(rows, -1)
+            out = fastmask.proposal_mask(ids, batch.detach(), maskable, MASK_ID, VOCAB, 0.2, seed=step)
+            loss = fastmask.mapnet_loss(batch, out.labels, signal.expand(rows, -1), maskable, objective=objective,
+                                        weights=out.weights)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        final[objective] = torch.softmax(scores.detach(), 0)
+    target = signal / signal.sum()
+    assert (final["regression"] / target - 1).abs().max() < 0.05, final["regression"] / target
+    assert final["loss"].max() > 2 * target.max()  # the faithful mode has no interior optimum
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input, opcheck, torch.compile.
 

@@ -194,6 +194,8 @@ def apply_fastmask(
     uniform_mix: float = 0.1,
     weighting: str = "token",
     mapnet_weight: float = 0.1,
+    mapnet_objective: str = "regression",
+    sampling: str = "systematic",
     proposal_layers: int = 2,
     proposal_hidden: int | None = None,
 ):
@@ -202,8 +204,9 @@ def apply_fastmask(
     ``forward`` without ``labels`` (or with the width-0 labels of the drop-in collator's
     ``mask_in_model=True``) masks the batch on the model's device with ``masking`` — ``"random"``
     (exact count), ``"bernoulli"``, ``"fully-explored"`` (all ``num_segments`` views in the step)
-    or ``"mapnet"`` (a proposal net over the model's input embedding, trained jointly through an
-    objective added with weight ``mapnet_weight``) — fresh every step, no host sync. In eval mode
+    or ``"mapnet"`` (a proposal net over the model's input embedding, trained jointly through
+    ``mapnet_objective`` (:func:`fastmask.mapnet_loss`) added with weight ``mapnet_weight``, masks
+    drawn by ``sampling``) — fresh every step, no host sync. In eval mode
     it masks with plain random masks (exact count) keyed by each sequence's tokens, for every
     strategy: evaluation losses compare across strategies and runs.
     ``forward`` with ``labels`` (any MLM collator's) uses them. Either way the vocabulary head runs
@@ -234,7 +237,7 @@ def apply_fastmask(
     settings = dict(masking=masking, mlm_probability=mlm_probability, mask_replace_prob=mask_replace_prob,
                     random_replace_prob=random_replace_prob, num_segments=num_segments, partition=partition,
                     seed=seed, uniform_mix=uniform_mix, weighting=weighting, mapnet_weight=mapnet_weight,
-                    proposal_layers=proposal_layers, proposal_hidden=proposal_hidden)
+                    mapnet_objective=mapnet_objective, sampling=sampling, proposal_layers=proposal_layers, proposal_hidden=proposal_hidden)
     proposal = None
     if masking == "mapnet":
         proposal = _proposal_net(model, settings)
@@ -242,7 +245,8 @@ def apply_fastmask(
         masking, mask_token_id=tokenizer.mask_token_id, vocab_size=vocab_size,
         special_ids=sorted(set(tokenizer.all_special_ids)), mlm_probability=mlm_probability,
         mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob, num_segments=num_segments,
-        partition=partition, uniform_mix=uniform_mix, weighting=weighting, seed=seed, proposal=proposal)
+        partition=partition, uniform_mix=uniform_mix, weighting=weighting, sampling=sampling,
+        objective=mapnet_objective, seed=seed, proposal=proposal)
     device = next(model.parameters()).device
     model.fastmask = FastMaskState(strategy, mapnet_weight, settings).to(device)
     model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | {

@@ -7,6 +7,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field, fields
 
+from fastmask.mapnet import OBJECTIVES
+from fastmask.ops import SAMPLINGS
 from fastmask.strategy import STRATEGIES
 
 MAX_SEQ_LEN = 8192  # the longest rows the packer, the model and the kernels are sized for here
@@ -65,7 +67,15 @@ class Config:
     mapnet_layers: int = _flag(2, "MAPNet proposal net: Transformer layers")
     mapnet_hidden: int | None = _flag(None, "MAPNet proposal net: width (even); None: a quarter of --hidden-size",
                                       kind=int)
-    mapnet_weight: float = _flag(0.1, "MAPNet: weight lambda of the proposal net's REINFORCE objective")
+    mapnet_weight: float = _flag(0.1, "MAPNet: weight lambda of the proposal net's objective")
+    mapnet_objective: str = _flag("regression", "MAPNet: the proposal's objective (fastmask.mapnet_loss): regression "
+                                                "(scores fitted to the log gradient-norm signal, q proportional to it), "
+                                                "variance (REINFORCE on the estimator's second moment) or loss (the "
+                                                "paper author's REINFORCE toward high-loss tokens)",
+                                  choices=OBJECTIVES)
+    mapnet_sampling: str = _flag("systematic", "MAPNet: how masks are drawn from q: systematic (exactly k, exact "
+                                               "inclusion probabilities), topk (Gumbel-top-k, approximate weights) or "
+                                               "poisson (about k, exact)", choices=SAMPLINGS)
     uniform_mix: float = _flag(0.1, "MAPNet: share of the uniform distribution mixed into the proposal, in [0, 1]")
     weighting: str = _flag("token", "MAPNet importance weights: token (per masked token, unbiased) or sequence "
                                     "(one clipped weight per row)", choices=("token", "sequence"))

@@ -39,7 +39,8 @@ class Pretrainer(nn.Module):
             vocab_size=cfg.vocab_size,
             special_ids=sorted(set(tokenizer.all_special_ids)),  # never masked, on either path
             mlm_probability=cfg.mlm_probability, num_segments=cfg.num_segments, uniform_mix=cfg.uniform_mix,
-            weighting=cfg.weighting, seed=cfg.seed, proposal=proposal)
+            weighting=cfg.weighting, sampling=cfg.mapnet_sampling, objective=cfg.mapnet_objective, seed=cfg.seed,
+            proposal=proposal)
 
     def forward(self, ids: torch.Tensor, sample_ids: torch.Tensor, epoch: torch.Tensor,
                 hf_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
