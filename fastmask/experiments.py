@@ -106,6 +106,46 @@ def _swap_positions(labels: torch.Tensor, rows: torch.Tensor, maskable: torch.Te
     return torch.where(new_labels != -100, mask_id, rows), new_labels
 
 
+def _correlations(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """(Pearson, Spearman) correlation of two 1-D samples."""
+    def pearson(a, b):
+        a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+        return (a @ b / (a.norm() * b.norm()).clamp(min=1e-300)).item()
+
+    def ranks(a):
+        return a.argsort().argsort()
+
+    return pearson(x, y), pearson(ranks(x), ranks(y))
+
+
+def measure_signal(probe: GradientProbe, seed: int) -> dict:
+    """The per-token gradient norms ||g_i|| (over every MLM parameter) of one exact-count mask's
+    tokens against the signal G_i = ||dl_i / dh_i|| and the token loss l_i, and the variance
+    ceiling 1 / (1 + CV^2) of ||g||: the least single-token variance ratio any proposal can reach
+    (q proportional to ||g||), relative to uniform. With MAPNet, the Spearman correlation of the
+    proposal's log q with log G on the same tokens."""
+    ids, labels = probe.mask(seed)
+    positions = fastmask.masked_positions(labels, probe.capacity)
+    model = probe.model
+    gathered = fastmask.gather_masked(model.mlm.bert(input_ids=ids)[0], positions.index)
+    losses = fastmask.sparse.slot_cross_entropy(model.mlm.cls(gathered), positions)
+    signal = torch.autograd.grad(losses.sum(), gathered, retain_graph=True)[0].norm(dim=-1)
+    slots = (positions.labels != fastmask.reference.IGNORE_INDEX).nonzero().tolist()
+    norms = torch.stack([
+        torch.sqrt(sum(g.double().pow(2).sum() for g in torch.autograd.grad(losses[b, c], probe.params, retain_graph=True)))
+        for b, c in slots])
+    rows, cols = torch.tensor(slots).T
+    cv = (norms.std() / norms.mean()).item()
+    out = dict(tokens=len(slots), norm_cv=cv, ceiling=1 / (1 + cv * cv),
+               signal=_correlations(signal[rows, cols], norms), token_loss=_correlations(losses[rows, cols].detach(), norms))
+    if model.masking.proposal is not None:
+        with torch.no_grad():
+            log_q = fastmask.proposal_log_q(model.masking.proposal(probe.rows), probe.maskable, model.cfg.uniform_mix)
+        position = positions.index[rows, cols]
+        out["proposal_log_q_vs_log_signal"] = _correlations(log_q[rows, position], signal[rows, cols].log())[1]
+    return out
+
+
 def measure_variance(model, prepared, batch: int, repeats: int, pairs: int, seed: int) -> dict:
     cfg, masking = model.cfg, model.masking
     mask_id, vocab = masking.mask_token_id, masking.vocab_size
@@ -150,6 +190,7 @@ def measure_variance(model, prepared, batch: int, repeats: int, pairs: int, seed
         curve.append(dict(hamming_per_row=2 * swaps, covariance=sum(products) / len(products) / var,
                           stderr=torch.tensor(products).std().item() / math.sqrt(len(products)) / var))
     out["covariance_vs_hamming"] = curve
+    out["signal"] = measure_signal(probe, seed + 30_000)
     return out
 
 
@@ -312,6 +353,19 @@ def write_doc(out: str, doc: str) -> None:
             parts.append(f"| {state.replace('_', ' ')} | {_fmt(r['fully_explored_vs_random'])} | "
                          f"{_fmt(r['mapnet_token_vs_uniform'])} | {_fmt(r['mapnet_sequence_vs_uniform'])} | "
                          f"{r['proposal_max_over_uniform']:.2f} |")
+        parts += ["", "The gradient-norm signal: per-token gradient norms ||g_i|| over every MLM parameter, for the",
+                  "tokens of one exact-count mask of the batch, against MAPNet's signal G_i = ||dl_i/dh_i|| (read in",
+                  "the MLM backward) and against the token loss l_i; (Pearson, Spearman). The ceiling 1/(1 + CV^2)",
+                  "of ||g|| is the least variance ratio to uniform that any proposal can reach for one token.", "",
+                  "| state | tokens | CV of norms | ceiling | G vs norm | loss vs norm | MAPNet log q vs log G (Spearman) |",
+                  "|---|---:|---:|---:|---|---|---:|"]
+        for state in ("initialisation", "after_training"):
+            r = v[state].get("signal")
+            if r:
+                tracked = r.get("proposal_log_q_vs_log_signal")
+                parts.append(f"| {state.replace('_', ' ')} | {r['tokens']} | {r['norm_cv']:.3f} | {r['ceiling']:.3f} | "
+                             f"{r['signal'][0]:.2f}, {r['signal'][1]:.2f} | {r['token_loss'][0]:.2f}, "
+                             f"{r['token_loss'][1]:.2f} | {'-' if tracked is None else f'{tracked:.2f}'} |")
         parts += ["", f"![covariance against Hamming distance]({rel}/covariance_vs_hamming.png)", "",
                   "Covariance of two masks' gradients (normalised by the single-mask variance) against their Hamming",
                   "distance: same number of masked positions, [MASK] replacement only, so the masks differ in position",

@@ -30,6 +30,8 @@ def test_variance_and_convergence_end_to_end(corpus, tmp_path):
         ratio, low, high = variance[state]["fully_explored_vs_random"]
         assert ratio > 0 and low <= ratio <= high
         assert len(variance[state]["covariance_vs_hamming"]) >= 2
+        signal = variance[state]["signal"]
+        assert signal["tokens"] >= 2 and 0 < signal["ceiling"] <= 1 and -1 <= signal["signal"][1] <= 1
     convergence = json.loads((tmp_path / "out" / "convergence.json").read_text())
     assert set(convergence["steps_to_target"]) == {"random/0", "fully-explored/0", "mapnet/0"}
     assert (tmp_path / "out" / "covariance_vs_hamming.png").stat().st_size > 5000
