@@ -97,7 +97,8 @@ def test_non_finite_loss_stops_with_the_last_good_checkpoint(corpus, tmp_path, m
     assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["step"] == 3
 
 
-@pytest.mark.parametrize("flag,value", [("--masking", "spans"), ("--preset", "huge"), ("--device", "tpu")])
+@pytest.mark.parametrize("flag,value", [("--masking", "spans"), ("--preset", "huge"), ("--device", "tpu"),
+                                        ("--mapnet-objective", "reward"), ("--mapnet-sampling", "multinomial")])
 def test_values_outside_a_flags_choices_are_refused_by_argparse(capsys, flag, value):
     with pytest.raises(SystemExit) as exc:
         loop.main([flag, value])
@@ -110,6 +111,7 @@ def test_values_outside_a_flags_choices_are_refused_by_argparse(capsys, flag, va
     (["--mlm-probability", "1.5"], "--mlm-probability must be in (0, 1)"),
     (["--num-heads", "3"], "divisible by --num-heads"),
     (["--batch-size", "100000"], "too few for --batch-size"),
+    (["--masking", "mapnet", "--mapnet-objective", "variance", "--weighting", "sequence"], "needs --weighting token"),
 ])
 def test_bad_flags_are_clear_errors(corpus, tmp_path, capsys, extra, message):
     assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", *extra)) == 1

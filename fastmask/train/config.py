@@ -126,6 +126,9 @@ class Config:
             (0 < self.mlm_probability < 1, f"--mlm-probability must be in (0, 1), got {self.mlm_probability}"),
             (self.weighting in ("token", "sequence"), f"--weighting must be token or sequence, got {self.weighting!r}"),
             (0 <= self.uniform_mix <= 1, f"--uniform-mix must be in [0, 1], got {self.uniform_mix}"),
+            (not (self.mapnet_objective == "variance" and self.weighting == "sequence"),
+             "--mapnet-objective variance is the second moment of the token-weighted estimator: it needs "
+             "--weighting token"),
             (self.hidden_size % self.num_heads == 0,
              f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}"),
             (self.mapnet_hidden % 2 == 0, f"--mapnet-hidden must be even (2 heads), got {self.mapnet_hidden}"),
