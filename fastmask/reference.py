@@ -370,7 +370,7 @@ def systematic_capped(w: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, t
     """
     n = (w > 0).sum(1, keepdim=True)
     desc = w.sort(1, descending=True).values
-    after = desc.sum(1, keepdim=True) - desc.cumsum(1)  # sum_{j > m} W_(j) at column m (0-based: W_(m+1))
+    after = desc.sum(1, keepdim=True) - desc.cumsum(1) + desc  # sum_{j > m} W_(j) at column m (0-based: W_(m+1))
     m_col = torch.arange(w.shape[1], device=w.device)
     stops = (m_col < n) & ((k[:, None] - m_col) * desc < after)
     m = torch.where(stops.any(1, keepdim=True), stops.to(torch.int64).argmax(1, keepdim=True), n)
