@@ -15,11 +15,13 @@ from fastmask.ops import (
     proposal_mask,
 )
 from fastmask.sparse import sparse_mlm_loss
+from fastmask.strategy import MaskingStrategy
 
 __version__ = "0.1.0"
 __all__ = [
     "MaskProposalNet",
     "MaskedBatch",
+    "MaskingStrategy",
     "MaskedPositions",
     "ProposalBatch",
     "check_capacity",

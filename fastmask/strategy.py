@@ -37,6 +37,7 @@ from fastmask.reference import IGNORE_INDEX
 from fastmask.sparse import labelled_mean, losses_by_position, slot_cross_entropy
 
 STRATEGIES = ("random", "bernoulli", "fully-explored", "mapnet")
+VIEW_ROW_SHIFT = 48  # masks_per_row: view v of row r draws from the Philox stream of row r + (v << 48)
 EVAL_SEED = 1234  # evaluation masks: plain random, exact count, this seed (comparable across strategies)
 
 
@@ -84,7 +85,9 @@ class MaskingStrategy(nn.Module):
     """How a batch is masked and its MLM loss computed, on the batch's device, without host syncs.
 
     strategy: ``"random"`` (exactly :func:`fastmask.masked_count` tokens per row), ``"bernoulli"``
-    (each maskable token with probability ``mlm_probability``, as Hugging Face's collator),
+    (each maskable token with probability ``mlm_probability``, as Hugging Face's collator) — both
+    with ``masks_per_row`` independent masks of every row in the step (default 1; K of them cost
+    what fully explored's K views cost: the compute-fair comparison),
     ``"fully-explored"`` (the row's maskable tokens split into ``num_segments`` disjoint views, all
     of them in the step: the loss averages over every view's labels) or ``"mapnet"`` (positions
     drawn from ``proposal``'s scores by ``sampling`` — systematic by default: exactly k positions,
@@ -111,6 +114,7 @@ class MaskingStrategy(nn.Module):
         random_replace_prob: float = 0.1,
         num_segments: int | None = None,
         partition: str = "random",
+        masks_per_row: int = 1,
         uniform_mix: float = 0.1,
         weighting: str = "token",
         sampling: str = "systematic",
@@ -141,6 +145,11 @@ class MaskingStrategy(nn.Module):
             num_segments = max(1, round(1 / self.mlm_probability))
         if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 1:
             raise ValueError(f"num_segments must be an int >= 1, got {num_segments!r}")
+        if isinstance(masks_per_row, bool) or not isinstance(masks_per_row, int) or masks_per_row < 1:
+            raise ValueError(f"masks_per_row must be an int >= 1, got {masks_per_row!r}")
+        if masks_per_row > 1 and strategy not in ("random", "bernoulli"):
+            raise ValueError(f"masks_per_row applies to random and bernoulli masking, not {strategy!r}")
+        self.masks_per_row = masks_per_row
         self.strategy, self.num_segments, self.partition, self.weighting = strategy, num_segments, partition, weighting
         self.sampling, self.objective = sampling, objective
         self.replace = dict(mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob)
@@ -204,8 +213,12 @@ class MaskingStrategy(nn.Module):
                       epoch=epoch, **self.replace)
         views, weights, scores = 1, None, None
         if self.strategy in ("random", "bernoulli"):
-            masked = mask_tokens(input_ids, maskable, mlm_probability=self.mlm_probability,
-                                 exact_count=self.strategy == "random", **common)
+            views = self.masks_per_row
+            if views > 1:  # view v of row r is keyed as row r + v 2^48 (sample ids stay below 2^48)
+                view = torch.arange(views, device=row_ids.device).repeat_interleave(row_ids.shape[0])
+                common["row_ids"] = row_ids.repeat(views) + (view << VIEW_ROW_SHIFT)
+            masked = mask_tokens(input_ids.repeat(views, 1), maskable.repeat(views, 1),
+                                 mlm_probability=self.mlm_probability, exact_count=self.strategy == "random", **common)
         elif self.strategy == "fully-explored":
             masked = fully_explored_mask(input_ids, maskable, num_segments=self.num_segments,
                                          partition=self.partition, **common)

@@ -687,3 +687,22 @@ def test_long_rows_beyond_the_cuda_ranking_limit():
         fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True, backend="cuda")
     out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, exact_count=True)  # auto: not the CUDA kernel
     assert ((out.labels != -100).sum(1) == 1350).all()
+
+
+def test_strategy_masks_per_row_draws_independent_masks_of_each_row():
+    """K random masks per row (the compute-fair twin of fully explored's K views): view-major rows,
+    exact counts in every view, view 0 is the single mask, the views differ."""
+    ids = torch.randint(5, VOCAB, (3, 40), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    rows = torch.arange(3, device=DEVICE) + 100
+    single = fastmask.MaskingStrategy("random", mask_token_id=MASK_ID, vocab_size=VOCAB)(ids, row_ids=rows, epoch=2)
+    strategy = fastmask.MaskingStrategy("random", mask_token_id=MASK_ID, vocab_size=VOCAB, masks_per_row=4)
+    step = strategy(ids, row_ids=rows, epoch=2)
+    assert step.views == 4 and step.labels.shape == (12, 40) and step.repeat(ids).shape == (12, 40)
+    chosen = (step.labels != -100).view(4, 3, 40)
+    assert (chosen.sum(2) == fastmask.masked_count(40, 0.15)).all()
+    assert torch.equal(step.labels[:3], single.labels)
+    assert all(not torch.equal(chosen[0], chosen[v]) for v in range(1, 4))
+    with pytest.raises(ValueError, match="masks_per_row"):
+        fastmask.MaskingStrategy("fully-explored", mask_token_id=MASK_ID, vocab_size=VOCAB, masks_per_row=2)
+    with pytest.raises(ValueError, match="masks_per_row"):
+        fastmask.MaskingStrategy("random", mask_token_id=MASK_ID, vocab_size=VOCAB, masks_per_row=0)

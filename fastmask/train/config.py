@@ -64,6 +64,8 @@ class Config:
     # masking
     mlm_probability: float = _flag(0.15, "share of maskable tokens masked, in (0, 1)")
     num_segments: int | None = _flag(None, "fully-explored K; None: round(1 / mlm-probability)", kind=int)
+    masks_per_row: int = _flag(1, "random/bernoulli: independent masks of every row in a step (K of them cost what "
+                                  "fully explored's K views cost)")
     mapnet_layers: int = _flag(2, "MAPNet proposal net: Transformer layers")
     mapnet_hidden: int | None = _flag(None, "MAPNet proposal net: width (even); None: a quarter of --hidden-size",
                                       kind=int)
@@ -126,6 +128,8 @@ class Config:
             (0 < self.mlm_probability < 1, f"--mlm-probability must be in (0, 1), got {self.mlm_probability}"),
             (self.weighting in ("token", "sequence"), f"--weighting must be token or sequence, got {self.weighting!r}"),
             (0 <= self.uniform_mix <= 1, f"--uniform-mix must be in [0, 1], got {self.uniform_mix}"),
+            (self.masks_per_row == 1 or self.masking in ("random", "bernoulli"),
+             f"--masks-per-row applies to --masking random or bernoulli, not {self.masking}"),
             (not (self.mapnet_objective == "variance" and self.weighting == "sequence"),
              "--mapnet-objective variance is the second moment of the token-weighted estimator: it needs "
              "--weighting token"),
@@ -139,7 +143,7 @@ class Config:
         ]
         for name in ("batch_size", "grad_accum", "steps", "eval_interval", "eval_batches", "log_interval",
                      "checkpoint_interval", "num_segments", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "vocab_size", "mapnet_layers"):
+                     "intermediate_size", "vocab_size", "mapnet_layers", "masks_per_row"):
             checks.append((getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"))
         checks += [(self.lr > 0, f"--lr must be > 0, got {self.lr}"), (self.clip > 0, f"--clip must be > 0, got {self.clip}"),
                    (0 < self.eval_fraction < 1, f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")]

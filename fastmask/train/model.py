@@ -38,7 +38,8 @@ class Pretrainer(nn.Module):
             "random" if cfg.masking == HF_BASELINE else cfg.masking, mask_token_id=tokenizer.mask_token_id,
             vocab_size=cfg.vocab_size,
             special_ids=sorted(set(tokenizer.all_special_ids)),  # never masked, on either path
-            mlm_probability=cfg.mlm_probability, num_segments=cfg.num_segments, uniform_mix=cfg.uniform_mix,
+            mlm_probability=cfg.mlm_probability, num_segments=cfg.num_segments, masks_per_row=cfg.masks_per_row,
+            uniform_mix=cfg.uniform_mix,
             weighting=cfg.weighting, sampling=cfg.mapnet_sampling, objective=cfg.mapnet_objective, seed=cfg.seed,
             proposal=proposal)
 
