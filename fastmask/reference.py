@@ -368,13 +368,17 @@ def systematic_capped(w: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, t
     the capped positions are the m largest (a tie is never split: whether i is capped depends on
     W_i alone).
     """
+    if w.shape[1] == 0:  # no positions (argmax needs a non-empty row)
+        return torch.zeros_like(w, dtype=torch.bool), torch.zeros_like(k)
     n = (w > 0).sum(1, keepdim=True)
     desc = w.sort(1, descending=True).values
-    after = desc.sum(1, keepdim=True) - desc.cumsum(1) + desc  # sum_{j > m} W_(j) at column m (0-based: W_(m+1))
+    # At column m (0-based, holding W_(m+1)): sum_{j > m} W_(j) (1-based), W_(m+1) included, i.e. the
+    # uncapped total A once the m largest are capped.
+    rest = desc.sum(1, keepdim=True) - desc.cumsum(1) + desc
     m_col = torch.arange(w.shape[1], device=w.device)
-    stops = (m_col < n) & ((k[:, None] - m_col) * desc < after)
+    stops = (m_col < n) & ((k[:, None] - m_col) * desc < rest)
     m = torch.where(stops.any(1, keepdim=True), stops.to(torch.int64).argmax(1, keepdim=True), n)
-    threshold = desc.gather(1, (m - 1).clamp(min=0)) if w.shape[1] else m
+    threshold = desc.gather(1, (m - 1).clamp(min=0))
     capped = (m > 0) & (w > 0) & (w >= threshold)
     return capped, m[:, 0]
 
