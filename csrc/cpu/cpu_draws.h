@@ -25,4 +25,10 @@ struct RowDraws {
 // Fills `draws` with the draws of positions 0..length-1 of row `row_id`.
 void row_draws(const MaskArgs& args, int64_t row_id, int64_t length, RowDraws* draws);
 
+// Sorts packed (rank key, position) keys (packed_rank_key) whose rank keys (r0 >> 1) are uniform
+// on [0, 2^31): a counting sort on the top bits puts about one key in each bucket, and an
+// insertion sort finishes each bucket. Linear time; the same order as std::sort. The ranking
+// order of the random fully-explored partition and of systematic proposal sampling.
+void sort_random_keys(std::vector<uint64_t>* keys, std::vector<uint64_t>* scratch);
+
 }  // namespace fastmask

@@ -49,30 +49,6 @@ inline void write_token(int64_t i, bool chosen, const IdT* ids, const Draw& d, c
 
 // Writes one row of mask_tokens from its draws. Bernoulli: chosen iff (r0 >> 8) < threshold.
 // Exact count: chosen iff the packed rank key is at most `kth_key`, the k-th smallest (k > 0).
-// Sorts packed (rank key, position) keys whose rank keys (r0 >> 1) are uniform on [0, 2^31):
-// a counting sort on the top bits puts about one key in each bucket, and an insertion sort
-// finishes each bucket. Linear time; the same order as std::sort.
-void sort_random_keys(std::vector<uint64_t>* keys, std::vector<uint64_t>* scratch) {
-  const size_t n = keys->size();
-  if (n < 64) {
-    std::sort(keys->begin(), keys->end());
-    return;
-  }
-  int bits = 1;
-  while ((size_t{1} << bits) < n && bits < 20) ++bits;
-  const int shift = 63 - bits;  // rank keys occupy bits 32..62 of the packed key
-  std::vector<uint32_t> start((size_t{1} << bits) + 1, 0);
-  for (uint64_t k : *keys) ++start[(k >> shift) + 1];
-  for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
-  scratch->resize(n);
-  std::vector<uint32_t> fill(start.begin(), start.end() - 1);
-  for (uint64_t k : *keys) (*scratch)[fill[k >> shift]++] = k;
-  for (size_t b = 0; b + 1 < start.size(); ++b) {
-    std::sort(scratch->begin() + start[b], scratch->begin() + start[b + 1]);  // about one key each
-  }
-  keys->swap(*scratch);
-}
-
 template <typename IdT, bool kExact>
 FASTMASK_CPU_CLONES void write_masked_row(const IdT* __restrict ids, const bool* __restrict maskable,
                                           const RowDraws& draws, bool any, uint64_t kth_key,
