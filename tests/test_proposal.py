@@ -109,6 +109,46 @@ def test_triton_long_rows_match_reference(backend, triton_chunks):
             torch.testing.assert_close(weights, want_weights, rtol=1e-5 if sequence else 1e-6, atol=0)
 
 
+def capping_rounds(w_row, k):
+    """Rounds the kernels' capping rule takes on one row of integer weights (the last caps nothing)."""
+    capped, rounds = torch.zeros_like(w_row, dtype=torch.bool), 1
+    while (new := ~capped & (w_row > 0) & ((k - int(capped.sum())) * w_row >= int(w_row[~capped].sum()))).any():
+        capped, rounds = capped | new, rounds + 1
+    return rounds
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_systematic_edge_rows_match_reference(backend):
+    """Systematic rows the random cases rarely make: capping over several rounds of the kernels'
+    rule (geometric q), most weights at the floor W = 1 (no uniform mix), k = n (all capped, no
+    draw), a single maskable position, and long rows (the CPU's bucketed sort, CUDA's largest block)."""
+    g = torch.Generator().manual_seed(15)
+    for length in (200, 8192):
+        ids = torch.randint(5, VOCAB, (4, length), generator=g)
+        scores = torch.full((4, length), -30.0)
+        maskable = torch.rand(4, length, generator=g) < 0.9
+        for row in (0, 2):  # q geometric over 40 scattered positions, tiny elsewhere
+            scores[row, torch.randperm(length, generator=g)[:40]] = -0.35 * torch.arange(40.0)
+        maskable[0] = True
+        scores[1] = torch.randn(length, generator=g) * 3.0
+        maskable[3] = False
+        maskable[3, length // 3] = True
+        rows = torch.randint(-(2**62), 2**62, (4,), generator=g)
+        for (count_num, count_den), uniform_mix in itertools.product(((1, 4), (3, 20), (1, 2), (1, 1)), (0.0, 0.05)):
+            q, _, k = reference.proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, 1.0)
+            w = reference.systematic_weights(q, maskable)
+            if count_den > 1:
+                assert capping_rounds(w[0], int(k[0])) >= 3  # two rounds cap, the last finds none
+            for sequence in (False, True):
+                args = (ids.to(DEVICE), scores.to(DEVICE), maskable.to(DEVICE), rows.to(DEVICE), *stream(5, 6),
+                        count_num, count_den, uniform_mix, 1.0, SYSTEMATIC, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+                ids_out, labels, weights = library.op("proposal_mask", backend)(*args)
+                want_ids, want_labels, want_weights = reference.proposal_mask(*args)
+                assert torch.equal(ids_out, want_ids) and torch.equal(labels, want_labels)
+                assert torch.equal((labels != -100).sum(1).cpu(), k)
+                torch.testing.assert_close(weights, want_weights, rtol=1e-5 if sequence else 1e-6, atol=0)
+
+
 # --------------------------------------------------------------------------------------------
 # Statistics (backends are bit-exact, so these use the default backend).
 

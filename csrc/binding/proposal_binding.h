@@ -16,6 +16,12 @@ inline void check_scores(const at::Tensor& scores, const at::Tensor& input_ids) 
   check_companion("proposal_mask", "scores", scores, input_ids);
 }
 
+// The sampling code (reference.SAMPLING_*; fastmask/checks.py says the same for the other entry points).
+inline void check_sampling(int64_t sampling) {
+  TORCH_CHECK_VALUE(sampling >= 0 && sampling <= 2,
+                    "proposal_mask: sampling must be 0 (top-k), 1 (Poisson) or 2 (systematic), got ", sampling);
+}
+
 struct ProposalFloatArgs {
   float uniform_mix;
   float temperature;

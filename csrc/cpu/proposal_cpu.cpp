@@ -35,8 +35,66 @@ struct RowScratch {
   RowDraws draws;
   std::vector<float> q, pi;
   std::vector<uint32_t> rank_keys;
-  std::vector<uint64_t> keys;
+  std::vector<uint64_t> keys, order, sort_scratch;
+  std::vector<int64_t> weights, uncapped;
 };
+
+// Systematic sampling of one row (reference.systematic_selection), with the per-token integer
+// steps of fastmask/proposal.h that the CUDA kernel runs too: selected[i] = 1 for the k chosen
+// positions, 0 elsewhere, and pi[i] their exact inclusion probabilities. u is the r3 word of the
+// row's position 0.
+void systematic_row(const bool* maskable, const std::vector<float>& q, const RowDraws& draws, int64_t k,
+                    uint32_t u, int64_t length, RowScratch* scratch, uint64_t* selected, float* pi) {
+  std::vector<int64_t>& w = scratch->weights;
+  std::vector<int64_t>& uncapped = scratch->uncapped;  // positions of the uncapped maskable tokens
+  w.resize(length);
+  uncapped.clear();
+  for (int64_t i = 0; i < length; ++i) {
+    w[i] = systematic_weight(q[i], maskable[i]);
+    selected[i] = 0;
+    if (maskable[i]) uncapped.push_back(i);
+  }
+  // Capping, round by round as the CUDA kernel does: each round caps (selected = 1) every uncapped
+  // position with (k - m) W >= A, from the m and A at the round's start; stop when none is.
+  int64_t m = 0;
+  int64_t total = 0;  // A: the uncapped total, final once a round caps nothing
+  for (;;) {
+    total = 0;
+    for (const int64_t i : uncapped) total += w[i];
+    size_t kept = 0;
+    for (const int64_t i : uncapped) {
+      if (systematic_caps(w[i], k - m, total)) {
+        selected[i] = 1;
+      } else {
+        uncapped[kept++] = i;
+      }
+    }
+    const int64_t fresh = static_cast<int64_t>(uncapped.size() - kept);
+    uncapped.resize(kept);
+    if (fresh == 0) break;
+    m += fresh;
+  }
+  const int64_t r = k - m;
+  const int64_t divisor = total > 1 ? total : 1;
+  for (int64_t i = 0; i < length; ++i) pi[i] = selected[i] ? 1.0f : 0.0f;
+  if (r == 0) return;  // every point count is 0: nothing is drawn
+  // The r draws: uncapped positions in ranking order (capped and non-maskable ones add 0 to the
+  // cumulative weight, so leaving them out changes no C_i).
+  const int64_t offset = systematic_offset(u, total);
+  std::vector<uint64_t>& order = scratch->order;
+  order.clear();
+  for (const int64_t i : uncapped) order.push_back(packed_rank_key(draws[i], true, static_cast<uint32_t>(i)));
+  sort_random_keys(&order, &scratch->sort_scratch);
+  int64_t cumulative = 0;
+  for (const uint64_t key : order) {
+    const int64_t i = static_cast<int64_t>(key & 0xFFFFFFFFu);
+    cumulative += w[i];
+    if (systematic_drawn(r, cumulative, w[i], offset, divisor)) {
+      selected[i] = 1;
+      pi[i] = systematic_inclusion(false, r, w[i], divisor);
+    }
+  }
+}
 
 template <typename IdT>
 void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskable, uint64_t row_id,
@@ -74,11 +132,16 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
     q[i] = proposal_q(p, row);
     pi[i] = inclusion_probability(p, row);
   }
-  // Top-k: the k smallest packed (key, position), found by nth_element.
+  // Poisson and systematic: packed[i] = 1 iff selected. Top-k: packed (key, position), whose k
+  // smallest nth_element finds.
   std::vector<uint64_t>& packed = scratch->keys;
   packed.resize(length);
-  if ((a.sampling == kSamplingPoisson)) {
+  const bool flagged = a.sampling != kSamplingTopK;
+  if (a.sampling == kSamplingPoisson) {
     for (int64_t i = 0; i < length; ++i) packed[i] = maskable[i] && poisson_selected(draws[i], pi[i]);
+  } else if (a.sampling == kSamplingSystematic) {
+    const uint32_t u = length > 0 ? token_draw(a.mask.seed, a.mask.epoch, row_id, 0).r3 : 0u;
+    systematic_row(maskable, q, draws, k, u, length, scratch, packed.data(), pi.data());
   } else {
     std::vector<uint32_t>& key = scratch->rank_keys;
     key.resize(length);
@@ -88,13 +151,13 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
     }
   }
   uint64_t kth_key = 0;
-  if (!(a.sampling == kSamplingPoisson) && k > 0) {
+  if (!flagged && k > 0) {
     std::vector<uint64_t> order(packed);  // non-maskable entries are the largest: never among the k
     std::nth_element(order.begin(), order.begin() + (k - 1), order.end());
     kth_key = order[k - 1];
   }
   auto chosen = [&](int64_t i) {
-    return maskable[i] && ((a.sampling == kSamplingPoisson) ? packed[i] == 1 : k > 0 && packed[i] <= kth_key);
+    return maskable[i] && (flagged ? packed[i] == 1 : k > 0 && packed[i] <= kth_key);
   };
   float log_sum = 0.0f;
   if (a.sequence_weights) {
@@ -119,7 +182,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cpu(
     int64_t mask_token_id, int64_t vocab_size) {
   check_mask_args("proposal_mask", input_ids, maskable, row_ids, at::kCPU);
   check_scores(scores, input_ids);
-  TORCH_CHECK_NOT_IMPLEMENTED(sampling != kSamplingSystematic, "proposal_mask: systematic sampling on CPU: not yet");
+  check_sampling(sampling);
   const auto [eps, temp] = proposal_float_args(uniform_mix, temperature);
   const ProposalArgs args{make_mask_args("proposal_mask", input_ids, seed, epoch, 0, count_num, count_den,
                                          mask_threshold, random_threshold, mask_token_id, vocab_size),

@@ -169,6 +169,56 @@ FASTMASK_HD bool poisson_selected(const Draw& d, float pi) {
   return fmul(static_cast<float>(d.r0 >> 8), 5.9604644775390625e-8f) < pi;  // U = (r0 >> 8) 2^-24
 }
 
+// Systematic sampling (reference.systematic_selection): integer weights, capping at pi = 1, and
+// one stratified pass over the uncapped weights in the exact-count ranking order. Every step but
+// the final pi is integer arithmetic, so no backend can round differently. Kernels hold W as
+// uint32 where that helps (W <= 2^24 and the row's total A < 2^26 + L), the arithmetic here in
+// int64: r * C < 2^13 * 2^27 on CUDA, and stays far from 2^63 on the CPU for any real row.
+
+// W_i = max(1, floor(q_i 2^24)) of a maskable position (q <= 1, so W <= 2^24); 0 otherwise.
+FASTMASK_HD int64_t systematic_weight(float q, bool maskable) {
+  const int64_t w = static_cast<int64_t>(floor_f32(fmul(q, 16777216.0f)));
+  return maskable ? (w < 1 ? 1 : w) : 0;
+}
+
+// One round of capping: an uncapped position of weight w > 0 is capped iff (k - m) w >= A, with
+// m the positions capped before this round and A the uncapped total at its start. Iterated until
+// a round caps nothing, this reaches the reference's fixed point (systematic_capped).
+FASTMASK_HD bool systematic_caps(int64_t w, int64_t k_minus_m, int64_t uncapped_total) {
+  return w > 0 && k_minus_m * w >= uncapped_total;
+}
+
+// The row's offset U = floor(u A / 2^32) in [0, A), u = the r3 word of position 0 (u < 2^32 and
+// A < 2^32, so the product fits 64 bits).
+FASTMASK_HD int64_t systematic_offset(uint32_t u, int64_t uncapped_total) {
+  return static_cast<int64_t>((static_cast<uint64_t>(u) * static_cast<uint64_t>(uncapped_total)) >> 32);
+}
+
+// #{t >= 0 : U + t A < x}, A' = max(A, 1) the divisor.
+FASTMASK_HD int64_t systematic_points_below(int64_t x, int64_t offset, int64_t divisor) {
+  return x > offset ? (x - offset + divisor - 1) / divisor : 0;
+}
+
+// An uncapped position of weight w, cumulative weight c (inclusive, in ranking order), is drawn iff
+// one of the r points U + t A falls in [r (c - w), r c). Capped and non-maskable positions pass w = 0.
+FASTMASK_HD bool systematic_drawn(int64_t r, int64_t cumulative, int64_t w, int64_t offset, int64_t divisor) {
+  return w > 0 && systematic_points_below(r * cumulative, offset, divisor) >
+                      systematic_points_below(r * (cumulative - w), offset, divisor);
+}
+
+// Exact inclusion probability of a sampled position: 1 if capped, else float(r w) / float(A')
+// (int64 -> float32 rounds to nearest, as torch's .to(float32)).
+FASTMASK_HD float systematic_inclusion(bool capped, int64_t r, int64_t w, int64_t divisor) {
+#if defined(__CUDA_ARCH__)
+  const float num = __ll2float_rn(static_cast<long long>(r * w));
+  const float den = __ll2float_rn(static_cast<long long>(divisor));
+#else
+  const float num = static_cast<float>(r * w);
+  const float den = static_cast<float>(divisor);
+#endif
+  return capped ? 1.0f : fdiv(num, den);
+}
+
 // Token weight (k / n) / pi of a sampled position.
 FASTMASK_HD float token_weight(float pi, const ProposalRow& row) { return fdiv(row.k_over_n, pi); }
 
