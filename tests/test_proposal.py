@@ -166,7 +166,8 @@ def test_topk_counts_are_exact():
     g = torch.Generator().manual_seed(1)
     scores = torch.randn(64, 50, generator=g).to(DEVICE) * 3
     maskable = (torch.rand(64, 50, generator=g) < 0.7).to(DEVICE)
-    out = fastmask.proposal_mask(torch.full_like(maskable, 9, dtype=torch.long), scores, maskable, MASK_ID, VOCAB, 0.2)
+    out = fastmask.proposal_mask(torch.full_like(maskable, 9, dtype=torch.long), scores, maskable, MASK_ID, VOCAB, 0.2,
+                                 sampling="topk")
     n = maskable.sum(1)
     k = torch.minimum(torch.clamp(torch.floor(0.2 * n + 0.5), min=1).long(), n)
     assert torch.equal((out.labels != -100).sum(1), torch.where(n > 0, k, 0))
@@ -190,7 +191,7 @@ def test_topk_inclusion_frequencies_match_successive_sampling():
     scores = torch.tensor([[2.0, 0.0, -1.0, 1.0, 0.5]])
     maskable = torch.ones_like(scores, dtype=torch.bool)
     rows = 40_000
-    chosen, _ = many_rows(scores, maskable, rows, mlm_probability=0.4, uniform_mix=0.2)  # k = 2
+    chosen, _ = many_rows(scores, maskable, rows, sampling="topk", mlm_probability=0.4, uniform_mix=0.2)  # k = 2
     q = torch.exp(fastmask.proposal_log_q(scores, maskable, 0.2))[0].double()
     pi = successive_sampling_inclusion(q, 2)
     freq = chosen.double().mean(0).cpu()
