@@ -34,7 +34,7 @@ BACKEND = "cuda"  # the backend exercised (set by --backend): Triton ranks rows 
 
 
 def ranked_fits(length):
-    """Whether the kernels exercised rank rows this long (exact count, random partition, top-k)."""
+    """Whether the kernels exercised rank rows this long (exact count, random partition, top-k, systematic)."""
     limit = fastmask.backends.availability().cuda_max_ranked_length
     return BACKEND != "cuda" or limit is None or length <= limit
 

@@ -580,7 +580,8 @@ def test_torch_compile_fullgraph():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("weighting", ["token", "sequence"])
 def test_long_rows_on_gpu(weighting):
-    """Poisson rows beyond the CUDA sort limit take the streaming kernel; top-k leaves CUDA."""
+    """Poisson rows beyond the CUDA sort limit take the streaming kernel; top-k and systematic leave
+    CUDA (auto), and the CUDA kernel refuses them by name."""
     g = torch.Generator().manual_seed(8)
     ids = torch.randint(5, VOCAB, (2, 9000), generator=g).to(DEVICE)
     scores = torch.randn(2, 9000, generator=g).to(DEVICE)
@@ -591,5 +592,8 @@ def test_long_rows_on_gpu(weighting):
     got, want = library.op("proposal_mask", "cuda")(*args), reference.proposal_mask(*args)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     torch.testing.assert_close(got[2], want[2], rtol=1e-5, atol=0)
-    topk = fastmask.proposal_mask(ids, scores, maskable, MASK_ID, VOCAB)  # auto: not the CUDA kernel
-    assert torch.equal((topk.labels != -100).sum(1), fastmask.masked_count(maskable.sum(1), 0.15))
+    for sampling, code, named in (("topk", TOPK, "top-k"), ("systematic", SYSTEMATIC, "systematic")):
+        ranked = fastmask.proposal_mask(ids, scores, maskable, MASK_ID, VOCAB, sampling=sampling)  # auto: not CUDA
+        assert torch.equal((ranked.labels != -100).sum(1), fastmask.masked_count(maskable.sum(1), 0.15))
+        with pytest.raises(RuntimeError, match=f"length 9000 but the CUDA kernel samples {named} from at most"):
+            library.op("proposal_mask", "cuda")(*args[:10], code, *args[11:])

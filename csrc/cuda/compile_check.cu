@@ -72,7 +72,7 @@ namespace fastmask {
 #define FASTMASK_INSTANTIATE_PROPOSAL(IdT, ScoreT)                                                 \
   template cudaError_t launch_proposal_mask<IdT, ScoreT>(                                          \
       const IdT*, const ScoreT*, const bool*, const int64_t*, IdT*, int64_t*, float*, int64_t,     \
-      int64_t, const MaskArgs&, float, float, bool, bool, cudaStream_t);
+      int64_t, const MaskArgs&, float, float, int64_t, bool, cudaStream_t);
 
 FASTMASK_INSTANTIATE_PROPOSAL(int32_t, float)
 FASTMASK_INSTANTIATE_PROPOSAL(int32_t, __half)

@@ -109,15 +109,23 @@ struct RowRanker {
   };
 
   // Every thread of the block must call this; the storage must be free on entry. On return
-  // (after a barrier) s.rank[p] holds the rank of position p for every p < kCapacity.
-  __device__ __forceinline__ static void rank(TempStorage& s, const uint32_t (&striped_keys)[kItems]) {
+  // pos[i] is the position of rank threadIdx.x * kItems + i (a blocked arrangement of the sorted
+  // order); the storage is still being read by other threads: barrier before reusing it.
+  __device__ __forceinline__ static void sort_positions(TempStorage& s, const uint32_t (&striped_keys)[kItems],
+                                                        uint32_t (&pos)[kItems]) {
     uint32_t keys[kItems];
     Exchange(s.exchange).StripedToBlocked(striped_keys, keys);
     __syncthreads();  // the sort reuses the exchange's shared memory
-    uint32_t pos[kItems];
 #pragma unroll
     for (int i = 0; i < kItems; ++i) pos[i] = threadIdx.x * kItems + i;
     Sort(s.sort).Sort(keys, pos, 0, 32);
+  }
+
+  // Every thread of the block must call this; the storage must be free on entry. On return
+  // (after a barrier) s.rank[p] holds the rank of position p for every p < kCapacity.
+  __device__ __forceinline__ static void rank(TempStorage& s, const uint32_t (&striped_keys)[kItems]) {
+    uint32_t pos[kItems];
+    sort_positions(s, striped_keys, pos);
     __syncthreads();  // rank[] reuses the sort's shared memory
     // Blocked output: item i of thread t has rank t * kItems + i.
 #pragma unroll

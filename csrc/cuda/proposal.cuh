@@ -11,6 +11,7 @@
 #include <cstdint>
 
 #include <cub/block/block_reduce.cuh>
+#include <cub/block/block_scan.cuh>
 
 #include "fastmask/masking.h"
 #include "fastmask/philox.h"
@@ -55,16 +56,131 @@ __device__ __forceinline__ uint32_t topk_chosen(const uint32_t (&keys)[kItems], 
   return chosen;
 }
 
+// Systematic selection (reference.systematic_selection): bit i set iff item i (striped) is among
+// the row's k chosen positions. On entry val[i] is q of item i (maskable items, flags); on return
+// it is still q when sequence_weights, else pi for the chosen items. n > 0 (k > 0). The integer
+// steps are fastmask/proposal.h's, which the CPU kernel runs too:
+// (1) capping rounds: A and m by one block reduction, then every uncapped item with (k - m) W >= A
+//     is capped; the loop ends at the first round that caps nothing (A, m are then final). W is
+//     recomputed from q when needed rather than held: registers are the scarce resource here.
+// (2) unless every draw is already capped (r = k - m = 0): the exact-count ranking order by the
+//     RowRanker's sort, which leaves each thread the positions of kItems consecutive ranks; the
+//     uncapped weights go to shared memory by position, each thread reads its ranks' weights, a
+//     block scan gives the cumulative C_i, and each thread writes its ranks' decisions back by
+//     position for the striped layout of the other phases.
+// Every thread must call this; the caller's end-of-row barrier guards reuse of the storage.
+template <int kThreads, int kItems>
+__device__ __forceinline__ uint32_t systematic_chosen(float (&val)[kItems], uint32_t flags, int64_t k,
+                                                      const MaskArgs& args, uint64_t row_id,
+                                                      bool sequence_weights) {
+  using Ranker = RowRanker<kThreads, kItems>;
+  using TotalsReduce = cub::BlockReduce<uint64_t, kThreads>;
+  using Scan = cub::BlockScan<uint32_t, kThreads, cub::BLOCK_SCAN_WARP_SCANS>;
+  __shared__ union {
+    typename Ranker::TempStorage rank;
+    uint32_t by_position[Ranker::kCapacity];  // uncapped W, then the drawn flags
+  } storage;
+  __shared__ typename TotalsReduce::TempStorage totals_storage;
+  __shared__ typename Scan::TempStorage scan_storage;
+  __shared__ uint64_t totals_shared;
+  const int tid = static_cast<int>(threadIdx.x);
+
+  // (1) Capping. One reduction per round carries both sums: m in bits 40 and up, A below
+  // (A < 2^26 + L < 2^40, m <= L: no carry crosses, nothing overflows).
+  constexpr uint64_t kTotalMask = (uint64_t{1} << 40) - 1;
+  uint32_t capped = 0;  // bit i: item i is capped (a subset of flags)
+  int64_t m = 0;
+  int64_t total = 0;  // A
+  for (;;) {
+    const uint32_t open = flags & ~capped;
+    uint64_t local = static_cast<uint64_t>(__popc(capped)) << 40;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      if ((open >> i) & 1u) local += static_cast<uint64_t>(systematic_weight(val[i], true));
+    }
+    const uint64_t totals = TotalsReduce(totals_storage).Sum(local);
+    if (tid == 0) totals_shared = totals;
+    __syncthreads();
+    m = static_cast<int64_t>(totals_shared >> 40);
+    total = static_cast<int64_t>(totals_shared & kTotalMask);
+    uint32_t fresh = 0;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      if (((open >> i) & 1u) && systematic_caps(systematic_weight(val[i], true), k - m, total)) fresh |= 1u << i;
+    }
+    capped |= fresh;
+    // Barrier and block-wide OR in one: all have read totals_shared before thread 0 rewrites it.
+    if (__syncthreads_or(fresh != 0u) == 0) break;
+  }
+  const int64_t r = k - m;
+  const int64_t divisor = total > 1 ? total : 1;
+  uint32_t chosen = capped;
+
+  // (2) The r draws (r is block-uniform, so is the branch).
+  if (r > 0) {
+    const int64_t offset = systematic_offset(token_draw(args.seed, args.epoch, row_id, 0u).r3, total);
+    uint32_t pos[kItems];
+    {
+      uint32_t keys[kItems];
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        keys[i] = kUnrankedKey;  // non-maskable and padding positions rank after every maskable one
+        if ((flags >> i) & 1u) {
+          keys[i] = rank_key(token_draw(args.seed, args.epoch, row_id, static_cast<uint32_t>(i * kThreads + tid)),
+                             true);
+        }
+      }
+      Ranker::sort_positions(storage.rank, keys, pos);
+    }
+    __syncthreads();  // by_position reuses the sort's shared memory
+    const uint32_t open = flags & ~capped;
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {  // every slot: padding positions are among the sorted ones
+      storage.by_position[i * kThreads + tid] =
+          ((open >> i) & 1u) ? static_cast<uint32_t>(systematic_weight(val[i], true)) : 0u;
+    }
+    __syncthreads();
+    uint32_t w[kItems];
+    uint32_t cumulative[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) w[i] = storage.by_position[pos[i]];
+    Scan(scan_storage).InclusiveSum(w, cumulative);  // A < 2^32: exact in uint32
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {  // slot pos[i] is read and written by this thread only
+      storage.by_position[pos[i]] = systematic_drawn(r, static_cast<int64_t>(cumulative[i]),
+                                                     static_cast<int64_t>(w[i]), offset, divisor)
+                                        ? 1u
+                                        : 0u;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      if (storage.by_position[i * kThreads + tid] != 0u) chosen |= 1u << i;
+    }
+  }
+
+  if (!sequence_weights) {
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      if ((chosen >> i) & 1u) {
+        val[i] = systematic_inclusion((capped >> i) & 1u, r, systematic_weight(val[i], true), divisor);
+      }
+    }
+  }
+  return chosen;
+}
+
 // One block per row (row loop for huge batches), length <= kThreads * kItems. Items are striped
 // (item i of thread t is position i * kThreads + t): loads and stores coalesce. Each token's float
 // state stays in registers across the phases: (1) x = score / temperature, row max, n,
 // finiteness; (2) softmax terms and their exact fixed-point sum; (3) q, pi and the selection
-// (top-k by the shared RowRanker, or Poisson); (4) sequence log sum; (5) outputs. The Philox draw
+// (kSampling, a reference.SAMPLING_* code: top-k by the shared RowRanker, Poisson, or systematic
+// by systematic_chosen); (4) sequence log sum; (5) outputs. The Philox draw
 // is not held: phase 3 computes it for the key and phase 5 again for the chosen tokens'
 // replacements. Holding its words across the sort took the 512 x 16 shapes to the 128 registers a
 // thread may use at 512 threads (ptxas spilled); a draw is cheap, and is a pure function of
 // (seed, epoch, row id, position), so recomputing it changes no output.
-template <typename IdT, typename ScoreT, int kThreads, int kItems, bool kTopK>
+template <typename IdT, typename ScoreT, int kThreads, int kItems, int kSampling>
 __global__ void __launch_bounds__(kThreads)
     proposal_mask_kernel(const IdT* __restrict__ ids, const ScoreT* __restrict__ scores,
                          const bool* __restrict__ maskable, const int64_t* __restrict__ row_ids,
@@ -144,7 +260,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t k = exact_count(static_cast<int64_t>(n), args);
     const ProposalRow prow = n > 0 ? proposal_row(finite ? uniform_mix : 1.0f, n, k) : ProposalRow{};
     uint32_t chosen = 0;  // bit i: item i is sampled
-    if constexpr (kTopK) {
+    if constexpr (kSampling == kSamplingTopK) {
       uint32_t keys[kItems];
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
@@ -159,6 +275,12 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
       if (n > 0) chosen = topk_chosen<kThreads, kItems>(keys, flags, k);
+    } else if constexpr (kSampling == kSamplingSystematic) {
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        if ((flags >> i) & 1u) val[i] = proposal_q(fdiv(val[i], z), prow);
+      }
+      if (n > 0) chosen = systematic_chosen<kThreads, kItems>(val, flags, k, args, row_id, sequence_weights);
     } else {
 #pragma unroll
       for (int i = 0; i < kItems; ++i) {
@@ -328,13 +450,13 @@ __global__ void __launch_bounds__(kProposalStreamThreads)
   }
 }
 
-template <typename IdT, typename ScoreT, int kThreads, int kItems, bool kTopK>
+template <typename IdT, typename ScoreT, int kThreads, int kItems, int kSampling>
 cudaError_t launch_proposal_tile(const IdT* ids, const ScoreT* scores, const bool* maskable,
                                  const int64_t* row_ids, IdT* out_ids, int64_t* labels,
                                  float* weights, int64_t rows, int64_t length, const MaskArgs& args,
                                  float uniform_mix, float temperature, bool sequence_weights,
                                  cudaStream_t stream) {
-  proposal_mask_kernel<IdT, ScoreT, kThreads, kItems, kTopK>
+  proposal_mask_kernel<IdT, ScoreT, kThreads, kItems, kSampling>
       <<<row_blocks(rows), kThreads, 0, stream>>>(ids, scores, maskable, row_ids, out_ids, labels,
                                                    weights, rows, length, args, uniform_mix,
                                                    temperature, sequence_weights);
@@ -343,15 +465,16 @@ cudaError_t launch_proposal_tile(const IdT* ids, const ScoreT* scores, const boo
 
 // Smallest block shape that covers the row (static shared memory stays under 48 KiB; 512-thread
 // shapes keep kItems <= 16 so the per-token registers fit the 128 a thread may use). Poisson rows
-// longer than kMaxRankedLength take the streaming kernel.
-template <typename IdT, typename ScoreT, bool kTopK>
+// longer than kMaxRankedLength take the streaming kernel; top-k and systematic rows must fit one
+// block's sort.
+template <typename IdT, typename ScoreT, int kSampling>
 cudaError_t launch_proposal_shaped(const IdT* ids, const ScoreT* scores, const bool* maskable,
                                    const int64_t* row_ids, IdT* out_ids, int64_t* labels,
                                    float* weights, int64_t rows, int64_t length,
                                    const MaskArgs& args, float uniform_mix, float temperature,
                                    bool sequence_weights, cudaStream_t stream) {
 #define FASTMASK_PROPOSAL_TILE(THREADS, ITEMS)                                                   \
-  return launch_proposal_tile<IdT, ScoreT, THREADS, ITEMS, kTopK>(                               \
+  return launch_proposal_tile<IdT, ScoreT, THREADS, ITEMS, kSampling>(                               \
       ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args, uniform_mix, \
       temperature, sequence_weights, stream)
   if (length <= 256) FASTMASK_PROPOSAL_TILE(128, 2);
@@ -361,7 +484,7 @@ cudaError_t launch_proposal_shaped(const IdT* ids, const ScoreT* scores, const b
   if (length <= 4096) FASTMASK_PROPOSAL_TILE(512, 8);
   if (length <= kMaxRankedLength) FASTMASK_PROPOSAL_TILE(512, 16);
 #undef FASTMASK_PROPOSAL_TILE
-  if constexpr (kTopK) {
+  if constexpr (kSampling != kSamplingPoisson) {
     return cudaErrorInvalidValue;
   } else {
     proposal_poisson_stream_kernel<IdT, ScoreT>
@@ -375,26 +498,30 @@ cudaError_t launch_proposal_shaped(const IdT* ids, const ScoreT* scores, const b
 }  // namespace kernels
 
 // MAPNet proposal sampling of (rows, length): ids (same type as the input), int64 labels and
-// float32 weights. Top-k sampling requires length <= kMaxRankedLength (else
-// cudaErrorInvalidValue); Poisson sampling takes any length. uniform_mix and temperature are the
-// float32 values of the op's arguments (checked by the binding).
+// float32 weights. sampling is a reference.SAMPLING_* code (else cudaErrorInvalidValue). Top-k
+// and systematic sampling require length <= kMaxRankedLength (else cudaErrorInvalidValue);
+// Poisson sampling takes any length. uniform_mix and temperature are the float32 values of the
+// op's arguments (checked by the binding).
 template <typename IdT, typename ScoreT>
 cudaError_t launch_proposal_mask(const IdT* ids, const ScoreT* scores, const bool* maskable,
                                  const int64_t* row_ids, IdT* out_ids, int64_t* labels,
                                  float* weights, int64_t rows, int64_t length, const MaskArgs& args,
-                                 float uniform_mix, float temperature, bool poisson,
+                                 float uniform_mix, float temperature, int64_t sampling,
                                  bool sequence_weights, cudaStream_t stream) {
   if (rows < 0 || length < 0) return cudaErrorInvalidValue;
-  if (!poisson && length > kMaxRankedLength) return cudaErrorInvalidValue;
-  if (rows == 0 || length == 0) return cudaSuccess;
-  if (poisson) {
-    return kernels::launch_proposal_shaped<IdT, ScoreT, false>(
-        ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args, uniform_mix,
-        temperature, sequence_weights, stream);
+  if (sampling != kSamplingTopK && sampling != kSamplingPoisson && sampling != kSamplingSystematic) {
+    return cudaErrorInvalidValue;
   }
-  return kernels::launch_proposal_shaped<IdT, ScoreT, true>(
-      ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args, uniform_mix,
-      temperature, sequence_weights, stream);
+  if (sampling != kSamplingPoisson && length > kMaxRankedLength) return cudaErrorInvalidValue;
+  if (rows == 0 || length == 0) return cudaSuccess;
+#define FASTMASK_PROPOSAL_SAMPLING(SAMPLING)                                                      \
+  return kernels::launch_proposal_shaped<IdT, ScoreT, SAMPLING>(                                 \
+      ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args, uniform_mix, \
+      temperature, sequence_weights, stream)
+  if (sampling == kSamplingPoisson) FASTMASK_PROPOSAL_SAMPLING(kSamplingPoisson);
+  if (sampling == kSamplingSystematic) FASTMASK_PROPOSAL_SAMPLING(kSamplingSystematic);
+  FASTMASK_PROPOSAL_SAMPLING(kSamplingTopK);
+#undef FASTMASK_PROPOSAL_SAMPLING
 }
 
 }  // namespace fastmask

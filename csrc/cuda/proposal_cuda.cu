@@ -19,11 +19,13 @@
 namespace fastmask {
 namespace {
 
-void check_proposal_launch(cudaError_t err, bool poisson, int64_t length) {
+// Top-k and systematic sampling rank the row in one thread block: longer rows are refused.
+void check_proposal_launch(cudaError_t err, int64_t sampling, int64_t length) {
   if (err == cudaSuccess) return;
-  TORCH_CHECK(!(!poisson && err == cudaErrorInvalidValue && length > kMaxRankedLength),
-              "proposal_mask: input_ids rows have length ", length, " but the CUDA kernel samples top-k ",
-              "from at most ", kMaxRankedLength, " positions per row; use sampling='poisson', ",
+  TORCH_CHECK(!(sampling != kSamplingPoisson && err == cudaErrorInvalidValue && length > kMaxRankedLength),
+              "proposal_mask: input_ids rows have length ", length, " but the CUDA kernel samples ",
+              sampling == kSamplingSystematic ? "systematic" : "top-k", " from at most ", kMaxRankedLength,
+              " positions per row (it ranks a row in one thread block); use sampling='poisson', ",
               "backend='triton' or backend='reference' for longer rows");
   TORCH_CHECK(false, "proposal_mask: CUDA kernel failed: ", cudaGetErrorString(err));
 }
@@ -54,8 +56,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cuda(
     int64_t mask_token_id, int64_t vocab_size) {
   check_mask_args("proposal_mask", input_ids, maskable, row_ids, at::kCUDA);
   check_scores(scores, input_ids);
-  TORCH_CHECK_NOT_IMPLEMENTED(sampling != kSamplingSystematic, "proposal_mask: systematic sampling on CUDA: not yet");
-  const bool poisson = sampling == kSamplingPoisson;
+  check_sampling(sampling);
   // Not a structured binding: lambdas may capture those only from C++20 on.
   const ProposalFloatArgs floats = proposal_float_args(uniform_mix, temperature);
   const MaskArgs args = make_mask_args("proposal_mask", input_ids, seed, epoch, 0, count_num, count_den, mask_threshold,
@@ -80,11 +81,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cuda(
       err = launch_proposal_mask<IdT, ScoreT>(
           ids.data_ptr<IdT>(), static_cast<const ScoreT*>(sc.data_ptr()), mask.data_ptr<bool>(),
           rid.data_ptr<int64_t>(), out_ids.data_ptr<IdT>(), labels.data_ptr<int64_t>(),
-          weights.data_ptr<float>(), rows, length, args, floats.uniform_mix, floats.temperature, poisson,
+          weights.data_ptr<float>(), rows, length, args, floats.uniform_mix, floats.temperature, sampling,
           sequence_weights, stream);
     });
   });
-  check_proposal_launch(err, poisson, length);
+  check_proposal_launch(err, sampling, length);
   return {out_ids, labels, sequence_weights ? divide_by_batch_mean(weights) : weights};
 }
 
