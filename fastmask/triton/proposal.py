@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from fastmask import reference
+from fastmask.triton import common
 from fastmask.triton.common import (
     CORRUPT_ARGS,
     COUNT_ARGS,
@@ -37,6 +38,7 @@ from fastmask.triton.common import (
     LOW32,
     RADIX,
     RADIX_BITS,
+    UNRANKED_KEY,
     as_bytes,
     corrupt,
     exact_count,
@@ -79,6 +81,11 @@ _TWO_M24 = tl.constexpr(_f32(2.0**-24))
 _WEIGHT_MIN = tl.constexpr(_f32(0.8))
 _WEIGHT_MAX = tl.constexpr(_f32(1.2))
 _EXP_FIELD = tl.constexpr(0x7F800000)  # float32 exponent bits: all set means inf or nan
+_SYSTEMATIC_ONE = tl.constexpr(float(1 << reference.SYSTEMATIC_BITS))  # W = floor(q * 2**24): exact scaling
+_UNCAPPED = tl.constexpr(1 << 62)  # capping threshold before anything is capped: above every weight
+SAMPLING_TOPK = tl.constexpr(reference.SAMPLING_TOPK)
+SAMPLING_POISSON = tl.constexpr(reference.SAMPLING_POISSON)
+SAMPLING_SYSTEMATIC = tl.constexpr(reference.SAMPLING_SYSTEMATIC)
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,24 +224,128 @@ def _write_tokens(
 
 
 @triton.jit
-def _chunk_inclusion(
-    scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
-    temperature, uniform_mix, row_max, fixed, finite, kf, nf,
-):
-    """A chunk of a long row from the row's statistics: in the row, maskable, q, pi, r0, r1, r2."""
+def _systematic_weights(q, maskable):
+    """reference.systematic_weights: W = max(1, floor(q 2**24)) where maskable, else 0 (int64; the
+    scaling by a power of two is exact, so W comes from q's bits alone)."""
+    return tl.where(maskable, tl.maximum(tl.floor(q * _SYSTEMATIC_ONE).to(tl.int64), 1), 0)
+
+
+@triton.jit
+def _capping_round(w, threshold, k, m, total):
+    """One round of the capping rule on a block of weights (capped so far: W >= threshold; m of
+    them; A = total): the count, weight sum and smallest weight of the uncapped positions with
+    (k - m) W >= A. A round's new caps are all larger than the uncapped rest (the rule depends on
+    W alone), so the capped set stays "W >= the smallest capped weight"."""
+    new = (w > 0) & (w < threshold) & ((k - m) * w >= total)
+    return (tl.sum(new.to(tl.int64), axis=0), tl.sum(tl.where(new, w, 0), axis=0),
+            tl.min(tl.where(new, w, _UNCAPPED), axis=0))
+
+
+@triton.jit
+def _systematic_capping(w, k):
+    """reference.systematic_capped on a row held whole: rounds of the rule until one caps nothing.
+    Returns the threshold (capped iff W >= it), their count m and the uncapped total A."""
+    threshold = tl.full((), _UNCAPPED, tl.int64)
+    m = tl.zeros((), tl.int64)
+    total = tl.sum(w, axis=0)
+    new_count = tl.full((), 1, tl.int64)
+    while new_count > 0:
+        new_count, new_sum, new_min = _capping_round(w, threshold, k, m, total)
+        threshold = tl.minimum(threshold, new_min)
+        m += new_count
+        total -= new_sum
+    return threshold, m, total
+
+
+@triton.jit
+def _systematic_offset(r3, offs, total):
+    """The row's offset U = floor(u A / 2**32), u the r3 word of position 0 (u < 2**32, A < 2**27)."""
+    u = tl.max(tl.where(offs == 0, r3, 0), axis=0).to(tl.int64)
+    return (u * total) >> 32
+
+
+@triton.jit
+def _points_below(x, offset, divisor):
+    """#{t >= 0 : U + t A < x} (divisor = max(A, 1))."""
+    return tl.where(x > offset, (x - offset + divisor - 1) // divisor, 0)
+
+
+@triton.jit
+def _systematic_draw(w, cumulative, capped, r, offset, total):
+    """reference.systematic_selection from the uncapped weights `w` (0 where capped or not
+    maskable) and their cumulative sums C in rank order: chosen (capped, or a point U + t A in
+    [r (C - W), r C)) and pi (1 where capped, else float32(r W) / float32(max(A, 1)))."""
+    divisor = tl.maximum(total, 1)
+    drawn = (w > 0) & (_points_below(r * cumulative, offset, divisor) > _points_below(r * (cumulative - w), offset, divisor))
+    pi = tl.where(capped, 1.0, _div((r * w).to(tl.float32), divisor.to(tl.float32)))
+    return capped | drawn, pi
+
+
+@triton.jit
+def _row_statistics(scores_ptr, maskable_ptr, base, L, temperature, count_num, count_den, BLOCK: tl.constexpr):
+    """A long row's statistics in two passes of BLOCK lanes: n, k, whether every maskable scaled
+    score is finite, their maximum (used only when all are), and the fixed-point normaliser."""
+    lane = tl.arange(0, BLOCK)
+    n = tl.zeros((), tl.int64)
+    non_finite = tl.zeros((), tl.int32)
+    row_max = tl.full((), float("-inf"), tl.float32)
+    for start in range(0, L, BLOCK):
+        offs = start + lane
+        in_row = offs < L
+        maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
+        x = _scaled_scores(tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32), temperature)
+        n += tl.sum(maskable.to(tl.int64), axis=0)
+        non_finite += tl.sum((maskable & _non_finite(x)).to(tl.int32), axis=0)
+        row_max = tl.maximum(row_max, tl.max(tl.where(maskable, x, float("-inf")), axis=0))
+    finite = non_finite == 0
+
+    fixed = tl.zeros((), tl.int64)
+    for start in range(0, L, BLOCK):
+        offs = start + lane
+        in_row = offs < L
+        maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
+        x = _scaled_scores(tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32), temperature)
+        fixed += _fixed_sum(_softmax_terms(x, maskable & finite, row_max))
+    return n, exact_count(n, count_num, count_den), finite, row_max, fixed
+
+
+@triton.jit
+def _chunk_q(scores_ptr, maskable_ptr, base, offs, L, temperature, uniform_mix, row_max, fixed, finite, kf, nf):
+    """A chunk of a long row from the row's statistics: in the row, maskable, q, pi."""
     in_row = offs < L
     maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
     x = _scaled_scores(tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32), temperature)
     term = _softmax_terms(x, maskable & finite, row_max)
     q, pi = _inclusion(term, maskable, fixed, finite, kf, nf, uniform_mix)
+    return in_row, maskable, q, pi
+
+
+@triton.jit
+def _chunk_inclusion(
+    scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
+    temperature, uniform_mix, row_max, fixed, finite, kf, nf,
+):
+    """A chunk of a long row from the row's statistics: in the row, maskable, q, pi, r0, r1, r2."""
+    in_row, maskable, q, pi = _chunk_q(
+        scores_ptr, maskable_ptr, base, offs, L, temperature, uniform_mix, row_max, fixed, finite, kf, nf)
     r0, r1, r2, _ = token_draw(offs, row_id, seed_lo, seed_hi, epoch)
     return in_row, maskable, q, pi, r0, r1, r2
 
 
 @triton.jit
-def _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, POISSON: tl.constexpr):
+def _chunk_systematic_weights(
+    scores_ptr, maskable_ptr, base, offs, L, temperature, uniform_mix, row_max, fixed, finite, kf, nf,
+):
+    """A chunk's weights W (0 where not maskable or outside the row)."""
+    _, maskable, q, _ = _chunk_q(scores_ptr, maskable_ptr, base, offs, L, temperature, uniform_mix, row_max, fixed,
+                                 finite, kf, nf)
+    return _systematic_weights(q, maskable)
+
+
+@triton.jit
+def _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, SAMPLING: tl.constexpr):
     """The chosen tokens of a chunk of a long row, and the top-k ties up to the chunk's end."""
-    if POISSON:
+    if SAMPLING == SAMPLING_POISSON:
         return _poisson_chosen(r0, pi, maskable), ties_before
     chosen, ties_before = take_first(_topk_key(r0, q, maskable), in_row, kth, ties_to_take, ties_before)
     return chosen & maskable & (k > 0), ties_before
@@ -251,7 +362,7 @@ def _proposal_mask_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
-    POISSON: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
+    SAMPLING: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L.
     seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
@@ -259,9 +370,10 @@ def _proposal_mask_kernel(
     offs = tl.arange(0, BLOCK)
     in_row = offs < L
     base = row * L
+    row_id = tl.load(row_ids_ptr + row)
     maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
     score = tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32)
-    r0, r1, r2, _ = token_draw(offs, tl.load(row_ids_ptr + row), seed_lo, seed_hi, epoch)
+    r0, r1, r2, r3 = token_draw(offs, row_id, seed_lo, seed_hi, epoch)
 
     # 1-3. q and pi; a non-finite maskable score makes the whole row uniform.
     n = tl.sum(maskable.to(tl.int64), axis=0)
@@ -276,17 +388,38 @@ def _proposal_mask_kernel(
     q, pi = _inclusion(term, maskable, _fixed_sum(term), finite, kf, nf, uniform_mix)
 
     # 4. Selection.
-    if POISSON:
+    if SAMPLING == SAMPLING_SYSTEMATIC:
+        # Weights and capping in position order; then lanes become ranks (lane j handles the
+        # position of rank j, as the random partitions of fastmask.triton.masking do), so the
+        # cumulative weights are a cumsum. Capped weights travel through the gather as -1.
+        w = _systematic_weights(q, maskable)
+        threshold, m, total = _systematic_capping(w, k)
+        offset = _systematic_offset(r3, offs, total)
+        _, ordered = sorted_rank_keys(tl.where(maskable, r0 >> 1, UNRANKED_KEY), offs, in_row)
+        pos = tl.where(in_row, (ordered & LOW32).to(tl.int32), 0)
+        ranked = offs < n  # the maskable positions have ranks 0..n-1
+        moved = tl.gather(tl.where(w >= threshold, -1, w), pos, 0)
+        capped = ranked & (moved < 0)
+        w = tl.where(ranked, tl.maximum(moved, 0), 0)
+        chosen, pi = _systematic_draw(w, tl.cumsum(w, axis=0), capped, k - m, offset, total)
+        chosen = chosen & ranked
+        if SEQUENCE_WEIGHTS:
+            q = tl.gather(q, pos, 0)
+        # r1/r2 of the position now on each lane: redrawn rather than permuted.
+        _, r1, r2, _ = token_draw(pos, row_id, seed_lo, seed_hi, epoch)
+    elif SAMPLING == SAMPLING_POISSON:
+        pos = offs
         chosen = _poisson_chosen(r0, pi, maskable)
     else:
+        pos = offs
         packed, ordered = sorted_rank_keys(_topk_key(r0, q, maskable), offs, in_row)
         # The first k maskable positions are exactly those <= the k-th smallest key.
         chosen = maskable & (packed <= kth_smallest(ordered, offs, k)) & (k > 0)
 
     # 5. Corruption and weights (the float sum's order only moves the last bits of the log sum).
     log_sum = _chosen_log_sum(chosen, q, nf) if SEQUENCE_WEIGHTS else 0.0
-    _write_tokens(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
-                  weights_ptr + base + offs, in_row, chosen, _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS),
+    _write_tokens(ids_ptr + base + pos, out_ids_ptr + base + pos, labels_ptr + base + pos,
+                  weights_ptr + base + pos, in_row, chosen, _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS),
                   r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
@@ -296,45 +429,24 @@ def _proposal_mask_chunked_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
-    POISSON: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
+    SAMPLING: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
 ):
-    # Long rows: one program per row, walking it in chunks of BLOCK lanes; every pass recomputes
-    # the chunk's q and pi from the row statistics of the first two.
+    # Long rows, top-k and Poisson: one program per row, walking it in chunks of BLOCK lanes; every
+    # pass recomputes the chunk's q and pi from the row statistics of the first two.
     seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     base = row * L
     row_id = tl.load(row_ids_ptr + row)
     lane = tl.arange(0, BLOCK)
-
-    # Maskable count, non-finite scaled scores, maximum (used only when all are finite).
-    n = tl.zeros((), tl.int64)
-    non_finite = tl.zeros((), tl.int32)
-    row_max = tl.full((), float("-inf"), tl.float32)
-    for start in range(0, L, BLOCK):
-        offs = start + lane
-        in_row = offs < L
-        maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
-        x = _scaled_scores(tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32), temperature)
-        n += tl.sum(maskable.to(tl.int64), axis=0)
-        non_finite += tl.sum((maskable & _non_finite(x)).to(tl.int32), axis=0)
-        row_max = tl.maximum(row_max, tl.max(tl.where(maskable, x, float("-inf")), axis=0))
-    finite = non_finite == 0
-    k = exact_count(n, count_num, count_den)
+    n, k, finite, row_max, fixed = _row_statistics(
+        scores_ptr, maskable_ptr, base, L, temperature, count_num, count_den, BLOCK)
     kf = k.to(tl.float32)
     nf = n.to(tl.float32)
-
-    fixed = tl.zeros((), tl.int64)
-    for start in range(0, L, BLOCK):
-        offs = start + lane
-        in_row = offs < L
-        maskable = (tl.load(maskable_ptr + base + offs, mask=in_row, other=0) != 0) & in_row
-        x = _scaled_scores(tl.load(scores_ptr + base + offs, mask=in_row, other=0).to(tl.float32), temperature)
-        fixed += _fixed_sum(_softmax_terms(x, maskable & finite, row_max))
 
     # Top-k: the k-th smallest key by radix select (any key when k == 0: nothing is taken).
     kth = tl.zeros((), tl.uint32)
     ties_to_take = k
-    if not POISSON:
+    if SAMPLING == SAMPLING_TOPK:
         for shift in tl.static_range(32 - RADIX_BITS, -1, -RADIX_BITS):
             histogram = tl.zeros((RADIX,), tl.int32)
             for start in range(0, L, BLOCK):
@@ -353,7 +465,7 @@ def _proposal_mask_chunked_kernel(
             in_row, maskable, q, pi, r0, _, _ = _chunk_inclusion(
                 scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
                 temperature, uniform_mix, row_max, fixed, finite, kf, nf)
-            chosen, ties_before = _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, POISSON)
+            chosen, ties_before = _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, SAMPLING)
             log_sum += _chosen_log_sum(chosen, q, nf)
 
     ties_before = tl.zeros((), tl.int64)
@@ -362,15 +474,113 @@ def _proposal_mask_chunked_kernel(
         in_row, maskable, q, pi, r0, r1, r2 = _chunk_inclusion(
             scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
             temperature, uniform_mix, row_max, fixed, finite, kf, nf)
-        chosen, ties_before = _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, POISSON)
+        chosen, ties_before = _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, SAMPLING)
         _write_tokens(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
                       weights_ptr + base + offs, in_row, chosen, _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS),
                       r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
+@triton.jit(
+    do_not_specialize=DRAW_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
+def _proposal_systematic_tiled_kernel(
+    ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, log_sums_ptr, L,
+    count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr, SCAN_BLOCK: tl.constexpr,
+):
+    # Long rows, systematic: grid (B, cdiv(L, BLOCK)). Each program finds its row's statistics and
+    # capping in passes of SCAN_BLOCK lanes, then the cumulative weights of its BLOCK positions pair
+    # by pair (O(L) per position, in tiles). Sequence mode: it writes 1 where chosen and its share
+    # of the row's log sum; _sequence_weights_kernel then writes the weights.
+    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    row = tl.program_id(0).to(tl.int64)
+    tile = tl.program_id(1)
+    base = row * L
+    row_id = tl.load(row_ids_ptr + row)
+    scan = tl.arange(0, SCAN_BLOCK)
+    n, k, finite, row_max, fixed = _row_statistics(
+        scores_ptr, maskable_ptr, base, L, temperature, count_num, count_den, SCAN_BLOCK)
+    kf = k.to(tl.float32)
+    nf = n.to(tl.float32)
+
+    # Capping: one pass for A, then one per round of the rule until a round caps nothing.
+    total = tl.zeros((), tl.int64)
+    for start in range(0, L, SCAN_BLOCK):
+        total += tl.sum(_chunk_systematic_weights(scores_ptr, maskable_ptr, base, start + scan, L, temperature,
+                                                  uniform_mix, row_max, fixed, finite, kf, nf), axis=0)
+    threshold = tl.full((), _UNCAPPED, tl.int64)
+    m = tl.zeros((), tl.int64)
+    new_count = tl.full((), 1, tl.int64)
+    while new_count > 0:
+        new_count = tl.zeros((), tl.int64)
+        new_sum = tl.zeros((), tl.int64)
+        new_min = tl.full((), _UNCAPPED, tl.int64)
+        for start in range(0, L, SCAN_BLOCK):
+            w = _chunk_systematic_weights(scores_ptr, maskable_ptr, base, start + scan, L, temperature, uniform_mix,
+                                          row_max, fixed, finite, kf, nf)
+            chunk_count, chunk_sum, chunk_min = _capping_round(w, threshold, k, m, total)
+            new_count += chunk_count
+            new_sum += chunk_sum
+            new_min = tl.minimum(new_min, chunk_min)
+        threshold = tl.minimum(threshold, new_min)
+        m += new_count
+        total -= new_sum
+
+    # The tile's uncapped weights, and their cumulative sums in rank order: the uncapped weight of
+    # every position at or before it by (r0 >> 1, position) (non-maskable ones weigh 0).
+    offs = tile * BLOCK + tl.arange(0, BLOCK)
+    in_row, maskable, q, _, r0, r1, r2 = _chunk_inclusion(
+        scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
+        temperature, uniform_mix, row_max, fixed, finite, kf, nf)
+    w = _systematic_weights(q, maskable)
+    capped = w >= threshold
+    w = tl.where(capped, 0, w)
+    key = r0 >> 1
+    cumulative = tl.zeros((BLOCK,), tl.int64)
+    for start in range(0, L, SCAN_BLOCK):
+        other = start + scan
+        other_w = _chunk_systematic_weights(scores_ptr, maskable_ptr, base, other, L, temperature, uniform_mix,
+                                            row_max, fixed, finite, kf, nf)
+        other_w = tl.where(other_w >= threshold, 0, other_w)
+        other_r0, _, _, _ = token_draw(other, row_id, seed_lo, seed_hi, epoch)
+        other_key = other_r0 >> 1
+        at_or_before = (other_key[None, :] < key[:, None]) | (
+            (other_key[None, :] == key[:, None]) & (other[None, :] <= offs[:, None]))
+        cumulative += tl.sum(tl.where(at_or_before, other_w[None, :], 0), axis=1)
+
+    _, _, _, r3 = token_draw(scan * 0, row_id, seed_lo, seed_hi, epoch)
+    chosen, pi = _systematic_draw(w, cumulative, capped, k - m, _systematic_offset(r3, scan, total), total)
+    chosen = chosen & maskable
+    if SEQUENCE_WEIGHTS:
+        tl.store(log_sums_ptr + row * tl.num_programs(1) + tile, _chosen_log_sum(chosen, q, nf))
+        weights = tl.where(chosen, 1.0, 0.0)
+    else:
+        weights = _weights(chosen, pi, kf, nf, 0.0, False)
+    _write_tokens(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
+                  weights_ptr + base + offs, in_row, chosen, weights,
+                  r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
+@triton.jit
+def _sequence_weights_kernel(weights_ptr, log_sums_ptr, L, T, BLOCK: tl.constexpr, T_BLOCK: tl.constexpr):
+    # Grid (B, cdiv(L, BLOCK)): the row's clipped weight, from the log sums of its T tiles, on the
+    # tokens marked chosen (weight 1) by _proposal_systematic_tiled_kernel.
+    row = tl.program_id(0).to(tl.int64)
+    log_sum = tl.zeros((), tl.float32)
+    for start in range(0, T, T_BLOCK):
+        t = start + tl.arange(0, T_BLOCK)
+        log_sum += tl.sum(tl.load(log_sums_ptr + row * T + t, mask=t < T, other=0.0), axis=0)
+    offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    in_row = offs < L
+    chosen = tl.load(weights_ptr + row * L + offs, mask=in_row, other=0.0) != 0.0
+    tl.store(weights_ptr + row * L + offs, _weights(chosen, 0.0, 0.0, 0.0, log_sum, True), mask=in_row)
+
+
 # --------------------------------------------------------------------------------------------
 # Host function (signature and return convention of fastmask.reference.proposal_mask)
 # --------------------------------------------------------------------------------------------
+
+_LOG_SUMS_BLOCK = 128  # tiles' log sums read at a time by _sequence_weights_kernel
 
 
 def proposal_mask(
@@ -381,8 +591,6 @@ def proposal_mask(
 
     Returns (ids, labels int64, weights float32), bit-exact to the reference for ids and labels.
     """
-    if sampling == reference.SAMPLING_SYSTEMATIC:
-        raise NotImplementedError("proposal_mask: systematic sampling on Triton: not yet")
     batch, length = input_ids.shape
     device = input_ids.device
     out_ids = torch.empty((batch, length), dtype=input_ids.dtype, device=device)
@@ -390,17 +598,34 @@ def proposal_mask(
     weights = torch.empty((batch, length), dtype=torch.float32, device=device)
     if batch == 0 or length == 0:
         return out_ids, labels, weights
-    launch = ranked_launch(length)
-    kernel = _proposal_mask_chunked_kernel if launch.chunked else _proposal_mask_kernel
-    kernel[(batch,)](
-        input_ids.contiguous(), scores.contiguous(), as_bytes(maskable.contiguous()),
-        row_ids.contiguous(), out_ids, labels, weights, length,
-        int(count_num), int(count_den),
+    sampling = int(sampling)
+    sequence_weights = bool(sequence_weights)
+    inputs = (input_ids.contiguous(), scores.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(),
+              out_ids, labels, weights)
+    scalars = (
+        length, int(count_num), int(count_den),
         # Rounded to float32 here, as the reference does.
         _f32(uniform_mix), _f32(temperature),
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
-        **stream_args(seed, epoch, device),
-        POISSON=sampling == reference.SAMPLING_POISSON, SEQUENCE_WEIGHTS=bool(sequence_weights), BLOCK=launch.block,
-        num_warps=launch.num_warps, enable_fp_fusion=False,
     )
+    launch = ranked_launch(length)
+    if launch.chunked and sampling == reference.SAMPLING_SYSTEMATIC:
+        tiles = triton.cdiv(length, common.PAIR_BLOCK_I)
+        log_sums = torch.empty((batch, tiles), dtype=torch.float32, device=device) if sequence_weights else weights
+        _proposal_systematic_tiled_kernel[(batch, tiles)](
+            *inputs, log_sums, *scalars, **stream_args(seed, epoch, device), SEQUENCE_WEIGHTS=sequence_weights,
+            BLOCK=common.PAIR_BLOCK_I, SCAN_BLOCK=common.PAIR_BLOCK_J, num_warps=common.PAIR_WARPS,
+            enable_fp_fusion=False,
+        )
+        if sequence_weights:
+            _sequence_weights_kernel[(batch, triton.cdiv(length, common.CHUNK_BLOCK))](
+                weights, log_sums, length, tiles, BLOCK=common.CHUNK_BLOCK, T_BLOCK=_LOG_SUMS_BLOCK,
+                num_warps=common.CHUNK_WARPS, enable_fp_fusion=False,
+            )
+    else:
+        kernel = _proposal_mask_chunked_kernel if launch.chunked else _proposal_mask_kernel
+        kernel[(batch,)](
+            *inputs, *scalars, **stream_args(seed, epoch, device), SAMPLING=sampling,
+            SEQUENCE_WEIGHTS=sequence_weights, BLOCK=launch.block, num_warps=launch.num_warps, enable_fp_fusion=False,
+        )
     return out_ids, labels, reference.divide_by_batch_mean(weights) if sequence_weights else weights
