@@ -333,7 +333,7 @@ def triton_section(usages: list[Usage], max_length: int) -> str:
     table = "\n".join([HEADER, *(u.row() for u in usages)])
     return (f"{TRITON_BEGIN}\n## Triton kernels\n\n<!-- triton-fingerprint: {triton_fingerprint()} -->\n"
             f"Every configuration the host functions of `fastmask.triton` launch for rows of up to {max_length} "
-            f"tokens (powers of two, and every option: exact/Bernoulli, partitions, Poisson/top-k, sequence "
+            f"tokens (powers of two, and every option: exact/Bernoulli, partitions, top-k/Poisson/systematic, sequence "
             f"weights, seed and epoch by value or on the device, float32/bfloat16 scores, float32/float16/bfloat16 "
             f"hidden states of widths 64 and 768), compiled ahead of time for `GPUTarget(\"cuda\", 90, 32)` by "
             f"Triton {triton.__version__} (its ptxas flags; shared memory is dynamic, from the compiler's metadata). "

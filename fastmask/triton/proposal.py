@@ -9,6 +9,14 @@ One program per row. Rows of up to ``common.LONG_ROW`` tokens are held whole in 
 * top-k: packed keys (bits of -log(U) / q << 32) | position are sorted with ``tl.sort`` and the
   k-th smallest is a threshold (as the exact-count kernel of :mod:`fastmask.triton.masking`);
   Poisson: U < pi elementwise;
+* systematic: integer weights W = max(1, floor(q 2**24)) (int64); capping by rounds of the rule
+  "cap every uncapped i with (k - m) W_i >= A" (one row reduction each, until a round caps
+  nothing), so the capped set is "W >= its smallest weight" and A the uncapped total; then lanes
+  become ranks: the exact-count packed keys (r0 >> 1 << 32) | position are sorted, ``tl.gather``
+  moves each position's uncapped weight (-1 if capped) to its rank's lane, and a ``tl.cumsum``
+  there is the cumulative weight C. Lane j then decides (one offset U from the r3 word of
+  position 0; points U + t A against [r (C - W), r C)) and writes the position of rank j, with
+  r1/r2 redrawn there, as the random partitions of :mod:`fastmask.triton.masking` do;
 * the 80/10/10 corruption, the Philox draws, the exact count and the packed keys are
   :mod:`fastmask.triton.common`'s; weights are written per token (token mode) or from a row sum
   of canonical logs (sequence mode), then divided by their batch mean after the kernel.
@@ -17,10 +25,17 @@ Longer rows run a chunked kernel with the same helpers, never holding the row in
 for n, the non-finite check and the maximum, one for the fixed-point normaliser, then (top-k) one
 radix-select pass per digit of the k-th smallest key (see :mod:`fastmask.triton.common`), (sequence
 weights) one for the log sum, and a last one that writes; each recomputes its chunk's q and pi.
+Systematic long rows instead run a tiled kernel, grid (row, block of ``common.PAIR_BLOCK_I``
+positions): each program makes the row passes above, one for A and one per capping round, then
+sums the cumulative weight of its positions pair by pair (the uncapped weight of every position
+at or before it by (r0 >> 1, position), ``common.PAIR_BLOCK_J // 2`` at a time, as the long rows'
+random partitions rank). No program sees the whole row's choices, so in sequence mode each writes
+1 where chosen and its share of the log sum, and a second kernel writes the row's weight there.
 
 Every float that feeds a decision is float32 with correctly rounded +, -, *, / only: division is
 ``tl.math.div_rn`` (plain ``/`` may be approximate on GPUs) and the kernel is launched with
-``enable_fp_fusion=False`` (no mul+add contraction into FMA).
+``enable_fp_fusion=False`` (no mul+add contraction into FMA). Systematic sampling decides on
+integers only; its pi = float32(r W) / float32(A) is for the weights.
 """
 
 from __future__ import annotations
@@ -81,6 +96,7 @@ _TWO_M24 = tl.constexpr(_f32(2.0**-24))
 _WEIGHT_MIN = tl.constexpr(_f32(0.8))
 _WEIGHT_MAX = tl.constexpr(_f32(1.2))
 _EXP_FIELD = tl.constexpr(0x7F800000)  # float32 exponent bits: all set means inf or nan
+_INT32_TILE = tl.constexpr(2**31 >> reference.SYSTEMATIC_BITS)  # weights W <= 2**24 whose sum surely fits int32: fewer
 _SYSTEMATIC_ONE = tl.constexpr(float(1 << reference.SYSTEMATIC_BITS))  # W = floor(q * 2**24): exact scaling
 _UNCAPPED = tl.constexpr(1 << 62)  # capping threshold before anything is capped: above every weight
 SAMPLING_TOPK = tl.constexpr(reference.SAMPLING_TOPK)
@@ -199,12 +215,17 @@ def _chosen_log_sum(chosen, q, nf):
 
 
 @triton.jit
+def _row_weight(log_sum):
+    """The row's clipped sequence weight from its sum of log(n q) over the chosen tokens."""
+    row_log = tl.minimum(tl.maximum(-log_sum, -1.0), 1.0)
+    return tl.minimum(tl.maximum(_canonical_exp(row_log), _WEIGHT_MIN), _WEIGHT_MAX)
+
+
+@triton.jit
 def _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS: tl.constexpr):
     """Sequence mode: the row's clipped weight from its log sum; token mode: (k / n) / pi."""
     if SEQUENCE_WEIGHTS:
-        row_log = tl.minimum(tl.maximum(-log_sum, -1.0), 1.0)
-        row_weight = tl.minimum(tl.maximum(_canonical_exp(row_log), _WEIGHT_MIN), _WEIGHT_MAX)
-        return tl.where(chosen, row_weight, 0.0)
+        return tl.where(chosen, _row_weight(log_sum), 0.0)
     k_over_n = _div(kf, tl.maximum(nf, 1.0))  # chosen implies n >= 1
     return tl.where(chosen, _div(k_over_n, tl.where(chosen, pi, 1.0)), 0.0)
 
@@ -242,13 +263,21 @@ def _capping_round(w, threshold, k, m, total):
 
 
 @triton.jit
-def _systematic_capping(w, k):
+def _capping_start(n, k, total):
+    """The capping state before the first round: (threshold, m, A, whether rounds are needed). With
+    k = n every round caps the weights >= the uncapped mean, at least one, until all are capped (as
+    many rounds as distinct levels): that fixed point is taken at once (every maskable W >= 1)."""
+    everything = k == n
+    threshold = tl.where(everything, 1, _UNCAPPED).to(tl.int64)
+    m = tl.where(everything, n, 0).to(tl.int64)
+    return threshold, m, tl.where(everything, 0, total).to(tl.int64), tl.where(everything, 0, 1).to(tl.int64)
+
+
+@triton.jit
+def _systematic_capping(w, n, k):
     """reference.systematic_capped on a row held whole: rounds of the rule until one caps nothing.
     Returns the threshold (capped iff W >= it), their count m and the uncapped total A."""
-    threshold = tl.full((), _UNCAPPED, tl.int64)
-    m = tl.zeros((), tl.int64)
-    total = tl.sum(w, axis=0)
-    new_count = tl.full((), 1, tl.int64)
+    threshold, m, total, new_count = _capping_start(n, k, tl.sum(w, axis=0))
     while new_count > 0:
         new_count, new_sum, new_min = _capping_round(w, threshold, k, m, total)
         threshold = tl.minimum(threshold, new_min)
@@ -393,7 +422,7 @@ def _proposal_mask_kernel(
         # position of rank j, as the random partitions of fastmask.triton.masking do), so the
         # cumulative weights are a cumsum. Capped weights travel through the gather as -1.
         w = _systematic_weights(q, maskable)
-        threshold, m, total = _systematic_capping(w, k)
+        threshold, m, total = _systematic_capping(w, n, k)
         offset = _systematic_offset(r3, offs, total)
         _, ordered = sorted_rank_keys(tl.where(maskable, r0 >> 1, UNRANKED_KEY), offs, in_row)
         pos = tl.where(in_row, (ordered & LOW32).to(tl.int32), 0)
@@ -489,34 +518,33 @@ def _proposal_systematic_tiled_kernel(
     SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr, SCAN_BLOCK: tl.constexpr,
 ):
     # Long rows, systematic: grid (B, cdiv(L, BLOCK)). Each program finds its row's statistics and
-    # capping in passes of SCAN_BLOCK lanes, then the cumulative weights of its BLOCK positions pair
-    # by pair (O(L) per position, in tiles). Sequence mode: it writes 1 where chosen and its share
-    # of the row's log sum; _sequence_weights_kernel then writes the weights.
+    # capping in passes of BLOCK lanes, then the cumulative weights of its BLOCK positions pair by
+    # pair, SCAN_BLOCK others at a time (O(L) per position). Sequence mode: it writes 1 where
+    # chosen and its share of the row's log sum; _sequence_weights_kernel then writes the weights.
     seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     tile = tl.program_id(1)
     base = row * L
     row_id = tl.load(row_ids_ptr + row)
-    scan = tl.arange(0, SCAN_BLOCK)
+    tl.static_assert(SCAN_BLOCK < _INT32_TILE, "a tile's weight sum must fit int32")
+    lane = tl.arange(0, BLOCK)
     n, k, finite, row_max, fixed = _row_statistics(
-        scores_ptr, maskable_ptr, base, L, temperature, count_num, count_den, SCAN_BLOCK)
+        scores_ptr, maskable_ptr, base, L, temperature, count_num, count_den, BLOCK)
     kf = k.to(tl.float32)
     nf = n.to(tl.float32)
 
     # Capping: one pass for A, then one per round of the rule until a round caps nothing.
     total = tl.zeros((), tl.int64)
-    for start in range(0, L, SCAN_BLOCK):
-        total += tl.sum(_chunk_systematic_weights(scores_ptr, maskable_ptr, base, start + scan, L, temperature,
+    for start in range(0, L, BLOCK):
+        total += tl.sum(_chunk_systematic_weights(scores_ptr, maskable_ptr, base, start + lane, L, temperature,
                                                   uniform_mix, row_max, fixed, finite, kf, nf), axis=0)
-    threshold = tl.full((), _UNCAPPED, tl.int64)
-    m = tl.zeros((), tl.int64)
-    new_count = tl.full((), 1, tl.int64)
+    threshold, m, total, new_count = _capping_start(n, k, total)
     while new_count > 0:
         new_count = tl.zeros((), tl.int64)
         new_sum = tl.zeros((), tl.int64)
         new_min = tl.full((), _UNCAPPED, tl.int64)
-        for start in range(0, L, SCAN_BLOCK):
-            w = _chunk_systematic_weights(scores_ptr, maskable_ptr, base, start + scan, L, temperature, uniform_mix,
+        for start in range(0, L, BLOCK):
+            w = _chunk_systematic_weights(scores_ptr, maskable_ptr, base, start + lane, L, temperature, uniform_mix,
                                           row_max, fixed, finite, kf, nf)
             chunk_count, chunk_sum, chunk_min = _capping_round(w, threshold, k, m, total)
             new_count += chunk_count
@@ -528,28 +556,29 @@ def _proposal_systematic_tiled_kernel(
 
     # The tile's uncapped weights, and their cumulative sums in rank order: the uncapped weight of
     # every position at or before it by (r0 >> 1, position) (non-maskable ones weigh 0).
-    offs = tile * BLOCK + tl.arange(0, BLOCK)
+    offs = tile * BLOCK + lane
     in_row, maskable, q, _, r0, r1, r2 = _chunk_inclusion(
         scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
         temperature, uniform_mix, row_max, fixed, finite, kf, nf)
     w = _systematic_weights(q, maskable)
     capped = w >= threshold
     w = tl.where(capped, 0, w)
-    key = r0 >> 1
+    packed = ((r0 >> 1).to(tl.uint64) << 32) | offs.to(tl.uint64)  # (r0 >> 1, position) in one key
     cumulative = tl.zeros((BLOCK,), tl.int64)
+    scan = tl.arange(0, SCAN_BLOCK)
     for start in range(0, L, SCAN_BLOCK):
         other = start + scan
         other_w = _chunk_systematic_weights(scores_ptr, maskable_ptr, base, other, L, temperature, uniform_mix,
                                             row_max, fixed, finite, kf, nf)
-        other_w = tl.where(other_w >= threshold, 0, other_w)
-        other_r0, _, _, _ = token_draw(other, row_id, seed_lo, seed_hi, epoch)
-        other_key = other_r0 >> 1
-        at_or_before = (other_key[None, :] < key[:, None]) | (
-            (other_key[None, :] == key[:, None]) & (other[None, :] <= offs[:, None]))
-        cumulative += tl.sum(tl.where(at_or_before, other_w[None, :], 0), axis=1)
+        other_w = tl.where(other_w >= threshold, 0, other_w).to(tl.int32)  # W <= 2**24: a tile's sum fits
+        # Named, not `_`: a loop may not re-type a variable of the enclosing scope.
+        other_r0, other_r1, other_r2, other_r3 = token_draw(other, row_id, seed_lo, seed_hi, epoch)
+        other_packed = ((other_r0 >> 1).to(tl.uint64) << 32) | other.to(tl.uint64)
+        at_or_before = other_packed[None, :] <= packed[:, None]
+        cumulative += tl.sum(tl.where(at_or_before, other_w[None, :], 0), axis=1).to(tl.int64)
 
-    _, _, _, r3 = token_draw(scan * 0, row_id, seed_lo, seed_hi, epoch)
-    chosen, pi = _systematic_draw(w, cumulative, capped, k - m, _systematic_offset(r3, scan, total), total)
+    first_r0, first_r1, first_r2, r3 = token_draw(lane * 0, row_id, seed_lo, seed_hi, epoch)
+    chosen, pi = _systematic_draw(w, cumulative, capped, k - m, _systematic_offset(r3, lane, total), total)
     chosen = chosen & maskable
     if SEQUENCE_WEIGHTS:
         tl.store(log_sums_ptr + row * tl.num_programs(1) + tile, _chosen_log_sum(chosen, q, nf))
@@ -573,7 +602,7 @@ def _sequence_weights_kernel(weights_ptr, log_sums_ptr, L, T, BLOCK: tl.constexp
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     in_row = offs < L
     chosen = tl.load(weights_ptr + row * L + offs, mask=in_row, other=0.0) != 0.0
-    tl.store(weights_ptr + row * L + offs, _weights(chosen, 0.0, 0.0, 0.0, log_sum, True), mask=in_row)
+    tl.store(weights_ptr + row * L + offs, tl.where(chosen, _row_weight(log_sum), 0.0), mask=in_row)
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,6 +610,9 @@ def _sequence_weights_kernel(weights_ptr, log_sums_ptr, L, T, BLOCK: tl.constexp
 # --------------------------------------------------------------------------------------------
 
 _LOG_SUMS_BLOCK = 128  # tiles' log sums read at a time by _sequence_weights_kernel
+# The systematic tiles compare PAIR_BLOCK_I positions with PAIR_BLOCK_J / 2 others at a time: each
+# of those also needs its Philox word and q in flight, and full-width tiles took 166-253 registers
+# for sm_90 (half-width: under 80, so several programs share an SM).
 
 
 def proposal_mask(
@@ -614,7 +646,7 @@ def proposal_mask(
         log_sums = torch.empty((batch, tiles), dtype=torch.float32, device=device) if sequence_weights else weights
         _proposal_systematic_tiled_kernel[(batch, tiles)](
             *inputs, log_sums, *scalars, **stream_args(seed, epoch, device), SEQUENCE_WEIGHTS=sequence_weights,
-            BLOCK=common.PAIR_BLOCK_I, SCAN_BLOCK=common.PAIR_BLOCK_J, num_warps=common.PAIR_WARPS,
+            BLOCK=common.PAIR_BLOCK_I, SCAN_BLOCK=max(common.PAIR_BLOCK_J // 2, 1), num_warps=common.PAIR_WARPS,
             enable_fp_fusion=False,
         )
         if sequence_weights:
