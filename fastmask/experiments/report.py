@@ -63,7 +63,9 @@ def _variance_section(v: dict) -> list[str]:
                      f"{sig['token_loss'][0]:.2f}, {sig['token_loss'][1]:.2f} |")
     parts += ["", f"Fully explored, compute-fair: {s['fair_rows']} encoder rows per step in every arm; gradient variance "
               f"(trace) of the step's mean-loss gradient over {s['data_batches']} data batches x {s['masks']} masks, "
-              "split into its mask part (same sequences, new masks) and its data part (new sequences).", "",
+              "split into its mask part (same sequences, new masks) and its data part (new sequences). The data "
+              f"part comes from {s['data_batches']} batch means: a rough estimate (fully-explored and random-k draw the "
+              "same number of sequences, so their data parts estimate the same quantity; their gap is its noise).", "",
               "| state | arm | sequences x masks | mask variance | data variance | total | total / random |",
               "|---|---|---|---:|---:|---:|---:|"]
     for st in v["states"]:
@@ -136,14 +138,17 @@ def write_doc(out: str, doc: str) -> None:
              f"results in `{out}`. Rerun with your own model and data: `--preset`, `--corpus`, and the flags",
              "of each command (`fastmask experiment variance --help`). CPU-sized defaults: a tiny model on a",
              "small corpus says little about BERT-base scale; the same commands scale up on a GPU", "(`--preset small|base`, more states, steps and seeds).", ""]
-    for name, section in (("variance.json", lambda r: _variance_section(r)),
-                          ("convergence.json", lambda r: _convergence_section(r, rel))):
+    for name, command, section in (("variance.json", "variance", _variance_section),
+                                   ("convergence.json", "convergence", lambda r: _convergence_section(r, rel))):
         path = os.path.join(out, name)
+        results = None
         if os.path.exists(path):
             with open(path) as f:
                 results = json.load(f)
-            if name != "convergence.json" or "target" in results:  # a finished convergence run
-                parts += section(results)
+        if results and (name != "convergence.json" or "target" in results):  # a finished convergence run
+            parts += section(results)
+        else:
+            parts += [f"`fastmask experiment {command}`: no results in `{out}` yet.", ""]
     os.makedirs(os.path.dirname(os.path.abspath(doc)), exist_ok=True)
     with open(doc, "w") as f:
         f.write("\n".join(parts))
