@@ -142,8 +142,8 @@ def plot_convergence(results, path):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--rows", type=int, default=14, help="encoder rows per step, every arm (a multiple of K)")
-    parser.add_argument("--steps", type=int, default=500)
+    parser.add_argument("--rows", type=int, default=28, help="encoder rows per step, every arm (a multiple of K)")
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--eval-interval", type=int, default=50)
     parser.add_argument("--lrs", type=lambda s: [float(x) for x in s.split(",")], default=[1e-3, 2e-3, 4e-3],
