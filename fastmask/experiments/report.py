@@ -46,7 +46,11 @@ def _variance_section(v: dict) -> list[str]:
         arms = st["arms"]
         parts.append(f"| {st['steps']}, {st['eval_loss']:.3f} | {arms['signal']['ceiling']:.3f} | "
                      + " | ".join(_fmt(arms[arm]["mse_ratio"]) for arm in variance.ARMS[1:]) + " |")
-    parts += ["", "Diagnostics (means over batches): Spearman correlation of log q with log ||g|| over the maskable "
+    parts += ["", "The ceiling assumes per-token gradients that add without correlation (importance sampling of "
+              "one token); tokens of a batch share a common gradient direction, which a fixed-size sample with "
+              "weights does not average away, so q proportional to ||g_i|| need not lower the MSE even where ||g|| "
+              "varies: the oracle column measures whether it does.", "",
+              "Diagnostics (means over batches): Spearman correlation of log q with log ||g|| over the maskable "
               "tokens; E[Σw]/k (1 when the weights are unbiased); effective sample size (Σw)²/Σw² over k; the largest "
               "n·q.", "", "| state | arm | Spearman log q, log ‖g‖ | E[Σw]/k | ESS/k | max n·q |", "|---|---|---:|---:|---:|---:|"]
     for st in v["states"]:
