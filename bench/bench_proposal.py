@@ -1,8 +1,9 @@
 """Benchmark of MAPNet proposal sampling (fastmask.proposal_mask) against its baselines.
 
-Top-k sampling with token weights, timed against the baselines named in BASELINES (`--help`
-lists them), the reference backend (on GPU also under torch.compile) and fastmask's fused
-kernels, all in one run. The floor: bytes read (ids, scores, maskable) + written (ids, labels,
+Systematic sampling (the default: exactly k, exact inclusion probabilities) and top-k sampling,
+with token weights, each timed against the baselines named in BASELINES (`--help` lists them),
+the reference backend (on GPU also under torch.compile) and fastmask's fused kernels, all in one
+run. The floor: bytes read (ids, scores, maskable) + written (ids, labels,
 weights) at this run's copy bandwidth. MAPNet's cost per training step is in bench_step.py.
 
     python bench/bench_proposal.py            # sizes for the current device
@@ -46,16 +47,20 @@ def bench_shape(batch, length, device, min_run_time):
 
     nbytes = batch * length * (8 + 4 + 1 + 8 + 8 + 4)
     sets = harness.rotating(make, nbytes, device)
-    contenders = {
-        "eager-multinomial": lambda ids, scores, maskable: eager_multinomial(ids, scores, maskable, k),
-        **harness.fastmask_contenders(
-            lambda ids, scores, maskable, backend: fastmask.proposal_mask(
-                ids, scores, maskable, harness.MASK_ID, harness.VOCAB, harness.P, UNIFORM_MIX, backend=backend),
-            device),
-    }
     floor_ms = nbytes * harness.copy_ms_per_byte(device)
-    return harness.time_contenders("proposal_topk", f"{batch}x{length}", torch.float32, contenders, sets, floor_ms,
-                                   device, min_run_time)
+    rows = []
+    for sampling in ("systematic", "topk"):
+        contenders = {
+            "eager-multinomial": lambda ids, scores, maskable: eager_multinomial(ids, scores, maskable, k),
+            **harness.fastmask_contenders(
+                lambda ids, scores, maskable, backend, sampling=sampling: fastmask.proposal_mask(
+                    ids, scores, maskable, harness.MASK_ID, harness.VOCAB, harness.P, UNIFORM_MIX, sampling=sampling,
+                    backend=backend),
+                device),
+        }
+        rows += harness.time_contenders(f"proposal_{sampling}", f"{batch}x{length}", torch.float32, contenders, sets,
+                                        floor_ms, device, min_run_time)
+    return rows
 
 
 def collect(device, quick, min_run_time):
