@@ -121,9 +121,11 @@ def capping_rounds(w_row, k):
 def test_systematic_edge_rows_match_reference(backend):
     """Systematic rows the random cases rarely make: capping over several rounds of the kernels'
     rule (geometric q), most weights at the floor W = 1 (no uniform mix), k = n (all capped, no
-    draw), a single maskable position, and long rows (the CPU's bucketed sort, CUDA's largest block)."""
+    draw), a single maskable position, and long rows (the CPU's bucketed sort, CUDA's largest block;
+    not under the Triton interpreter, whose long-row kernel test_triton_long_rows_match_reference
+    runs at lowered limits)."""
     g = torch.Generator().manual_seed(15)
-    for length in (200, 8192):
+    for length in (200,) if backend == "triton" else (200, 8192):
         ids = torch.randint(5, VOCAB, (4, length), generator=g)
         scores = torch.full((4, length), -30.0)
         maskable = torch.rand(4, length, generator=g) < 0.9
@@ -134,7 +136,10 @@ def test_systematic_edge_rows_match_reference(backend):
         maskable[3] = False
         maskable[3, length // 3] = True
         rows = torch.randint(-(2**62), 2**62, (4,), generator=g)
-        for (count_num, count_den), uniform_mix in itertools.product(((1, 4), (3, 20), (1, 2), (1, 1)), (0.0, 0.05)):
+        cases = itertools.product(((1, 4), (3, 20), (1, 2), (1, 1)), (0.0, 0.05))
+        if backend == "triton":  # the interpreter is slow: several capping rounds, and k = n
+            cases = itertools.product(((1, 4), (1, 1)), (0.0,))
+        for (count_num, count_den), uniform_mix in cases:
             q, _, k = reference.proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, 1.0)
             w = reference.systematic_weights(q, maskable)
             if count_den > 1:
