@@ -14,7 +14,6 @@ beyond token frequencies.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os

@@ -25,7 +25,6 @@ the gradient variance split into its mask part (same sequences, new masks) and i
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 
 import torch
@@ -181,6 +180,7 @@ def measure_fair_split(model, prepared, args, state_seed: int) -> dict:
     k = cfg.num_segments
     sequences = dict(random=args.fair_rows, **{"fully-explored": args.fair_rows // k, "random-k": args.fair_rows // k})
     g = torch.Generator().manual_seed(state_seed)
+    probe = GradientProbe(model, prepared.eval[:1])  # its parameters and gradient function
     out = {}
     for arm in FAIR_ARMS:
         strategy = fastmask.MaskingStrategy(
@@ -188,7 +188,6 @@ def measure_fair_split(model, prepared, args, state_seed: int) -> dict:
             vocab_size=model.masking.vocab_size, special_ids=model.masking.special_ids.tolist(),
             mlm_probability=cfg.mlm_probability, num_segments=k, masks_per_row=k if arm == "random-k" else 1,
             seed=STREAMS[arm.replace("-", "_")] + state_seed)
-        probe = GradientProbe(model, prepared.eval[:1])  # its parameters and gradient function
         means, within = [], []
         for d in range(args.data_batches):
             index = torch.randint(len(prepared.train), (sequences[arm],), generator=g)
