@@ -26,6 +26,10 @@ def test_geometric_interval_and_correlations():
     assert mean == pytest.approx(0.5) and low == pytest.approx(0.5) and high == pytest.approx(0.5)
     mean, low, high = common.geometric_ci([1.0, 4.0])
     assert mean == pytest.approx(2.0) and low < 1.0 < 4.0 < high
+    diff, low, high = common.difference_ci([1.0, 2.0, 3.0], [0.0, 0.0, 0.0])  # Welch df = 2: t = 4.303
+    assert diff == pytest.approx(2.0) and high - diff == pytest.approx(4.303 / math.sqrt(3)) and low < 0
+    diff, low, high = common.difference_ci([5.0, 5.1, 5.2], [6.0, 6.1, 6.3])
+    assert diff == pytest.approx(-1.0333, abs=1e-4) and low < diff < high < 0
     x = torch.arange(10.0)
     pearson, spearman = common.correlations(x, x.exp())
     assert spearman == pytest.approx(1.0) and 0.5 < pearson < 1.0

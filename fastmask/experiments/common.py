@@ -112,6 +112,21 @@ def geometric_ci(ratios) -> tuple[float, float, float]:
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
+def difference_ci(a, b) -> tuple[float, float, float]:
+    """mean(a) - mean(b) of two independent samples (one value per seed) and its Welch 95% interval
+    (Welch-Satterthwaite degrees of freedom, rounded down)."""
+    a, b = torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64)
+    diff = (a.mean() - b.mean()).item()
+    if len(a) < 2 or len(b) < 2:
+        return diff, diff, diff
+    va, vb = a.var().item() / len(a), b.var().item() / len(b)
+    if va + vb == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = (_T975[max(1, int(df)) - 1] if df < 31 else 1.96) * math.sqrt(va + vb)
+    return diff, diff - half, diff + half
+
+
 def correlations(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """(Pearson, Spearman) correlation of two 1-D samples."""
     def pearson(a, b):

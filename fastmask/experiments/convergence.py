@@ -107,11 +107,12 @@ def run_convergence(args) -> dict:
 
 
 def arm_summary(results: dict, arm: str) -> dict:
-    """Final eval losses over seeds (mean, standard deviation, values) of an arm."""
-    finals = [curve[-1]["eval_loss"] for key, curve in results["runs"].items() if key.split("/")[0] == arm]
+    """Final eval losses over seeds (mean, standard deviation, values) and mean training seconds of an arm."""
+    curves = [curve for key, curve in results["runs"].items() if key.split("/")[0] == arm]
+    finals = [curve[-1]["eval_loss"] for curve in curves]
     mean = sum(finals) / len(finals)
     sd = math.sqrt(sum((x - mean) ** 2 for x in finals) / (len(finals) - 1)) if len(finals) > 1 else 0.0
-    return dict(mean=mean, sd=sd, finals=finals)
+    return dict(mean=mean, sd=sd, finals=finals, seconds=sum(curve[-1]["seconds"] for curve in curves) / len(curves))
 
 
 def plot_convergence(results, path):
