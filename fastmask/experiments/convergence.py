@@ -1,8 +1,8 @@
 """``fastmask experiment convergence``: does a masking scheme reach a lower evaluation loss for the
 same compute?
 
-Arms, every one at ``--rows`` encoder rows per step (so equal compute and, to rounding, equal
-labelled tokens per step): ``random`` (``--rows`` sequences, one exact-count mask each),
+Arms, every one at ``--rows`` encoder rows per step (so equal compute, and labelled tokens per step
+equal to within the mask rate's difference from 1/K): ``random`` (``--rows`` sequences, one exact-count mask each),
 ``fully-explored`` (``--rows`` / K sequences, all K views), ``random-k`` (``--rows`` / K
 sequences, K independent random masks each), and MAPNet with each objective (``--rows``
 sequences, systematic sampling). The three compute-fair arms get their learning rate from a small
@@ -130,7 +130,7 @@ def plot_convergence(results, path):
                          alpha=0.8, label=label)
             by_time.plot([p["seconds"] for p in curve], [p["eval_loss"] for p in curve], color=colors[i % len(colors)],
                          alpha=0.8, label=label)
-    for ax, xlabel in ((by_step, "step (equal encoder rows and labelled tokens per step)"),
+    for ax, xlabel in ((by_step, "step (equal encoder rows per step)"),
                        (by_time, "training seconds")):
         ax.axhline(results["unigram_entropy"], color="gray", lw=0.8, ls=":", label="unigram entropy")
         ax.set_xlabel(xlabel)

@@ -101,7 +101,9 @@ def _convergence_section(cv: dict, rel: str) -> list[str]:
     parts = [
         "## Convergence at equal compute", "",
         f"Setup (`fastmask experiment convergence`): preset `{c['preset']}`, {s['steps']} steps of {s['rows']} encoder "
-        f"rows each for every arm (so equal compute and, to rounding, equal labelled tokens per step): random "
+        f"rows each for every arm (equal compute; labelled tokens per step: {c['mlm_probability']:.0%} of each "
+        f"row's maskable tokens for random, random-k and MAPNet, 1/K = {1 / c['num_segments']:.1%} for fully explored, "
+        f"whose K views partition each sequence): random "
         f"({s['rows']} sequences x 1 mask), fully-explored ({s['rows'] // c['num_segments']} sequences x "
         f"K = {c['num_segments']} views), random-k (the same sequences x K random masks), and MAPNet ({s['rows']} "
         f"sequences, systematic sampling) with each objective. {s['seeds']} seeds per arm (initialisation, data order "
