@@ -102,13 +102,18 @@ _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
+def _t975(df: int) -> float:
+    """Student's t 97.5% quantile at `df` degrees of freedom (the normal's beyond the table)."""
+    return _T975[df - 1] if df <= len(_T975) else 1.96
+
+
 def geometric_ci(ratios) -> tuple[float, float, float]:
     """Geometric mean of positive ratios (one per batch) and its t-based 95% interval (on the logs)."""
     logs = torch.tensor([math.log(r) for r in ratios], dtype=torch.float64)
     mean = logs.mean().item()
     if len(logs) < 2:
         return math.exp(mean), math.exp(mean), math.exp(mean)
-    half = (_T975[len(logs) - 2] if len(logs) <= 31 else 1.96) * logs.std().item() / math.sqrt(len(logs))
+    half = _t975(len(logs) - 1) * logs.std().item() / math.sqrt(len(logs))
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
@@ -123,7 +128,7 @@ def difference_ci(a, b) -> tuple[float, float, float]:
     if va + vb == 0:
         return diff, diff, diff
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = (_T975[max(1, int(df)) - 1] if df < 31 else 1.96) * math.sqrt(va + vb)
+    half = _t975(max(1, int(df))) * math.sqrt(va + vb)
     return diff, diff - half, diff + half
 
 

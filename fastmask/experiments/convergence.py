@@ -1,8 +1,8 @@
 """``fastmask experiment convergence``: does a masking scheme reach a lower evaluation loss for the
 same compute?
 
-Arms, every one at ``--rows`` encoder rows per step (so equal compute, and labelled tokens per step
-equal to within the mask rate's difference from 1/K): ``random`` (``--rows`` sequences, one exact-count mask each),
+Arms, every one at ``--rows`` encoder rows per step (equal compute; fully explored labels 1/K of each
+row's tokens, the others the mask rate): ``random`` (``--rows`` sequences, one exact-count mask each),
 ``fully-explored`` (``--rows`` / K sequences, all K views), ``random-k`` (``--rows`` / K
 sequences, K independent random masks each), and MAPNet with each objective (``--rows``
 sequences, systematic sampling). The three compute-fair arms get their learning rate from a small

@@ -127,6 +127,7 @@ def _convergence_section(cv: dict, rel: str) -> list[str]:
               "mean over seeds, on this machine; the step column is the compute-fair axis.", "",
               "Verdicts, as measured (tiny model, CPU scale; difference of mean final eval loss from random "
               "masking's with its Welch 95% interval over seeds):", ""]
+
     def verdict(arm: str, baseline: str, baseline_name: str, condition: str) -> str:
         a, b = convergence.arm_summary(cv, arm), convergence.arm_summary(cv, baseline)
         diff, low, high = difference_ci(a["finals"], b["finals"])
