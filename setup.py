@@ -19,6 +19,13 @@ Environment:
                         8.0;9.0;10.0+PTX (A100, H100/H200, B200, and PTX that newer GPUs JIT-compile).
   MAX_JOBS              parallel compile jobs (ninja), through torch's cpp_extension.
 `pip install -v` shows what was chosen and why; `fastmask info` says whether the CUDA kernels were built.
+
+libstdc++: the extension always links the shared libstdc++ that torch loads, never a private static
+copy (whose locale facets disagree with the process's: numbers vanish from error messages with GCC 12's
+libstdc++, streaming one segfaults with GCC 13's). SHARED_LIBSTDCXX_LINK_ARGS bind it by soname ahead
+of anything the environment adds (`-static-libstdc++` in LDFLAGS or CXX, a folder on the search path
+holding only libstdc++.a), and a check after the link (libstdcxx_problems) stops the build, naming what
+it found and the link-related environment, if the library still carries libstdc++'s own code.
 """
 
 import glob
@@ -89,6 +96,78 @@ def find_cuda_home(environ, which, reported_root=nvcc_reported_root, default="/u
     return None, rejected
 
 
+# --- libstdc++: shared, never a private copy. Tested on tiny libraries in tests/test_link_check.py.
+
+# Linux: name the shared libstdc++ by soname before the compiler driver's own `-lstdc++` (which
+# `-static-libstdc++` turns into the archive): every libstdc++ symbol then resolves against the shared
+# library, so a later archive has nothing left to supply. Needs no libstdc++.so development symlink.
+SHARED_LIBSTDCXX_LINK_ARGS = ["-Wl,--push-state,-Bdynamic", "-l:libstdc++.so.6", "-Wl,--pop-state"]
+LIBSTDCXX_SONAME = "libstdc++.so.6"
+# Symbols that only libstdc++ itself defines (mangled): std::locale and std::ios_base members, the
+# facets' ids (std::num_put<...>::id, std::codecvt<...>::id, ...), std::ostream::_M_insert.
+LIBSTDCXX_OWN_SYMBOL = re.compile(r"^_ZNSt(6locale|8ios_base)|^_ZNSt\w*2idE$|^_ZNSo9_M_insert")
+# What decides how a link treats libstdc++, reported when the check fails.
+LINK_ENVIRONMENT = ("CXX", "CC", "LDSHARED", "LDFLAGS", "CFLAGS", "CXXFLAGS", "CPPFLAGS", "LIBRARY_PATH",
+                    "LD_LIBRARY_PATH", "GCC_EXEC_PREFIX", "COMPILER_PATH")
+
+
+def libstdcxx_problems(library: str, run=subprocess.run) -> list[str] | None:
+    """Why the shared library at `library` carries its own libstdc++ ([] when it links the shared one
+    and defines none of libstdc++'s locale/stream symbols), or None when binutils (readelf, nm) are
+    missing. The full symbol table is read, so a copy hidden by `--exclude-libs` is caught too."""
+    try:
+        dynamic = run(["readelf", "-d", library], capture_output=True, text=True, check=True).stdout
+        symbols = run(["nm", "--defined-only", library], capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return None
+    problems = []
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic)
+    if LIBSTDCXX_SONAME not in needed:
+        problems.append(f"{LIBSTDCXX_SONAME} is not among its NEEDED libraries ({', '.join(needed) or 'none'})")
+    if "no symbols" in symbols.stderr:  # stripped: only the dynamic table is left
+        symbols = run(["nm", "-D", "--defined-only", library], capture_output=True, text=True, check=False)
+    own = sorted({line.split()[-1] for line in symbols.stdout.splitlines()
+                  if line.split() and LIBSTDCXX_OWN_SYMBOL.search(line.split()[-1])})
+    if own:
+        problems.append(f"it defines {len(own)} of libstdc++'s own locale/stream symbols (a private copy), "
+                        f"e.g. {', '.join(own[:3])}")
+    return problems
+
+
+def link_environment(environ=os.environ) -> str:
+    """The link-related environment, Python's own link command and where the C++ compiler finds
+    libstdc++, for a failed check's message."""
+    import shlex
+    import sysconfig
+
+    parts = [f"{var}={environ[var]!r}" for var in LINK_ENVIRONMENT if environ.get(var)]
+    parts.append(f"python's LDSHARED={sysconfig.get_config_var('LDSHARED')!r}")
+    cxx = shlex.split(environ.get("CXX") or "g++")
+    for name in ("libstdc++.so", "libstdc++.a"):
+        try:
+            found = subprocess.run([*cxx, f"-print-file-name={name}"], capture_output=True, text=True, timeout=60)
+            parts.append(f"`{' '.join(cxx)} -print-file-name={name}` = {found.stdout.strip() or found.stderr.strip()}")
+        except (OSError, subprocess.SubprocessError) as error:
+            parts.append(f"`{' '.join(cxx)} -print-file-name={name}` failed: {error}")
+    return "; ".join(parts)
+
+
+def check_shared_libstdcxx(library: str) -> None:
+    """Stops the build when `library` carries its own libstdc++; says the verdict either way."""
+    problems = libstdcxx_problems(library)
+    if problems is None:
+        _say(f"WARNING: readelf/nm (binutils) not found: {library} not checked for a private libstdc++")
+    elif problems:
+        os.remove(library)  # never leave a library behind that crashes on its first error message
+        raise RuntimeError(
+            f"{library} carries its own copy of libstdc++: " + "; ".join(problems)
+            + ". Its error messages would lose their numbers or crash the process (README.md, 'libstdc++'). "
+            f"Something in the link made libstdc++ static; the link-related environment: {link_environment()}")
+    else:
+        _say(f"libstdc++ check passed: {os.path.basename(library)} needs {LIBSTDCXX_SONAME} and defines none "
+             "of its locale/stream symbols")
+
+
 # --- The build.
 
 def _say(message: str) -> None:
@@ -124,7 +203,7 @@ def _extension():
     # The C++ standard is cpp_extension's choice, matching torch's headers. No FMA contraction:
     # proposal sampling must round every float operation exactly as the other backends do.
     cxx = ["-O3", "-ffp-contract=off"]
-    link = []
+    link = list(SHARED_LIBSTDCXX_LINK_ARGS) if sys.platform.startswith("linux") else []
     if torch.backends.openmp.is_available() and sys.platform.startswith("linux"):
         # at::parallel_for is inlined into our code: without OpenMP here it runs on one thread.
         cxx.append("-fopenmp")
@@ -157,4 +236,12 @@ if __name__ == "__main__":  # setuptools runs this file as __main__; tests impor
     extension = _extension()
     from torch.utils.cpp_extension import BuildExtension
 
-    setup(ext_modules=[extension], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})
+    class BuildAndCheckExtension(BuildExtension.with_options(use_ninja=True)):
+        """torch's build, then the libstdc++ check on each library it linked."""
+
+        def build_extension(self, ext):
+            super().build_extension(ext)
+            if sys.platform.startswith("linux"):
+                check_shared_libstdcxx(self.get_ext_fullpath(ext.name))
+
+    setup(ext_modules=[extension], cmdclass={"build_ext": BuildAndCheckExtension})
