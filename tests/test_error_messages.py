@@ -15,40 +15,11 @@ import sys
 import pytest
 
 from conftest import NATIVE
-from test_op_table import EPOCH, HIDDEN, IDS, INDEX, LABELS, OK, ROWS, SCORES, SPECIALS, _with
-from fastmask import library, reference
+from test_op_table import BAD, _with
+from fastmask import library
 
-# (op, argument position, bad value, how the message must end)
-NUMBERED = [
-    ("maskable_mask", 1, OK[:1].long(), "got [1, 6]"),
-    ("maskable_mask", 2, SPECIALS[None], "got 2-D"),
-    ("mask_tokens", 0, IDS[0], "got 1-D"),
-    ("mask_tokens", 1, OK[:, :2], "got [2, 2]"),
-    ("mask_tokens", 2, ROWS[:1], "must have shape (2,), got [1]"),
-    ("mask_tokens", 4, EPOCH[None], "got shape [1]"),
-    ("mask_tokens", 5, reference.PROB_ONE + 1, "got 16777217"),
-    ("mask_tokens", 6, 21, "got 21"),
-    ("mask_tokens", 7, 0, "got 0"),
-    ("mask_tokens", 8, -1, "got -1"),
-    ("mask_tokens", 9, reference.PROB_ONE, "got 16777216"),
-    ("mask_tokens", 10, 10, "got 10"),
-    ("mask_tokens", 11, 0, "got 0"),
-    ("fully_explored_mask", 5, 0, "got 0"),
-    ("fully_explored_mask", 10, 2**31, "got 2147483648"),
-    ("masked_positions", 0, LABELS[0], "got 1-D"),
-    ("masked_positions", 1, 0, "got 0"),
-    ("gather_masked", 0, HIDDEN[0], "got 2-D"),
-    ("gather_masked", 1, INDEX[0], "got 1-D"),
-    ("gather_masked", 1, INDEX[:1], "index has batch 1 but hidden has batch 2"),
-    ("scatter_masked", 1, INDEX[:, :2], "index has capacity 2 but values has 3 slots per row"),
-    ("scatter_masked", 2, -1, "got -1"),
-    ("proposal_mask", 1, SCORES[:1], "got [1, 6]"),
-    ("proposal_mask", 7, 0, "got 0"),
-    ("proposal_mask", 8, 1.5, "got 1.5"),
-    ("proposal_mask", 9, 0.0, "got 0"),
-    ("proposal_mask", 10, 3, "got 3"),
-]
-IDS_ = [f"{name}-{position}-{tail}" for name, position, _, tail in NUMBERED]
+# test_op_table's bad cases whose message carries a number, and how that message must end.
+NUMBERED = [(name, position, value, tail) for name, position, value, _, tail in BAD if tail is not None]
 
 
 def child() -> None:
@@ -71,7 +42,7 @@ def messages():
     return {index: (kind, text) for index, kind, text in lines}, ended, result.stderr[-2000:]
 
 
-@pytest.mark.parametrize("index", range(len(NUMBERED)), ids=IDS_)
+@pytest.mark.parametrize("index", range(len(NUMBERED)), ids=[f"{n}-{p}-{t}" for n, p, _, t in NUMBERED])
 def test_message_ends_with_the_value_given(messages, index):
     found, ended, stderr = messages
     name, _, _, tail = NUMBERED[index]

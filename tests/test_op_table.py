@@ -115,44 +115,49 @@ VALID = {
                       T_RANDOM, 4, 10),
 }
 
-# (op, argument position, bad value, the name the error must give)
+# (op, argument position, bad value, the name the error must give, and for a message carrying
+# numbers how the compiled kernels' message must end: tests/test_error_messages.py)
 BAD = [
-    ("maskable_mask", 0, IDS.float(), "input_ids"),
-    ("maskable_mask", 1, OK[:1].long(), "attention_mask"),
-    ("maskable_mask", 1, OK.float(), "attention_mask"),
-    ("maskable_mask", 2, SPECIALS[None], "special_ids"),
-    ("mask_tokens", 0, IDS[0], "input_ids"),
-    ("mask_tokens", 1, OK[:, :2], "maskable"),
-    ("mask_tokens", 1, OK.long(), "maskable"),
-    ("mask_tokens", 2, ROWS[:1], "row_ids"),
-    ("mask_tokens", 2, ROWS.int(), "row_ids"),
-    ("mask_tokens", 3, SEED.int(), "seed"),
-    ("mask_tokens", 4, EPOCH[None], "epoch"),
-    ("fully_explored_mask", 3, SEED.to("meta"), "seed"),  # neither the inputs' device nor the CPU
-    ("proposal_mask", 5, EPOCH.float(), "epoch"),
-    ("mask_tokens", 5, reference.PROB_ONE + 1, "select_threshold"),
-    ("mask_tokens", 6, COUNT_DEN + 1, "count_num"),
-    ("mask_tokens", 7, 0, "count_den"),
-    ("mask_tokens", 8, -1, "mask_threshold"),
-    ("mask_tokens", 9, reference.PROB_ONE, "random_threshold"),
-    ("mask_tokens", 10, 10, "mask_token_id"),
-    ("mask_tokens", 11, 0, "vocab_size"),
-    ("fully_explored_mask", 5, 0, "num_segments"),
-    ("fully_explored_mask", 10, 2**31, "vocab_size"),
-    ("masked_positions", 0, LABELS.int(), "labels"),
-    ("masked_positions", 1, 0, "capacity"),
-    ("gather_masked", 0, HIDDEN.long(), "hidden"),
-    ("gather_masked", 1, INDEX[:1], "index"),
-    ("gather_masked", 1, INDEX.int(), "index"),
-    ("scatter_masked", 1, INDEX[:, :2], "index"),
-    ("scatter_masked", 2, -1, "length"),
-    ("proposal_mask", 1, SCORES[:1], "scores"),
-    ("proposal_mask", 1, SCORES.long(), "scores"),
-    ("proposal_mask", 7, 0, "count_den"),
-    ("proposal_mask", 8, 1.5, "uniform_mix"),
-    ("proposal_mask", 9, 0.0, "temperature"),
-    ("proposal_mask", 10, 3, "sampling"),
+    ("maskable_mask", 0, IDS.float(), "input_ids", None),
+    ("maskable_mask", 1, OK[:1].long(), "attention_mask", "got [1, 6]"),
+    ("maskable_mask", 1, OK.float(), "attention_mask", None),
+    ("maskable_mask", 2, SPECIALS[None], "special_ids", "got 2-D"),
+    ("mask_tokens", 0, IDS[0], "input_ids", "got 1-D"),
+    ("mask_tokens", 1, OK[:, :2], "maskable", "got [2, 2]"),
+    ("mask_tokens", 1, OK.long(), "maskable", None),
+    ("mask_tokens", 2, ROWS[:1], "row_ids", "must have shape (2,), got [1]"),
+    ("mask_tokens", 2, ROWS.int(), "row_ids", None),
+    ("mask_tokens", 3, SEED.int(), "seed", None),
+    ("mask_tokens", 4, EPOCH[None], "epoch", "got shape [1]"),
+    ("fully_explored_mask", 3, SEED.to("meta"), "seed", None),  # neither the inputs' device nor the CPU
+    ("proposal_mask", 5, EPOCH.float(), "epoch", None),
+    ("mask_tokens", 5, reference.PROB_ONE + 1, "select_threshold", "got 16777217"),
+    ("mask_tokens", 6, COUNT_DEN + 1, "count_num", f"got {COUNT_DEN + 1}"),
+    ("mask_tokens", 7, 0, "count_den", "got 0"),
+    ("mask_tokens", 8, -1, "mask_threshold", "got -1"),
+    ("mask_tokens", 9, reference.PROB_ONE, "random_threshold", "got 16777216"),
+    ("mask_tokens", 10, 10, "mask_token_id", "got 10"),
+    ("mask_tokens", 11, 0, "vocab_size", "got 0"),
+    ("fully_explored_mask", 5, 0, "num_segments", "got 0"),
+    ("fully_explored_mask", 10, 2**31, "vocab_size", "got 2147483648"),
+    ("masked_positions", 0, LABELS[0], "labels", "got 1-D"),
+    ("masked_positions", 0, LABELS.int(), "labels", None),
+    ("masked_positions", 1, 0, "capacity", "got 0"),
+    ("gather_masked", 0, HIDDEN[0], "hidden", "got 2-D"),
+    ("gather_masked", 0, HIDDEN.long(), "hidden", None),
+    ("gather_masked", 1, INDEX[0], "index", "got 1-D"),
+    ("gather_masked", 1, INDEX[:1], "index", "index has batch 1 but hidden has batch 2"),
+    ("gather_masked", 1, INDEX.int(), "index", None),
+    ("scatter_masked", 1, INDEX[:, :2], "index", "index has capacity 2 but values has 3 slots per row"),
+    ("scatter_masked", 2, -1, "length", "got -1"),
+    ("proposal_mask", 1, SCORES[:1], "scores", "got [1, 6]"),
+    ("proposal_mask", 1, SCORES.long(), "scores", None),
+    ("proposal_mask", 7, 0, "count_den", "got 0"),
+    ("proposal_mask", 8, 1.5, "uniform_mix", "got 1.5"),
+    ("proposal_mask", 9, 0.0, "temperature", "got 0"),
+    ("proposal_mask", 10, 3, "sampling", "got 3"),
 ]
+BAD_IDS = [f"{name}-{argument}" for name, _, _, argument, _ in BAD]
 
 
 def _with(name, position, value):
@@ -168,14 +173,14 @@ def test_valid_arguments_pass_every_entry_point(name, backend):
 
 
 @pytest.mark.parametrize("backend", op_variant_params())
-@pytest.mark.parametrize("name,position,value,argument", BAD, ids=[f"{b[0]}-{b[3]}" for b in BAD])
-def test_direct_op_calls_reject_bad_input(name, position, value, argument, backend):
+@pytest.mark.parametrize("name,position,value,argument,_", BAD, ids=BAD_IDS)
+def test_direct_op_calls_reject_bad_input(name, position, value, argument, _, backend):
     with pytest.raises((TypeError, ValueError), match=argument):
         library.op(name, backend)(*_with(name, position, value))
 
 
-@pytest.mark.parametrize("name,position,value,argument", BAD, ids=[f"{b[0]}-{b[3]}" for b in BAD])
-def test_fake_kernels_reject_bad_input(name, position, value, argument):
+@pytest.mark.parametrize("name,position,value,argument,_", BAD, ids=BAD_IDS)
+def test_fake_kernels_reject_bad_input(name, position, value, argument, _):
     """The fakes run the check: torch.compile traces no unchecked call."""
     args = _with(name, position, value)
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
