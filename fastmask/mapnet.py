@@ -47,6 +47,13 @@ from torch import nn
 from fastmask.reference import IGNORE_INDEX
 
 
+def proposal_width(hidden_size: int) -> int:
+    """The proposal net's default width beside a model ``hidden_size`` wide (``fastmask pretrain``
+    and :func:`fastmask.hf.apply_fastmask`, which give the net 2 heads): a quarter of it, as the
+    author's MAP-BERT, rounded down to an even number, and at least 2."""
+    return max(2, hidden_size // 8 * 2)
+
+
 class MaskProposalNet(nn.Module):
     """A small Transformer encoder over the main model's token embedding, one score per position.
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from fastmask.mapnet import MaskProposalNet
+from fastmask.mapnet import MaskProposalNet, proposal_width
 from fastmask.strategy import STRATEGIES, MaskedStep, MaskingStrategy
 
 from transformers import TrainerCallback
@@ -206,7 +206,9 @@ def apply_fastmask(
     (exact count), ``"bernoulli"``, ``"fully-explored"`` (all ``num_segments`` views in the step)
     or ``"mapnet"`` (a proposal net over the model's input embedding, trained jointly through
     ``mapnet_objective`` (:func:`fastmask.mapnet_loss`) added with weight ``mapnet_weight``, masks
-    drawn by ``sampling``) — fresh every step, no host sync. In eval mode
+    drawn by ``sampling``; the net has ``proposal_layers`` layers and is ``proposal_hidden`` wide,
+    by default :func:`fastmask.mapnet.proposal_width` of the model's width, as in ``fastmask
+    pretrain``) — fresh every step, no host sync. In eval mode
     it masks with plain random masks (exact count) keyed by each sequence's tokens, for every
     strategy: evaluation losses compare across strategies and runs.
     ``forward`` with ``labels`` (any MLM collator's) uses them. Either way the vocabulary head runs
@@ -227,6 +229,9 @@ def apply_fastmask(
         raise ValueError(f"masking must be one of {STRATEGIES}, got {masking!r}")
     if not mapnet_weight >= 0:
         raise ValueError(f"mapnet_weight must be >= 0, got {mapnet_weight!r}")
+    if masking == "mapnet" and proposal_hidden is not None and not (proposal_hidden >= 2 and proposal_hidden % 2 == 0):
+        raise ValueError(f"proposal_hidden must be an even number >= 2 (the proposal net's 2 heads), "
+                         f"got {proposal_hidden!r}")
     tokenizer = _tokenizer_of(model, tokenizer)
     if tokenizer.mask_token_id is None:
         raise ValueError("the tokenizer has no mask token: masked-language modelling needs one")
@@ -269,7 +274,7 @@ def _proposal_net(model, settings: dict) -> MaskProposalNet:
     else:
         saved = None
     embedding = model.get_input_embeddings()
-    hidden = settings["proposal_hidden"] or max(2, embedding.embedding_dim // 4 // 2 * 2)
+    hidden = settings["proposal_hidden"] or proposal_width(embedding.embedding_dim)
     settings["proposal_hidden"] = hidden
     net = MaskProposalNet(embedding, num_layers=settings["proposal_layers"], hidden_size=hidden, num_heads=2,
                           max_len=model.config.max_position_embeddings)

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field, fields
 
-from fastmask.mapnet import OBJECTIVES
+from fastmask.mapnet import OBJECTIVES, proposal_width
 from fastmask.ops import SAMPLINGS
 from fastmask.strategy import STRATEGIES
 
@@ -67,8 +67,8 @@ class Config:
     masks_per_row: int = _flag(1, "random/bernoulli: independent masks of every row in a step (K of them cost what "
                                   "fully explored's K views cost)")
     mapnet_layers: int = _flag(2, "MAPNet proposal net: Transformer layers")
-    mapnet_hidden: int | None = _flag(None, "MAPNet proposal net: width (even); None: a quarter of --hidden-size",
-                                      kind=int)
+    mapnet_hidden: int | None = _flag(None, "MAPNet proposal net: width (even, for its 2 heads); None: a quarter of "
+                                            "--hidden-size, rounded down to an even number (at least 2)", kind=int)
     mapnet_weight: float = _flag(0.1, "MAPNet: weight lambda of the proposal net's objective")
     mapnet_objective: str = _flag("regression", "MAPNet: the proposal's objective (fastmask.mapnet_loss): regression "
                                                 "(scores fitted to the log gradient-norm signal, q proportional to it), "
@@ -114,7 +114,7 @@ class Config:
         if cfg.num_segments is None:
             cfg.num_segments = max(1, round(1 / cfg.mlm_probability)) if cfg.mlm_probability > 0 else 1
         if cfg.mapnet_hidden is None:
-            cfg.mapnet_hidden = max(cfg.mapnet_layers, cfg.hidden_size // 4)
+            cfg.mapnet_hidden = proposal_width(cfg.hidden_size)
         if cfg.log_interval is None:
             cfg.log_interval = min(10, max(1, cfg.steps // 50))
         if cfg.warmup is None:
@@ -135,7 +135,8 @@ class Config:
              "--weighting token"),
             (self.hidden_size % self.num_heads == 0,
              f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}"),
-            (self.mapnet_hidden % 2 == 0, f"--mapnet-hidden must be even (2 heads), got {self.mapnet_hidden}"),
+            (self.masking != "mapnet" or (self.mapnet_hidden >= 2 and self.mapnet_hidden % 2 == 0),
+             f"--mapnet-hidden must be an even number >= 2 (the proposal net's 2 heads), got {self.mapnet_hidden}"),
             (8 <= self.seq_len <= MAX_SEQ_LEN, f"--seq-len must be in [8, {MAX_SEQ_LEN}], got {self.seq_len}"),
             (not self.resume or self.out is not None, "--resume needs --out: the folder of the run to continue"),
             (not (self.resume and self.overwrite), "--resume continues the run in --out; --overwrite replaces it: "
