@@ -28,12 +28,13 @@ from fastmask import baselines, data
 from fastmask.train.config import HF_BASELINE, Config, parse_args
 from fastmask.train.model import Pretrainer
 from fastmask.train.run_folder import (
+    CHECKPOINT,
     EXPORT_DIR,
     TOKENIZER_DIR,
     export_model,
     load_checkpoint,
-    output_folder,
     plot,
+    run_folder,
     save_checkpoint,
     write_run_records,
 )
@@ -123,7 +124,8 @@ def train(cfg: Config) -> dict:
     cfg = cfg.resolved()
     rank, world, device = _setup_distributed(cfg)
     try:
-        return _train(cfg, rank, world, device)
+        with run_folder(cfg, rank == 0, world) as out:  # a run that fails before its first checkpoint leaves nothing
+            return _train(dataclasses.replace(cfg, out=out), rank, world, device)
     except BaseException as exc:
         traceback.clear_frames(exc.__traceback__)  # the failed run's locals, the DDP wrapper among them, go now
         raise
@@ -139,14 +141,13 @@ def train(cfg: Config) -> dict:
 
 def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     main = rank == 0
-    cfg = dataclasses.replace(cfg, out=output_folder(cfg, main, world))
     if main:
         print(f"fastmask pretrain: output folder {cfg.out}", flush=True)
     torch.manual_seed(cfg.seed)
 
     # Data. A checkpoint is read (and checked) before the corpus: a bad one fails in seconds. Rank 0
     # prepares (and caches) the tokenizer and rows first; the other ranks then load them.
-    state = load_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), cfg) if cfg.resume else None
+    state = load_checkpoint(os.path.join(cfg.out, CHECKPOINT), cfg) if cfg.resume else None
     stored_tokenizer = os.path.join(cfg.out, TOKENIZER_DIR)
     if cfg.resume and os.path.isdir(stored_tokenizer):
         cfg = dataclasses.replace(cfg, tokenizer=stored_tokenizer)  # the run's own vocabulary, whatever the cache holds
@@ -188,7 +189,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
 
     def checkpoint(at_step: int) -> None:
         if main:
-            save_checkpoint(os.path.join(cfg.out, "checkpoint.pt"), dict(
+            save_checkpoint(os.path.join(cfg.out, CHECKPOINT), dict(
                 model=model.state_dict(), optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
                 rng=torch.get_rng_state(), cuda_rng=torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
                 step=at_step, config=dataclasses.asdict(cfg)))
@@ -226,10 +227,10 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
             if step % cfg.log_interval == 0 or step == cfg.steps:
                 mean_loss = window_loss.item() / progress.window_steps  # the one host sync, at log time
                 if not math.isfinite(mean_loss):
-                    raise FloatingPointError(
-                        f"the training loss became {mean_loss} between steps {step - progress.window_steps} and "
-                        f"{step}; stopping. The last good checkpoint ({os.path.join(cfg.out, 'checkpoint.pt')}) "
-                        f"is from step {good_step}.")
+                    kept = (f"The last good checkpoint ({os.path.join(cfg.out, CHECKPOINT)}) is from step {good_step}."
+                            if good_step > 0 else "There is no checkpoint yet: the run leaves nothing behind.")
+                    raise FloatingPointError(f"the training loss became {mean_loss} between steps "
+                                             f"{step - progress.window_steps} and {step}; stopping. {kept}")
                 evaluated = step % cfg.eval_interval == 0 or step == cfg.steps
                 eval_loss = evaluate(model, prepared.eval, cfg, device, world, autocast) if evaluated else None
                 progress.log(step, mean_loss, eval_loss, timer, schedule.get_last_lr()[0])
@@ -240,7 +241,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
             if stop["signal"] is not None:
                 checkpoint(step)
                 raise Interrupted(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved to "
-                                  f"{os.path.join(cfg.out, 'checkpoint.pt')} (continue with --resume)")
+                                  f"{os.path.join(cfg.out, CHECKPOINT)} (continue with --resume)")
     return {**progress.summary, "out": cfg.out}
 
 

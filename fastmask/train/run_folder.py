@@ -4,6 +4,7 @@ and the curves."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -18,9 +19,9 @@ import torch.distributed as dist
 import fastmask
 from fastmask.train.config import MODEL_FIELDS, Config
 
-TOKENIZER_DIR, EXPORT_DIR = "tokenizer", "hf-model"
-# What a run writes in its folder (--overwrite removes exactly these).
-RUN_FILES = ("checkpoint.pt", "metrics.jsonl", "curves.png", "config.json", "versions.json", TOKENIZER_DIR, EXPORT_DIR)
+CHECKPOINT, TOKENIZER_DIR, EXPORT_DIR = "checkpoint.pt", "tokenizer", "hf-model"
+# What a run writes in its folder (--overwrite, and a failed start, remove exactly these).
+RUN_FILES = (CHECKPOINT, "metrics.jsonl", "curves.png", "config.json", "versions.json", TOKENIZER_DIR, EXPORT_DIR)
 
 
 def write_run_records(cfg: Config, tokenizer, device: torch.device) -> None:
@@ -59,10 +60,13 @@ def export_model(model, tokenizer, folder: str) -> None:
     transformers_logging.disable_progress_bar()  # its "Writing model shards" bar, at every checkpoint, is noise
     try:
         model.mlm.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     finally:
         if shown:
             transformers_logging.enable_progress_bar()
-    tokenizer.save_pretrained(staging)
     previous = f"{folder}.old-{os.getpid()}"
     if os.path.exists(folder):
         os.replace(folder, previous)
@@ -70,9 +74,30 @@ def export_model(model, tokenizer, folder: str) -> None:
     shutil.rmtree(previous, ignore_errors=True)
 
 
-def output_folder(cfg: Config, main: bool, world: int) -> str:
-    """The run's folder. --out must not hold another run's files unless the run continues it
-    (--resume) or replaces them (--overwrite); without --out, a new folder (the same on every rank)."""
+@contextlib.contextmanager
+def run_folder(cfg: Config, main: bool, world: int):
+    """The run's folder (see `output_folder`), for the duration of the run. A run that fails
+    before its first checkpoint leaves nothing: the run files it wrote go, and the folders it
+    created. Another run's files, and a folder this run did not create, are never removed; nor is
+    anything of a resumed run (its checkpoint predates it)."""
+    folder, created = output_folder(cfg, main, world)
+    try:
+        yield folder
+    except BaseException:
+        if main and not cfg.resume and not os.path.exists(os.path.join(folder, CHECKPOINT)):
+            _remove_run_files(folder)
+            for path in reversed(created):
+                try:
+                    os.rmdir(path)  # only if empty: whatever else is there stays
+                except OSError:
+                    break
+        raise
+
+
+def output_folder(cfg: Config, main: bool, world: int) -> tuple[str, list[str]]:
+    """(the run's folder, the folders made for it, outermost first). --out must not hold another
+    run's files unless the run continues it (--resume) or replaces them (--overwrite); without
+    --out, a new folder (the same on every rank)."""
     if cfg.out is not None:
         existing = sorted(os.listdir(cfg.out)) if os.path.isdir(cfg.out) else []
         if existing and not (cfg.resume or cfg.overwrite):
@@ -80,33 +105,53 @@ def output_folder(cfg: Config, main: bool, world: int) -> str:
                              f"{', ...' if len(existing) > 4 else ''}): continue that run with --resume, replace "
                              "it with --overwrite, or choose another --out")
         if cfg.overwrite and main:
-            for name in RUN_FILES:
-                path = os.path.join(cfg.out, name)
-                if os.path.isdir(path):
-                    shutil.rmtree(path)
-                elif os.path.exists(path):
-                    os.remove(path)
+            _remove_run_files(cfg.out)
+        created = []
         if main and not cfg.resume:  # a resumed run's folder exists: load_checkpoint says so otherwise
-            os.makedirs(cfg.out, exist_ok=True)
-        return cfg.out
-    folder = None
+            created = _make_folder(cfg.out, exist_ok=True)
+        return cfg.out, created
+    folder, created = None, []
     if main:
         base = os.path.join("runs", "pretrain-" + time.strftime("%Y%m%d-%H%M%S"))
         folder, n = base, 1
         while os.path.exists(folder):
             folder, n = f"{base}-{n}", n + 1
-        os.makedirs(folder)
+        created = _make_folder(folder, exist_ok=False)
     if world > 1:
         shared = [folder]
         dist.broadcast_object_list(shared)  # rank 0's name: clocks and folders differ across ranks
         folder = shared[0]
-    return folder
+    return folder, created
+
+
+def _make_folder(path: str, exist_ok: bool) -> list[str]:
+    """Creates `path` (and its missing parents); the folders it created, outermost first."""
+    missing, parent = [], os.path.abspath(path)
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    os.makedirs(path, exist_ok=exist_ok)
+    return missing[::-1]
+
+
+def _remove_run_files(folder: str) -> None:
+    for name in RUN_FILES:
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
 
 
 def save_checkpoint(path: str, state: dict) -> None:
+    """Written aside, then renamed: a checkpoint is whole or absent (a failed write leaves no part)."""
     tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_checkpoint(path: str, cfg: Config) -> dict:
