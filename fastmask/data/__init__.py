@@ -15,7 +15,7 @@ Caching (``$FASTMASK_CACHE``, else ``~/.cache/fastmask``; every file written to 
 * ``rows-<key>.pt``: packed rows, key = hash(texts hash, tokenizer identity, seq_len); the held-out
   split is recomputed (cheap and deterministic), so it is not part of the key.
 
-cache      the cache folder, atomic writes, the hashes keys are made of; progress/log lines
+cache      the cache folder, atomic writes, the hashes keys are made of; log lines; whether bars are drawn
 corpus     the built-in corpus, corpus files and directories, the source fingerprint
 tokenizer  the WordPiece tokenizer: trained and cached, or loaded from a directory
 packing    documents into rows, the held-out split
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from fastmask.data.cache import _atomic_write, _cache_dir, _digest, _log
+from fastmask.data.cache import _atomic_write, _cache_dir, _digest, _log, progress_bars
 from fastmask.data.corpus import _Corpus, builtin_texts, load_texts
 from fastmask.data.packing import _PACK_VERSION, _load_rows, pack, split
 from fastmask.data.tokenizer import (
@@ -55,6 +55,7 @@ __all__ = [
     "load_tokenizer",
     "pack",
     "prepare",
+    "progress_bars",
     "split",
     "train_tokenizer",
 ]

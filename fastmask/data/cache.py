@@ -1,5 +1,6 @@
 """What every stage shares: the cache (its folder; atomic writes, so concurrent or interrupted runs
-never leave a half-written file; the hashes its keys are made of) and the progress/log lines."""
+never leave a half-written file; the hashes its keys are made of), the log lines and whether
+progress bars are drawn."""
 
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ def _log(show: bool, message: str) -> None:
         print(f"fastmask: {message}", file=sys.stderr, flush=True)
 
 
+def progress_bars(show: bool) -> bool:
+    """Whether to draw progress bars (data stages, training): when asked for and stderr is a
+    terminal. Elsewhere (a log file, Slurm, nohup) a bar redrawn with \\r is noise: plain lines only."""
+    return show and sys.stderr.isatty()
+
+
 def _progress(iterable, show: bool, **kwargs):
-    if not show:
+    if not progress_bars(show):
         return iterable
     from tqdm.auto import tqdm
 

@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
-from fastmask.data.cache import _atomic_write, _cache_dir, _digest, _log, _texts_hash
+from fastmask.data.cache import _atomic_write, _cache_dir, _digest, _log, _texts_hash, progress_bars
 
 if TYPE_CHECKING:  # transformers/tokenizers are imported lazily: they take seconds to import
     from transformers import PreTrainedTokenizerFast
@@ -84,7 +84,7 @@ def _tokenizer_for(
     texts = get_texts()
     t0 = time.perf_counter()
     _log(show_progress, f"training a WordPiece tokenizer (vocab {vocab_size}) on {len(texts)} texts ...")
-    backend = _train_backend(texts, vocab_size, show_progress)
+    backend = _train_backend(texts, vocab_size, progress_bars(show_progress))
     _log(show_progress, f"tokenizer trained ({backend.get_vocab_size()} tokens, {time.perf_counter() - t0:.1f} s)")
     # The tokenizers WordPiece trainer is not deterministic (hash-map order breaks ties; upstream
     # huggingface/tokenizers#1794), so processes sharing a cache that train at once (one per rank)

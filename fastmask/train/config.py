@@ -102,7 +102,7 @@ class Config:
     device: str = _flag("auto", "auto: cuda when available, else cpu", choices=("auto", "cpu", "cuda"))
     cache_dir: str | None = _flag(None, "tokenizer and packed-row cache; None: $FASTMASK_CACHE or ~/.cache/fastmask",
                                   kind=str)
-    progress: bool = _flag(True, "a progress bar")
+    progress: bool = _flag(True, "progress: bars on a terminal, plain lines elsewhere (a log file, Slurm)")
     sync_debug: bool = _flag(False, "GPU: torch.cuda.set_sync_debug_mode('error') outside logging steps")
 
     def resolved(self) -> "Config":

@@ -309,7 +309,7 @@ class Progress:
         self.cfg, self.main, self.model = cfg, main, model
         self.tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len * world
         self.metrics_path = os.path.join(cfg.out, "metrics.jsonl")
-        self.use_bar = cfg.progress and main and sys.stderr.isatty()
+        self.use_bar = data.progress_bars(cfg.progress and main)
         self.bar = tqdm(total=cfg.steps, initial=step, disable=not self.use_bar, desc="pretrain", unit="step")
         if main:
             parameters = sum(p.numel() for p in model.parameters())
