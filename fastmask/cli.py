@@ -1,4 +1,4 @@
-"""Command line: ``fastmask pretrain``, ``experiment``, ``bench``, ``info`` and ``demo`` (also ``python -m fastmask ...``)."""
+"""Command line: fastmask pretrain, experiment, bench, info and demo (also python -m fastmask ...)."""
 
 from __future__ import annotations
 
@@ -43,10 +43,21 @@ def _demo_sentence() -> list[str]:
     return json.__doc__.split("\n\n")[0].split()
 
 
+DEMO_TITLES = {  # per strategy (fastmask.strategy.STRATEGIES), the heading of its masked sentence
+    "random": "random (exactly round(p n) tokens, p = 0.15)",
+    "bernoulli": "bernoulli (each token with probability p = 0.15, as the HF collator, so the count varies; "
+                 "drawn from random's keys, so one of the two sets holds the other)",
+    "fully-explored": "fully-explored (K = 3 disjoint views here, all in one step; the default K is round(1/p) = 7)",
+    "mapnet": "mapnet (drawn from a proposal net, with importance weights; this one is untrained: q uniform)",
+}
+
+
 def demo(args) -> int:
     """Masks a sentence with each strategy, then times the C++ CPU kernel against the HF collator."""
     import fastmask
     from fastmask import baselines, data
+    from fastmask.mapnet import proposal_width
+    from fastmask.strategy import STRATEGIES, MaskingStrategy
 
     words = ["[CLS]", *_demo_sentence(), "[SEP]"]
     vocab = {w: i for i, w in enumerate(dict.fromkeys(list(data.SPECIAL_TOKENS) + words))}
@@ -54,22 +65,29 @@ def demo(args) -> int:
     ids = torch.tensor([[vocab[w] for w in words]])
     specials = [vocab[t] for t in data.SPECIAL_TOKENS]
     mask_id, vocab_size = vocab["[MASK]"], len(vocab)
-    maskable = fastmask.maskable_mask(ids, special_ids=specials)
 
-    def show(title, out_ids, labels):
+    def show(view, out_ids, labels):
         shown = [
             f"{itos[int(i)]}<-{itos[int(lab)]}" if lab != -100 and i != lab else
             (f"({itos[int(i)]})" if lab != -100 else itos[int(i)])
             for i, lab in zip(out_ids.tolist(), labels.tolist())
         ]
-        print(f"{title}:\n  {' '.join(shown)}")
+        print(f"  {view + ': ' if view else ''}{' '.join(shown)}")
 
     print("masked tokens show as NEW<-ORIGINAL, or (ORIGINAL) where the 10% 'keep' rule applied\n")
-    out = fastmask.mask_tokens(ids, maskable, mask_id, vocab_size, exact_count=True, seed=args.seed)
-    show("random (exact count, p = 0.15)", out.input_ids[0], out.labels[0])
-    views = fastmask.fully_explored_mask(ids, maskable, mask_id, vocab_size, num_segments=3, seed=args.seed)
-    for k in range(3):
-        show(f"fully-explored view {k} of 3", views.input_ids[k, 0], views.labels[k, 0])
+    for name in STRATEGIES:
+        proposal = None
+        if name == "mapnet":
+            embedding = torch.nn.Embedding(vocab_size, 16)
+            proposal = fastmask.MaskProposalNet(embedding, num_layers=1, hidden_size=proposal_width(16),
+                                              max_len=ids.shape[1])
+        strategy = MaskingStrategy(name, mask_token_id=mask_id, vocab_size=vocab_size, special_ids=specials,
+                                   num_segments=3, seed=args.seed, proposal=proposal)
+        with torch.no_grad():
+            step = strategy(ids, row_ids=torch.zeros(1, dtype=torch.int64), epoch=0)
+        print(f"{DEMO_TITLES[name]}:")
+        for view in range(step.views):
+            show(f"view {view + 1} of {step.views}" if step.views > 1 else "", step.input_ids[view], step.labels[view])
 
     print(f"\nCPU speed at B={args.batch}, L={args.length} on {torch.get_num_threads()} threads:")
     import torch.utils.benchmark as benchmark

@@ -161,8 +161,12 @@ MODEL_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "
 DESCRIPTION = """Pretrains a BERT encoder by masked-language modelling, with fastmask's masking kernels and
 sparse MLM head, on a CPU or a GPU (torchrun: one process per GPU or CPU process, DDP).
 
-Output (--out): metrics.jsonl (a line per --log-interval), curves.png, checkpoint.pt (continue
-with --resume). Ctrl-C or SIGTERM writes a checkpoint first.
+Output (--out; default: a new runs/pretrain-<date>-<time>): checkpoint.pt (model, optimizer,
+schedule, RNG and step: continue with --resume), metrics.jsonl (a line per --log-interval),
+curves.png (the losses and tokens/s), config.json (every resolved field), versions.json
+(fastmask, torch, transformers, CUDA, Python, device, git commit), tokenizer/ (the run's own) and
+hf-model/ (a Hugging Face folder: AutoModelForMaskedLM.from_pretrained loads it). Ctrl-C or
+SIGTERM writes a checkpoint first; a run that fails before its first checkpoint leaves nothing.
 
 examples:
   fastmask pretrain                                        # the tiny preset on the built-in corpus
