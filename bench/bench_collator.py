@@ -48,9 +48,9 @@ def make_features(tokenizer, rows: int, low: int, high: int, special_tokens_mask
     return [{key: encoded[key][i] for key in encoded.keys()} for i in range(rows)]
 
 
-def collect(device, quick, min_run_time):
+def collect(device, profile):
     device = torch.device("cpu")  # whatever --device says: collators run on the CPU, in data-loader workers
-    rows, low, high = (32, 16, 128) if quick else (256, 64, 512)
+    rows, low, high = (32, 16, 128) if profile.quick else (256, 64, 512)
     tokenizer = baselines.in_memory_tokenizer(harness.VOCAB)
     theirs = transformers.DataCollatorForLanguageModeling(tokenizer, mlm_probability=harness.P)
     ours = DataCollatorForLanguageModeling(tokenizer, mlm_probability=harness.P)
@@ -60,11 +60,11 @@ def collect(device, quick, min_run_time):
         features = make_features(tokenizer, rows, low, high, special_tokens_mask)
         shape = f"{rows}x{max(len(f['input_ids']) for f in features)}"
         result += harness.time_contenders(op, shape, torch.int64, {"hf-collator-call": theirs, "cpp": ours},
-                                          [(features,)], None, device, min_run_time)
+                                          [(features,)], None, device, profile)
     result += harness.time_contenders("collator_pad", shape, torch.int64, {
         "hf-collator-call": lambda f: pad_without_fast_tokenizer_warning(tokenizer, f, return_tensors="pt"),
         "cpp": pads_only,
-    }, [(features,)], None, device, min_run_time)
+    }, [(features,)], None, device, profile)
     return result
 
 

@@ -25,10 +25,9 @@ OPS = ("fully_explored_mask",)
 BASELINES = harness.baselines("reference", "compiled-ref")
 
 
-def bench_shape(batch, length, device, min_run_time, segment_counts):
+def bench_shape(batch, length, device, profile, segment_counts):
     inputs = harness.rotating(lambda: harness.make_inputs(batch, length, device), batch * length * 9, device)
     ms_per_byte = harness.copy_ms_per_byte(device)
-    rows = []
     for k, partition in [(k, "random") for k in segment_counts] + [(7, "contiguous")]:
         nbytes = batch * length * (8 + 1 + k * 16)
         op = f"fully_explored_k{k}" + ("_contiguous" if partition == "contiguous" else "")
@@ -37,15 +36,14 @@ def bench_shape(batch, length, device, min_run_time, segment_counts):
             return fastmask.fully_explored_mask(ids, maskable, harness.MASK_ID, harness.VOCAB, k, partition,
                                                 backend=backend)
 
-        rows += harness.time_contenders(op, f"{batch}x{length}", torch.int64, harness.fastmask_contenders(call, device),
-                                        inputs, nbytes * ms_per_byte, device, min_run_time)
-    return rows
+        yield from harness.time_contenders(op, f"{batch}x{length}", torch.int64, harness.fastmask_contenders(call, device),
+                                        inputs, nbytes * ms_per_byte, device, profile)
 
 
-def collect(device, quick, min_run_time):
-    segment_counts = (7,) if quick else (4, 7, 10)
-    return [row for batch, length in harness.sizes(device, quick)
-            for row in bench_shape(batch, length, device, min_run_time, segment_counts)]
+def collect(device, profile):
+    segment_counts = {"quick": (7,), "gpu": (7,)}.get(profile.name, (4, 7, 10))
+    for batch, length in harness.sizes(device, profile):
+        yield from bench_shape(batch, length, device, profile, segment_counts)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,8 @@ BASELINES = harness.baselines("hf-trainer-step")
 PRESETS = {"small": (128, 2, 2, 512), "base": (768, 12, 12, 3072)}  # width, layers, heads, ffn
 
 
-def _features(tokenizer, batch: int, lengths: tuple[int, int]) -> list[dict]:
+def features(tokenizer, batch: int, lengths: tuple[int, int]) -> list[dict]:
+    """`batch` tokenized rows, [CLS] random words [SEP], lengths uniform in the range (a fixed seed)."""
     g = torch.Generator().manual_seed(0)
     sizes = torch.randint(lengths[0], lengths[1] + 1, (batch,), generator=g).tolist()
     words = len(SPECIAL_TOKENS)
@@ -54,37 +55,58 @@ def _saved_mib(step) -> float:
     return sum(saved) / 2**20
 
 
-def bench_hf_step(preset: str, batch: int, lengths: tuple[int, int], device, min_run_time):
-    from transformers import BertConfig, BertForMaskedLM, DataCollatorWithPadding
+def bert(preset: str, max_length: int, device):
+    """A BertForMaskedLM of the preset over BERT's vocabulary, in training mode (seed 0)."""
+    from transformers import BertConfig, BertForMaskedLM
 
     width, layers, heads, ffn = PRESETS[preset]
-    tokenizer = baselines.in_memory_tokenizer(harness.VOCAB)
     torch.manual_seed(0)
-    plain = BertForMaskedLM(BertConfig(vocab_size=harness.VOCAB, hidden_size=width, num_hidden_layers=layers,
-                                       num_attention_heads=heads, intermediate_size=ffn,
-                                       max_position_embeddings=max(512, lengths[1]))).to(device).train()
-    patched = apply_fastmask(copy.deepcopy(plain), tokenizer).train()
-    features = _features(tokenizer, batch, lengths)
-    masking, padding = baselines.hf_collator(tokenizer, harness.P), DataCollatorWithPadding(tokenizer)
+    return BertForMaskedLM(BertConfig(vocab_size=harness.VOCAB, hidden_size=width, num_hidden_layers=layers,
+                                      num_attention_heads=heads, intermediate_size=ffn,
+                                      max_position_embeddings=max(512, max_length))).to(device).train()
+
+
+def collators(tokenizer) -> tuple:
+    """(transformers' masking collator, the padding-only collator apply_fastmask takes)."""
+    from transformers import DataCollatorWithPadding
+
+    return baselines.hf_collator(tokenizer, harness.P), DataCollatorWithPadding(tokenizer)
+
+
+def trainer_step(model, collator, rows: list[dict], device, optimizer=None):
+    """One step as a Trainer runs it: collate the features, copy to the device, forward (bf16
+    autocast on GPU) and backward; with an optimizer, gradient clipping and its step too."""
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
-    def step(model, collator):
-        def run():
-            inputs = collator(features).to(device, non_blocking=True)
-            with autocast:
-                loss = model(**inputs).loss
-            loss.backward()
-        return run
+    def run():
+        inputs = collator(rows).to(device, non_blocking=True)
+        with autocast:
+            loss = model(**inputs).loss
+        loss.backward()
+        if optimizer is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    contenders = {"hf-trainer-step": step(plain, masking), "collator+sparse": step(patched, masking),
-                  "apply_fastmask": step(patched, padding)}
-    tokens = sum(len(f["input_ids"]) for f in features)
+    return run
+
+
+def bench_hf_step(preset: str, batch: int, lengths: tuple[int, int], device, profile):
+    tokenizer = baselines.in_memory_tokenizer(harness.VOCAB)
+    plain = bert(preset, lengths[1], device)
+    patched = apply_fastmask(copy.deepcopy(plain), tokenizer).train()
+    rows_in = features(tokenizer, batch, lengths)
+    masking, padding = collators(tokenizer)
+    contenders = {"hf-trainer-step": trainer_step(plain, masking, rows_in, device),
+                  "collator+sparse": trainer_step(patched, masking, rows_in, device),
+                  "apply_fastmask": trainer_step(patched, padding, rows_in, device)}
+    tokens = sum(len(f["input_ids"]) for f in rows_in)
     shape, dtype = f"{batch}x{lengths[0]}-{lengths[1]}", "bf16" if device.type == "cuda" else "fp32"
     rows, medians = [], {}
     for name, run in contenders.items():
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        timing = harness.time_fn(run, [()], device, min_run_time)
+        timing = harness.time_fn(run, [()], device, profile)
         medians[name] = timing[0]
         rows.append(harness.make_row(f"hf_step_{preset}", shape, dtype, name, timing, None, device))
         peak = f", peak {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else ""
@@ -97,12 +119,12 @@ def bench_hf_step(preset: str, batch: int, lengths: tuple[int, int], device, min
     return rows
 
 
-def collect(device, quick, min_run_time):
-    if quick:
-        return bench_hf_step("small", 4, (16, 32), device, min_run_time)
+def collect(device, profile):
+    if profile.quick:
+        return bench_hf_step("small", 4, (16, 32), device, profile)
     if device.type == "cpu":
-        return bench_hf_step("small", 32, (64, 128), device, min_run_time)
-    return bench_hf_step("base", 64, (64, 512), device, min_run_time)
+        return bench_hf_step("small", 32, (64, 128), device, profile)
+    return bench_hf_step("base", 64, (64, 512), device, profile)
 
 
 if __name__ == "__main__":

@@ -38,18 +38,18 @@ def eager_torch_masking(ids, maskable):
     return harness.eager_replace(ids, chosen)
 
 
-def bench_shape(batch, length, device, min_run_time):
+def bench_shape(batch, length, device, profile):
     inputs = harness.rotating(lambda: harness.make_inputs(batch, length, device), batch * length * (8 + 1), device)
     ms_per_byte = harness.copy_ms_per_byte(device)
     shape = f"{batch}x{length}"
 
     def time(op, contenders, nbytes, input_sets=inputs):
         return harness.time_contenders(op, shape, torch.int64, contenders, input_sets, nbytes * ms_per_byte, device,
-                                       min_run_time)
+                                       profile)
 
     specials = harness.special_ids(device)
     attended = [(ids, torch.ones_like(ids)) for ids, _ in inputs]  # int64, as tokenizers return it
-    rows = time("maskable_mask", {
+    yield from time("maskable_mask", {
         "eager-isin": lambda ids, attention: eager_isin(ids, attention, specials),
         **harness.fastmask_contenders(
             lambda ids, attention, backend: fastmask.maskable_mask(ids, attention, specials, backend=backend), device),
@@ -57,22 +57,21 @@ def bench_shape(batch, length, device, min_run_time):
 
     mask_bytes = batch * length * (8 + 1 + 8 + 8)  # read ids + maskable, write ids + labels
     collator = baselines.hf_collator(baselines.in_memory_tokenizer(harness.VOCAB), harness.P)
-    rows += time("mask_tokens", {
+    yield from time("mask_tokens", {
         "hf-collator": lambda ids, maskable: collator.torch_mask_tokens(ids.clone(), special_tokens_mask=~maskable),
     }, mask_bytes, [(ids.cpu(), maskable.cpu()) for ids, maskable in inputs[:1]])
-    rows += time("mask_tokens", {"eager-torch": eager_torch_masking}, mask_bytes)
+    yield from time("mask_tokens", {"eager-torch": eager_torch_masking}, mask_bytes)
     for exact, op in ((False, "mask_tokens"), (True, "mask_tokens_exact")):
         def call(ids, maskable, backend, exact=exact):
             return fastmask.mask_tokens(ids, maskable, harness.MASK_ID, harness.VOCAB, harness.P, exact_count=exact,
                                         backend=backend)
 
-        rows += time(op, harness.fastmask_contenders(call, device), mask_bytes)
-    return rows
+        yield from time(op, harness.fastmask_contenders(call, device), mask_bytes)
 
 
-def collect(device, quick, min_run_time):
-    return [row for batch, length in harness.sizes(device, quick)
-            for row in bench_shape(batch, length, device, min_run_time)]
+def collect(device, profile):
+    for batch, length in harness.sizes(device, profile):
+        yield from bench_shape(batch, length, device, profile)
 
 
 if __name__ == "__main__":

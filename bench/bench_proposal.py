@@ -38,7 +38,7 @@ def eager_multinomial(ids, scores, maskable, k):
     return *harness.eager_replace(ids, chosen), weights
 
 
-def bench_shape(batch, length, device, min_run_time):
+def bench_shape(batch, length, device, profile):
     k = fastmask.masked_count(length, harness.P)
 
     def make():
@@ -48,7 +48,6 @@ def bench_shape(batch, length, device, min_run_time):
     nbytes = batch * length * (8 + 4 + 1 + 8 + 8 + 4)
     sets = harness.rotating(make, nbytes, device)
     floor_ms = nbytes * harness.copy_ms_per_byte(device)
-    rows = []
     for sampling in ("systematic", "topk"):
         contenders = {
             "eager-multinomial": lambda ids, scores, maskable: eager_multinomial(ids, scores, maskable, k),
@@ -58,14 +57,13 @@ def bench_shape(batch, length, device, min_run_time):
                     backend=backend),
                 device),
         }
-        rows += harness.time_contenders(f"proposal_{sampling}", f"{batch}x{length}", torch.float32, contenders, sets,
-                                        floor_ms, device, min_run_time)
-    return rows
+        yield from harness.time_contenders(f"proposal_{sampling}", f"{batch}x{length}", torch.float32, contenders, sets,
+                                        floor_ms, device, profile)
 
 
-def collect(device, quick, min_run_time):
-    return [row for batch, length in harness.sizes(device, quick)
-            for row in bench_shape(batch, length, device, min_run_time)]
+def collect(device, profile):
+    for batch, length in harness.sizes(device, profile):
+        yield from bench_shape(batch, length, device, profile)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ BASELINES = harness.baselines("dense-head", "sparse-head")
 PRESETS = {"tiny": (128, 2, 2, 512), "base": (768, 12, 12, 3072)}  # width, layers, heads, ffn
 
 
-def bench_step(preset, batch, length, device, min_run_time):
+def bench_step(preset, batch, length, device, profile):
     """BertForMaskedLM dense head vs the sparse head on the same masks: time and peak memory."""
     from transformers import BertConfig, BertForMaskedLM
 
@@ -67,7 +67,7 @@ def bench_step(preset, batch, length, device, min_run_time):
     for name, fn in (("dense-head", dense), ("sparse-head", sparse), ("mapnet-w/4", mapnet)):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        timing = harness.time_fn(fn, [()], device, min_run_time)
+        timing = harness.time_fn(fn, [()], device, profile)
         medians[name] = timing[0]
         rows.append(harness.make_row(f"bert_step_{preset}", f"{batch}x{length}", dtype, name, timing, None, device))
         if device.type == "cuda":
@@ -79,12 +79,15 @@ def bench_step(preset, batch, length, device, min_run_time):
     return rows
 
 
-def collect(device, quick, min_run_time):
-    if quick:
-        return bench_step("tiny", 4, 64, device, min_run_time)
-    if device.type == "cpu":
-        return bench_step("tiny", 32, 128, device, min_run_time)
-    return bench_step("base", 64, 128, device, min_run_time) + bench_step("base", 16, 512, device, min_run_time)
+def collect(device, profile):
+    if profile.quick:
+        shapes = [("tiny", 4, 64)]
+    elif device.type == "cpu":
+        shapes = [("tiny", 32, 128)]
+    else:
+        shapes = [("base", 64, 128), ("base", 16, 512)]
+    for preset, batch, length in shapes:
+        yield from bench_step(preset, batch, length, device, profile)
 
 
 if __name__ == "__main__":

@@ -1,22 +1,27 @@
 """Shared benchmark harness: timing, the copy-bandwidth floor, result rows of one schema, the
-baselines' table, the contenders every family shares and the inputs they are timed on.
+baselines' table, the profiles (how much a run measures), the contenders every family shares and
+the inputs they are timed on.
 
 GPU: ``triton.testing.do_bench`` (median, p20, p80) after warm-up, with inputs rotated through
 more than L2 so no contender runs from cache. CPU: ``torch.utils.benchmark`` (median over blocks,
-p20/p80 from its raw times). Every figure is reported next to baselines from the same run.
+p20/p80 from its raw times). End-to-end steps: windows of steps, each ending with a device sync
+(``time_steps``). Every figure is reported next to baselines from the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
 import platform
 import subprocess
-from dataclasses import asdict, dataclass, replace
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -50,6 +55,8 @@ BASELINES = {
     "eager-nonzero": "the labelled positions by nonzero and index assignment in eager PyTorch: a host sync on GPU",
     "dense-head": "BertForMaskedLM(input_ids, labels=...): the vocabulary head on every token",
     "sparse-head": "the same encoder with fastmask's sparse head on the same masks (gathered tokens)",
+    "hf-pretrain": "fastmask pretrain --masking hf: the same loop, model and data, masked by transformers' "
+                   "DataCollatorForLanguageModeling on the CPU and trained through BertForMaskedLM's dense head",
     "hf-trainer-step": "what a Trainer step runs today: transformers' DataCollatorForLanguageModeling on the "
                        "features (CPU), the copy to the device, the unpatched model's forward and backward",
 }
@@ -59,6 +66,46 @@ KERNEL_BACKENDS = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
 # The inputs every family is timed on: BERT's vocabulary, fastmask's special tokens, p = 0.15.
 VOCAB, P = 30522, 0.15
 MASK_ID = SPECIAL_TOKENS.index("[MASK]")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How much a run measures. Each family's collect() picks its shapes by the profile's name."""
+
+    name: str
+    help: str
+    quick: bool  # rows marked as a smoke run's: saved only on request, never reported
+    min_run_time: float  # CPU: seconds of torch.utils.benchmark per contender
+    warmup_ms: int  # GPU: do_bench's warm-up and repetition times
+    rep_ms: int
+
+
+PROFILES = {p.name: p for p in (
+    Profile("quick", "small shapes, short timings: a smoke run (rows never reported)", True, 0.05, 5, 20),
+    Profile("full", "every shape of every family for the device (the default)", False, 0.5, 25, 100),
+    Profile("gpu", "realistic shapes (256x512, 1024x512 and 32x8192 tokens; BERT-base/large widths for gather) "
+                   "with shorter GPU timings, sized with --budget for the scripts/gpu/ kit (about 2 minutes of an "
+                   "H100/H200 for the op families)", False, 0.5, 10, 40),
+)}
+
+
+class OutOfBudget(Exception):
+    """Raised by time_contenders once the run's --budget is spent: the rows measured so far stand."""
+
+
+_deadline: float | None = None  # time.monotonic() after which no further contender starts
+
+
+def set_budget(seconds: float | None) -> None:
+    """No contender starts more than `seconds` from now (None: no limit)."""
+    global _deadline
+    _deadline = None if seconds is None else time.monotonic() + seconds
+
+
+def check_budget(what: str, needs: float = 0.0) -> None:
+    """Raises OutOfBudget unless `needs` seconds are left of the budget for `what`."""
+    if _deadline is not None and time.monotonic() + needs > _deadline:
+        raise OutOfBudget(f"the --budget was spent before {what}" + (f" (which needs about {needs:.0f} s)" if needs else ""))
 
 
 def baselines(*names: str) -> tuple[str, ...]:
@@ -87,27 +134,61 @@ class _FirstOpCall(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
+_COMPILED: dict[str, Callable] = {}  # reference function name -> its torch.compile, once per process
+
+
+def _compiled(name: str) -> Callable:
+    """The reference function `name` under torch.compile with dynamic shapes: compiled once for every
+    shape of a family (the constant arguments, such as exact_count, may add a graph each)."""
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(getattr(reference, name), dynamic=True)
+    return _COMPILED[name]
+
+
 class CompiledReference:
     """The reference function of the op that ``call(*inputs, backend="reference")`` runs, compiled by
-    torch.compile: compiling the public call would only wrap the opaque custom op. Built at the first
-    call from the op arguments the public function passes; later inputs take their positions."""
+    torch.compile (dynamic shapes): compiling the public call would only wrap the opaque custom op.
+    Bound at the first call from the op arguments the public function passes; later inputs take
+    their positions. ``prepare`` makes the first call at a shape outside any timing and says how
+    long it took and whether Dynamo compiled a graph for it."""
 
     def __init__(self, call: Callable):
         self.call, self.run = call, None
 
+    def _bind(self, inputs):
+        with _FirstOpCall() as first:
+            self.call(*inputs, backend="reference")
+        compiled = _compiled(first.op._opname.removesuffix("_reference"))
+        slots = [next((i for i, x in enumerate(inputs) if a is x), None) for a in first.args]
+        constants = first.args
+
+        def run(*xs):
+            return compiled(*(a if slot is None else xs[slot] for a, slot in zip(constants, slots)))
+
+        self.run = run
+
+    def prepare(self, *inputs) -> dict:
+        if self.run is None:
+            self._bind(inputs)
+        return first_call(self.run, inputs)
+
     def __call__(self, *inputs):
         if self.run is None:
-            with _FirstOpCall() as first:
-                self.call(*inputs, backend="reference")
-            compiled = torch.compile(getattr(reference, first.op._opname.removesuffix("_reference")))
-            slots = [next((i for i, x in enumerate(inputs) if a is x), None) for a in first.args]
-            constants = first.args
-
-            def run(*xs):
-                return compiled(*(a if slot is None else xs[slot] for a, slot in zip(constants, slots)))
-
-            self.run = run
+            self._bind(inputs)
         return self.run(*inputs)
+
+
+def first_call(fn: Callable, inputs: tuple) -> dict:
+    """Calls fn(*inputs) once, outside any timing: {"compile_s": its seconds, device work included,
+    "new_graph": whether Dynamo compiled a graph for it (False: a cached graph served these shapes)}."""
+    from torch._dynamo.utils import counters
+
+    graphs = counters["stats"]["unique_graphs"]
+    start = time.perf_counter()
+    fn(*inputs)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return dict(compile_s=round(time.perf_counter() - start, 3), new_graph=counters["stats"]["unique_graphs"] > graphs)
 
 
 def fastmask_contenders(call: Callable, device: torch.device) -> dict[str, Callable]:
@@ -119,11 +200,13 @@ def fastmask_contenders(call: Callable, device: torch.device) -> dict[str, Calla
     return contenders
 
 
-def sizes(device: torch.device, quick: bool) -> list[tuple[int, int]]:
+def sizes(device: torch.device, profile: Profile) -> list[tuple[int, int]]:
     """(batch, length) of the token-level families."""
-    if quick:
+    if profile.name == "quick":
         return [(32, 128)]
     if device.type == "cuda":
+        if profile.name == "gpu":
+            return [(256, 512), (1024, 512), (32, 8192)]
         return [(32, 128), (256, 128), (256, 512), (1024, 512), (64, 8192)]
     return [(32, 128), (256, 512)]
 
@@ -170,6 +253,9 @@ class Row:
     git_sha: str
     date: str
     quick: bool = False  # a --quick smoke run: saved only on request, never reported
+    # Figures beside the timing, per family: compiled-ref's compile_s and new_graph (its first call at
+    # the shape, outside the timing); the end-to-end steps' tokens_per_s, peak_mib, masking_share, sync.
+    metrics: dict = field(default_factory=dict)
 
 
 def device_name(device: torch.device) -> str:
@@ -207,7 +293,7 @@ def rotating(make_inputs: Callable[[], tuple], bytes_per_set: int, device: torch
     return [make_inputs() for _ in range(min(count, 64))]
 
 
-def time_fn(fn: Callable, input_sets: Sequence[tuple], device: torch.device, min_run_time=0.5) -> tuple[float, float, float]:
+def time_fn(fn: Callable, input_sets: Sequence[tuple], device: torch.device, profile: Profile) -> tuple[float, float, float]:
     """(median, p20, p80) in milliseconds of fn(*inputs), cycling through the input sets."""
     state = {"i": 0}
 
@@ -219,40 +305,90 @@ def time_fn(fn: Callable, input_sets: Sequence[tuple], device: torch.device, min
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        p50, p20, p80 = do_bench(call, warmup=25, rep=100, quantiles=[0.5, 0.2, 0.8])
+        p50, p20, p80 = do_bench(call, warmup=profile.warmup_ms, rep=profile.rep_ms, quantiles=[0.5, 0.2, 0.8])
         return p50, p20, p80
     import torch.utils.benchmark as benchmark
 
     call()  # warm-up
-    m = benchmark.Timer(stmt="call()", globals={"call": call}).blocked_autorange(min_run_time=min_run_time)
+    m = benchmark.Timer(stmt="call()", globals={"call": call}).blocked_autorange(min_run_time=profile.min_run_time)
     times = torch.tensor(m.times) * 1e3
     return m.median * 1e3, torch.quantile(times, 0.2).item(), torch.quantile(times, 0.8).item()
+
+
+@contextlib.contextmanager
+def sync_checked(device: torch.device, enabled: bool = True):
+    """On a GPU, any host synchronisation inside raises (torch.cuda.set_sync_debug_mode("error"))."""
+    if not (enabled and device.type == "cuda"):
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def time_steps(step: Callable[[], None], device: torch.device, windows: int, per_window: int,
+               sync_check: bool = True, warmup: int = 2) -> list[float]:
+    """Milliseconds per step of each window of `per_window` steps, after `warmup` steps: wall time
+    up to a device sync at the window's end (outside the check), as `fastmask pretrain` logs its
+    windows. With sync_check, any host sync inside a window raises (GPU)."""
+    for _ in range(warmup):
+        step()
+    _synchronize(device)
+    times = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        with sync_checked(device, sync_check):
+            for _ in range(per_window):
+                step()
+        _synchronize(device)
+        times.append((time.perf_counter() - start) * 1e3 / per_window)
+    return times
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def quantiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(median, p20, p80) of measurements, as the rows hold them."""
+    t = torch.tensor(list(values), dtype=torch.float64)
+    return tuple(torch.quantile(t, q).item() for q in (0.5, 0.2, 0.8))
 
 
 def copy_ms_per_byte(device: torch.device) -> float:
     """Device-to-device copy time per byte moved (read + write), measured now, from a 256 MiB copy."""
     src = torch.empty(64 << 20, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    median, _, _ = time_fn(lambda: dst.copy_(src), [()], device)
+    median, _, _ = time_fn(lambda: dst.copy_(src), [()], device, PROFILES["full"])
     return median / (2 * src.numel() * src.element_size())
 
 
-def make_row(op, shape, dtype, backend, timing, floor_ms, device) -> Row:
+def make_row(op, shape, dtype, backend, timing, floor_ms, device, metrics: dict | None = None) -> Row:
     median, p20, p80 = timing
     return Row(
         op=op, shape=shape, dtype=str(dtype).replace("torch.", ""), backend=backend,
         median_ms=round(median, 5), p20_ms=round(p20, 5), p80_ms=round(p80, 5),
         floor_fraction=None if floor_ms is None else round(floor_ms / median, 4),
         device=device_name(device), torch=torch.__version__, triton=_triton_version(), cuda=torch.version.cuda,
-        git_sha=_git_sha(), date=datetime.date.today().isoformat(),
+        git_sha=_git_sha(), date=datetime.date.today().isoformat(), metrics=metrics or {},
     )
 
 
 def time_contenders(op, shape, dtype, contenders: dict[str, Callable], input_sets, floor_ms, device,
-                    min_run_time) -> list[Row]:
-    """One row per contender (name -> fn(*inputs)), each timed on the same input sets."""
-    return [make_row(op, shape, dtype, name, time_fn(fn, input_sets, device, min_run_time), floor_ms, device)
-            for name, fn in contenders.items()]
+                    profile: Profile) -> list[Row]:
+    """One row per contender (name -> fn(*inputs)), each timed on the same input sets. A contender
+    with a ``prepare`` (compiled-ref) makes its first call before, outside the timing, and its row
+    carries what that call cost."""
+    rows = []
+    for name, fn in contenders.items():
+        check_budget(f"{op} {shape} {name}")
+        metrics = fn.prepare(*input_sets[0]) if hasattr(fn, "prepare") else None
+        rows.append(make_row(op, shape, dtype, name, time_fn(fn, input_sets, device, profile), floor_ms, device,
+                             metrics))
+    return rows
 
 
 def save(rows: list[Row], name: str, device: torch.device, results_dir: str = RESULTS_DIR) -> str:
@@ -266,44 +402,85 @@ def save(rows: list[Row], name: str, device: torch.device, results_dir: str = RE
     return path
 
 
-def print_table(rows: list[Row], columns: Sequence[str]) -> None:
-    """A Markdown table, one line per row, with its speed-up over each baseline column of the same op/shape."""
-    base = {(r.op, r.shape, r.dtype, r.backend): r.median_ms for r in rows}
-    print("| op | shape | dtype | backend | median ms | p20-p80 ms | "
-          + " | ".join(f"x vs {b}" for b in columns) + " | floor fraction |")
-    print("|---|---|---|---|---:|---:|" + "---:|" * len(columns) + "---:|")
+def metric_text(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def table(rows: Sequence[dict], extra: Sequence[str] = ()) -> str:
+    """A Markdown table of rows (dicts of Row's fields), each with its speed-up over every baseline
+    of BASELINES measured in the same run (same commit, date, device, op, shape and dtype), then
+    the metrics present and the `extra` fields."""
+    runs: dict = {}
     for r in rows:
-        speedups = []
-        for b in columns:
-            ref = base.get((r.op, r.shape, r.dtype, b))
-            speedups.append(f"{ref / r.median_ms:.1f}" if ref else "-")
-        floor = "-" if r.floor_fraction is None else f"{r.floor_fraction:.2f}"
-        print(f"| {r.op} | {r.shape} | {r.dtype} | {r.backend} | {r.median_ms:.4f} | "
-              f"{r.p20_ms:.4f}-{r.p80_ms:.4f} | " + " | ".join(speedups) + f" | {floor} |")
+        runs.setdefault(_run_key(r), {})[r["backend"]] = r["median_ms"]
+    present = [b for b in BASELINES if any(b in by_backend for by_backend in runs.values())]
+    metrics = list(dict.fromkeys(k for r in rows for k in r.get("metrics") or {}))
+    lines = ["| op | shape | dtype | backend | median ms | p20-p80 ms | " + " | ".join(f"x vs {b}" for b in present)
+             + "".join(f" | {m}" for m in metrics) + " | floor fraction" + "".join(f" | {e}" for e in extra) + " |",
+             "|---|---|---|---|---:|---:|" + "---:|" * len(present) + "---:|" * len(metrics) + "---:|"
+             + "---|" * len(extra)]
+    for r in rows:
+        same_run = runs[_run_key(r)]
+        ratios = [f"{same_run[b] / r['median_ms']:.1f}" if b in same_run else "-" for b in present]
+        values = [metric_text((r.get("metrics") or {}).get(m)) for m in metrics]
+        floor = "-" if r["floor_fraction"] is None else f"{r['floor_fraction']:.2f}"
+        lines.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['backend']} | {r['median_ms']:.4f} | "
+                     f"{r['p20_ms']:.4f}-{r['p80_ms']:.4f} | " + " | ".join(ratios) + "".join(f" | {v}" for v in values)
+                     + f" | {floor}" + "".join(f" | {r[e]}" for e in extra) + " |")
+    return "\n".join(lines)
 
 
-def load_rows(path: str) -> list[dict]:
-    """The rows of a results file, smoke-test (--quick) rows left out: they are never reported."""
+def _run_key(r: dict) -> tuple:
+    return r["git_sha"], r["date"], r["device"], r["op"], r["shape"], r["dtype"]
+
+
+def load_rows(path: str, include_quick: bool = False) -> list[dict]:
+    """The rows of a results file, smoke-test (--quick) rows left out (they are never reported)
+    unless include_quick (the GPU kit's dry run, published into a scratch folder only)."""
     with open(path) as f:
-        return [row for row in map(json.loads, filter(str.strip, f)) if not row.get("quick")]
+        return [row for row in map(json.loads, filter(str.strip, f)) if include_quick or not row.get("quick")]
 
 
-def run(name: str, doc: str, collect: Callable, columns: Sequence[str], argv=None) -> int:
-    """The command line every bench script shares: collect(device, quick, min_run_time) -> rows,
-    printed as a table with a speed-up column per baseline in `columns`; with --save (or
-    --results-dir) appended to <results dir>/<name>-<device>.jsonl, --quick rows marked as such."""
+def run(name: str, doc: str, collect: Callable[[torch.device, Profile], Iterable[Row]], columns: Sequence[str],
+        argv=None) -> int:
+    """The command line every bench script shares: collect(device, profile) -> rows, printed as a
+    table with a speed-up column per baseline in `columns`; with --save (or --results-dir) appended
+    to <results dir>/<name>-<device>.jsonl as each is measured (a killed run loses none), --quick
+    rows marked as such. With --budget, the run stops starting contenders once it is spent and says
+    what it left out."""
     epilog = "baselines (the speed-up columns):\n" + "\n".join(f"  {b:18s} {BASELINES[b]}" for b in columns)
+    epilog += "\n\nprofiles:\n" + "\n".join(f"  {p.name:18s} {p.help}" for p in PROFILES.values())
     parser = argparse.ArgumentParser(description=doc, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--quick", action="store_true", help="small shapes, short timings (a CPU smoke run)")
+    parser.add_argument("--profile", choices=tuple(PROFILES), default="full", help="how much to measure")
+    parser.add_argument("--quick", action="store_true", help="--profile quick")
+    parser.add_argument("--budget", type=float, help="seconds: no contender starts after them")
     parser.add_argument("--save", action="store_true", help="append the rows to bench/results/ (tracked: for "
                                                             "full runs worth reporting)")
     parser.add_argument("--results-dir", help="append the rows here instead (implies --save)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    rows = [replace(row, quick=args.quick) for row in collect(device, args.quick, 0.05 if args.quick else 0.5)]
-    print_table(rows, columns)
-    if args.save or args.results_dir:
-        print("\nappended to", save(rows, name, device, args.results_dir or RESULTS_DIR))
+    profile = PROFILES["quick" if args.quick else args.profile]
+    if args.budget is not None:
+        set_budget(args.budget)
+    rows, path = [], None
+    try:
+        for row in collect(device, profile):
+            rows.append(replace(row, quick=profile.quick))
+            if args.save or args.results_dir:
+                path = save(rows[-1:], name, device, args.results_dir or RESULTS_DIR)
+    except OutOfBudget as exc:
+        print(f"{name}: {exc}: {len(rows)} rows measured, the rest left out", file=sys.stderr)
+    finally:  # also when collect fails: the rows measured before are printed (and were saved)
+        set_budget(None)
+        print(table([asdict(row) for row in rows]))
+        if path:
+            print("\nappended to", path)
     return 0

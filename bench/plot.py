@@ -37,8 +37,8 @@ def size(shape: str) -> int:
     return math.prod(int(v.split("-")[-1]) for v in shape.split("x"))
 
 
-def plot_file(path: str, out_dir: str) -> list[str]:
-    rows = load_rows(path)
+def plot_file(path: str, out_dir: str, include_quick: bool = False) -> list[str]:
+    rows = load_rows(path, include_quick)
     if not rows:
         return []
     rows = latest_run(rows)
@@ -100,12 +100,17 @@ def plot_file(path: str, out_dir: str) -> list[str]:
     return written
 
 
-def main() -> int:
-    out_dir = os.path.join(HERE, "plots")
+def write(results_dir: str = os.path.join(HERE, "results"), out_dir: str = os.path.join(HERE, "plots"),
+          include_quick: bool = False) -> list[str]:
+    """The PNGs of every results file in `results_dir`, written to `out_dir`; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
-    for path in sorted(glob.glob(os.path.join(HERE, "results", "*.jsonl"))):
-        for png in plot_file(path, out_dir):
-            print("wrote", png)
+    return [png for path in sorted(glob.glob(os.path.join(results_dir, "*.jsonl")))
+            for png in plot_file(path, out_dir, include_quick)]
+
+
+def main() -> int:
+    for png in write():
+        print("wrote", png)
     return 0
 
 

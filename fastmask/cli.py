@@ -110,13 +110,16 @@ def demo(args) -> int:
     return 0
 
 
-BENCH_FAMILIES = ("masking", "fully-explored", "gather", "proposal", "step", "hf-step", "collator")
+# In order of value per GPU minute (a --budget leaves out the last ones first). `headline` (the
+# training-step comparison, bench/bench_headline.py) runs only when named.
+BENCH_FAMILIES = ("masking", "gather", "proposal", "fully-explored", "step", "hf-step", "collator")
 
 
 def bench(args) -> int:
     """Runs the benchmark scripts of the source checkout's bench/ folder (one per op family)."""
     import importlib.util
     import os
+    import time
 
     import fastmask
 
@@ -125,18 +128,33 @@ def bench(args) -> int:
         print(f"fastmask bench: no bench/ folder next to the package ({bench_dir}); it runs from a source "
               "checkout installed with `pip install -e .`", file=sys.stderr)
         return 2
+    unknown = [f for f in args.family if f not in (*BENCH_FAMILIES, "headline")]
+    if unknown:
+        print(f"fastmask bench: no family {', '.join(unknown)}; the families: {', '.join(BENCH_FAMILIES)}, headline",
+              file=sys.stderr)
+        return 2
     sys.path.insert(0, bench_dir)
     import harness
 
-    flags = (["--quick"] if args.quick else []) + (["--save"] if args.save else []) + ["--device", args.device]
-    flags += ["--results-dir", os.path.abspath(args.results_dir)] if args.results_dir else []
-    for family in [args.family] if args.family else BENCH_FAMILIES:
+    flags = ["--profile", "quick" if args.quick else args.profile, "--device", args.device]
+    flags += (["--save"] if args.save else []) + (["--results-dir", os.path.abspath(args.results_dir)]
+                                                  if args.results_dir else [])
+    start, skipped = time.monotonic(), []
+    for family in args.family or BENCH_FAMILIES:
+        left = None if args.budget is None else args.budget - (time.monotonic() - start)
+        if left is not None and left <= 0:
+            skipped.append(family)
+            continue
         path = os.path.join(bench_dir, f"bench_{family.replace('-', '_')}.py")
         spec = importlib.util.spec_from_file_location(f"bench_{family.replace('-', '_')}", path)
-        module = importlib.util.module_from_spec(spec)
+        module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        print(f"\n## {family}\n")
-        harness.run(family, module.__doc__, module.collect, module.BASELINES, flags)
+        print(f"\n## {family}\n", flush=True)
+        harness.run(family, module.__doc__, module.collect, module.BASELINES,
+                    flags + ([] if left is None else ["--budget", f"{left:.1f}"]))
+    if skipped:
+        print(f"\nfastmask bench: the --budget of {args.budget:g} s was spent before {', '.join(skipped)}",
+              file=sys.stderr)
     return 0
 
 
@@ -159,8 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("pretrain", help="BERT MLM pretraining (fastmask pretrain --help)")
     sub.add_parser("experiment", help="gradient variance and convergence per masking strategy (fastmask experiment --help)")
     p = sub.add_parser("bench", help="benchmark every op family against its baselines (bench/ scripts)")
-    p.add_argument("family", nargs="?", choices=BENCH_FAMILIES, help="one family (default: all)")
-    p.add_argument("--quick", action="store_true", help="small shapes, short timings: a CPU smoke run")
+    p.add_argument("family", nargs="*", metavar="FAMILY",
+                   help=f"families to run, of {', '.join(BENCH_FAMILIES)} (the default: all of them) and headline "
+                        "(the training step of fastmask pretrain and of a Trainer with apply_fastmask against "
+                        "their baselines)")
+    p.add_argument("--profile", choices=("quick", "full", "gpu"), default="full",
+                   help="quick: small shapes, a smoke run; full: every shape for the device; gpu: realistic "
+                        "shapes sized for the scripts/gpu/ kit (bench/harness.py PROFILES)")
+    p.add_argument("--quick", action="store_true", help="--profile quick")
+    p.add_argument("--budget", type=float, help="seconds for the whole run: no contender starts after them, the "
+                                                "rows measured stand")
     p.add_argument("--save", action="store_true", help="append the rows to bench/results/ (tracked: for full runs)")
     p.add_argument("--results-dir", help="append the rows here instead (implies --save)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -1,6 +1,6 @@
 """Runs every CUDA (or Triton) kernel of fastmask once per launch shape on small odd inputs and
 checks it against the reference: the target of compute-sanitizer (memcheck, racecheck, ...) on a
-GPU machine (scripts/gpu/02_sanitizer.sh).
+GPU machine (scripts/gpu/07_sanitizer.sh).
 
 CASES maps every op of fastmask.library.OPS to a function (length, device, generator) -> the
 op-level argument tuples that exercise it on rows of that length; importing this runs nothing.
