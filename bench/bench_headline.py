@@ -65,7 +65,7 @@ class Settings:
 
 def settings(device: torch.device, profile: harness.Profile) -> Settings:
     if profile.quick:
-        return Settings("tiny", "small", ((32, 8), (64, 4)), 4, 1, 2, 1)
+        return Settings("tiny", "small", ((64, 4),), 4, 1, 2, 1)
     if device.type == "cpu":
         return Settings("tiny", "small", ((128, 32),), 12, 2, 4, 2)
     return Settings("base", "base", ((128, 256), (512, 64)), 24, 3, 6, 3)
