@@ -396,6 +396,26 @@ def test_prepare_corpus_file_invalidation_and_tokenizer_path(small_texts, tok, t
     assert torch.equal(d.train, c.train)
 
 
+def test_progress_bars_only_on_a_terminal(small_texts, tmp_path, capfd, monkeypatch):
+    """Off a terminal (a log file, Slurm, nohup) every stage prints plain lines: no \\r-redrawn bars,
+    no blank lines from the tokenizer trainer. On a terminal the bars are drawn."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(2):  # two files: reading them has a bar too
+        (corpus / f"part{i}.txt").write_text("\n".join(small_texts[i::2]), encoding="utf-8")
+    data.prepare(str(corpus), None, 200, 32, 0.1, str(tmp_path / "cache"), show_progress=True)
+    out, err = capfd.readouterr()
+    assert out == ""  # the tokenizer trainer's bar draws blank lines on stdout
+    lines = err.split("\n")
+    assert lines[-1] == "" and all(line.startswith("fastmask: ") for line in lines[:-1]), repr(err)
+    assert any("training a WordPiece tokenizer" in line for line in lines) and any("packed" in line for line in lines)
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    data.prepare(str(corpus), None, 300, 32, 0.1, str(tmp_path / "cache2"), show_progress=True)
+    err = capfd.readouterr().err
+    assert "\rreading corpus:" in err and "\rpacking:" in err
+
+
 def test_prepare_validates_before_work(tmp_path):
     with pytest.raises(ValueError, match="seq_len"):
         data.prepare(None, None, 300, 2, 0.1, str(tmp_path), show_progress=False)

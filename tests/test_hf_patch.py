@@ -12,7 +12,9 @@ import transformers as T
 import fastmask
 from fastmask import baselines
 from fastmask.hf import FastMaskedLMOutput, apply_fastmask, patch
+from fastmask.mapnet import proposal_width
 from fastmask.reference import IGNORE_INDEX
+from fastmask.train.config import Config
 
 from conftest import RecordOps
 from hf_models import VOCAB, ragged_batch, tiny_model, tokenizer  # noqa: F401 (a fixture)
@@ -115,6 +117,18 @@ def test_mapnet_trains_its_proposal_and_restores_it_from_the_saved_folder(tokeni
         assert torch.equal(saved, loaded), name
 
 
+def test_the_proposal_net_has_the_width_fastmask_pretrain_gives_it(tokenizer):
+    """One default for MAPNet's width: apply_fastmask's equals fastmask pretrain's, for a model
+    whose quarter width is odd too."""
+    for width in (16, 100):
+        config = T.BertConfig(vocab_size=VOCAB, hidden_size=width, num_hidden_layers=1, num_attention_heads=4,
+                              intermediate_size=32, max_position_embeddings=64)
+        model = apply_fastmask(T.BertForMaskedLM(config), tokenizer, masking="mapnet")
+        pretrain = Config(hidden_size=width, num_heads=4, masking="mapnet").resolved()
+        assert model.fastmask.masking.proposal.project.out_features == pretrain.mapnet_hidden == proposal_width(width)
+        assert model.fastmask.settings["proposal_hidden"] == proposal_width(width)
+
+
 def _saved_keys(folder) -> list[str]:
     from safetensors import safe_open
 
@@ -189,6 +203,8 @@ def test_dropped_labels_are_counted_and_reported(tokenizer):
      "mlm_probability"),
     (lambda tok: apply_fastmask(apply_fastmask(tiny_model("BertForMaskedLM", tok), tok), tok), ValueError,
      "already patched"),
+    (lambda tok: apply_fastmask(tiny_model("BertForMaskedLM", tok), tok, masking="mapnet", proposal_hidden=5),
+     ValueError, "proposal_hidden must be an even number >= 2"),
 ])
 def test_bad_arguments_are_clear_errors(tokenizer, call, error, message):
     with pytest.raises(error, match=message):

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fastmask import strategy
+from fastmask.mapnet import proposal_width
 from fastmask.train import config as train_config, loop, run_folder
 from fastmask.train.model import Pretrainer
 
@@ -112,6 +113,9 @@ def test_values_outside_a_flags_choices_are_refused_by_argparse(capsys, flag, va
     (["--num-heads", "3"], "divisible by --num-heads"),
     (["--batch-size", "100000"], "too few for --batch-size"),
     (["--masking", "mapnet", "--mapnet-objective", "variance", "--weighting", "sequence"], "needs --weighting token"),
+    (["--masking", "mapnet", "--mapnet-hidden", "25"], "--mapnet-hidden must be an even number >= 2 (the proposal "
+                                                       "net's 2 heads), got 25"),
+    (["--masking", "mapnet", "--mapnet-hidden", "0"], "--mapnet-hidden must be an even number >= 2"),
 ])
 def test_bad_flags_are_clear_errors(corpus, tmp_path, capsys, extra, message):
     assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache", *extra)) == 1
@@ -162,6 +166,63 @@ def test_a_run_never_overwrites_another(corpus, tmp_path, capsys, monkeypatch):
     assert f"output folder {os.path.join('runs', folders[0])}" in capsys.readouterr().out
 
 
+def test_a_failed_start_leaves_nothing_behind(corpus, tmp_path, capsys, monkeypatch):
+    """A run that fails before its first checkpoint removes what it wrote, and the folders it
+    created; never a folder it did not create, nor another run's files, nor a resumed run's folder."""
+    def tree(root):
+        return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+    monkeypatch.chdir(tmp_path)
+    no_out = micro_args(corpus, "unused", tmp_path / "cache")
+    del no_out[2:4]
+    no_out[1] = str(tmp_path / "nowhere.txt")
+    assert loop.main(no_out) == 1 and "nowhere.txt" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()  # neither runs/pretrain-... nor the runs/ it made
+
+    other = tmp_path / "runs" / "pretrain-other"
+    other.mkdir(parents=True)
+    (other / "metrics.jsonl").write_text("another run's\n")
+    assert loop.main(no_out) == 1
+    assert tree(tmp_path / "runs") == {"pretrain-other": None, "pretrain-other/metrics.jsonl": b"another run's\n"}
+
+    # Failing after the run's records are written (too few rows for the batch): they go too.
+    nested = tmp_path / "a" / "b" / "run"
+    assert loop.main(micro_args(corpus, nested, tmp_path / "cache", "--batch-size", "100000")) == 1
+    assert "too few for --batch-size" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    empty = tmp_path / "empty"  # a folder the user made: it stays, empty
+    empty.mkdir()
+    assert loop.main(micro_args(corpus, empty, tmp_path / "cache", "--batch-size", "100000")) == 1
+    assert empty.is_dir() and not any(empty.iterdir())
+
+    # A non-finite loss before the first checkpoint: no checkpoint is named, and nothing stays.
+    original = strategy.slot_cross_entropy
+    monkeypatch.setattr(strategy, "slot_cross_entropy", lambda *a, **k: original(*a, **k) * float("nan"))
+    assert loop.main(micro_args(corpus, tmp_path / "nan", tmp_path / "cache")) == 1
+    err = capsys.readouterr().err
+    assert "became nan between steps 0 and 1" in err and "no checkpoint" in err and not (tmp_path / "nan").exists()
+    monkeypatch.undo()
+
+    # The disk fills while the first checkpoint is written: no part of it stays either.
+    def disk_full(obj, path):
+        open(path, "wb").write(b"part of a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(run_folder.torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        loop.main(micro_args(corpus, tmp_path / "full", tmp_path / "cache"))
+    assert not (tmp_path / "full").exists()
+    monkeypatch.undo()
+
+    # A resumed run's folder survives the resumed run's failure, untouched.
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    assert loop.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "3")) == 0
+    before = tree(run)
+    assert loop.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "3", "--resume", "--batch-size",
+                                "100000")) == 1
+    assert tree(run) == before
+
+
 def test_a_run_leaves_its_records_and_a_model_transformers_loads(corpus, tmp_path):
     run = tmp_path / "run"
     assert loop.main(micro_args(corpus, run, tmp_path / "cache", "--steps", "2", "--masking", "mapnet")) == 0
@@ -194,6 +255,32 @@ def test_help_names_every_flag_and_print_config_resolves(capsys):
     assert config["hidden_size"] == 256 and config["num_segments"] == 7 and config["masking"] == "fully-explored"
     version = subprocess.run([sys.executable, "-m", "fastmask", "--version"], capture_output=True, text=True)
     assert version.stdout.startswith("fastmask ")
+
+
+def test_help_names_everything_a_run_writes(capsys):
+    """pretrain --help's Output paragraph names every file and folder a run writes (RUN_FILES:
+    test_a_run_never_overwrites_another checks that a run writes exactly those)."""
+    with pytest.raises(SystemExit):
+        loop.main(["--help"])
+    paragraphs = capsys.readouterr().out.split("\n\n")
+    (output,) = [p for p in paragraphs if p.startswith("Output")]
+    missing = [name for name in run_folder.RUN_FILES if name not in output]
+    assert not missing, output
+
+
+def test_the_proposal_width_default_fits_every_model_width(capsys):
+    """MAPNet's default width: even (its 2 heads), >= 2 and about a quarter of --hidden-size, for
+    every width; --mapnet-hidden is checked only when MAPNet runs."""
+    for width in range(1, 2049):
+        proposal = proposal_width(width)
+        assert proposal % 2 == 0 and proposal >= 2 and abs(proposal - width / 4) < 2, (width, proposal)
+    for width, heads in ((100, 4), (30, 2), (6, 2), (768, 12)):
+        for masking in ("random", "mapnet"):
+            flags = ["--hidden-size", str(width), "--num-heads", str(heads), "--masking", masking]
+            assert loop.main(["--print-config", *flags]) == 0, capsys.readouterr().err
+            assert json.loads(capsys.readouterr().out)["mapnet_hidden"] == proposal_width(width)
+    # An odd --mapnet-hidden is no error where no proposal net is built.
+    assert loop.main(["--print-config", "--masking", "random", "--mapnet-hidden", "25"]) == 0
 
 
 def test_hf_baseline_masks_no_special_token_of_the_tokenizer():

@@ -22,6 +22,26 @@ def test_ci_runs_the_readme_test_command():
     assert test_command in ci
 
 
+def test_the_hf_extra_brings_what_the_readmes_hf_examples_need():
+    """The README's Hugging Face examples run the Trainer and accelerate, which need accelerate (at
+    transformers' minimum): the `hf` extra brings it, the README says so where the examples are,
+    and the test extra (what CI installs) takes the hf extra."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    from transformers.utils.import_utils import ACCELERATE_MIN_VERSION
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    (accelerate,) = [r for r in map(Requirement, extras["hf"]) if r.name == "accelerate"]
+    floors = [Version(s.version) for s in accelerate.specifier if s.operator == ">="]
+    assert floors and min(floors) >= Version(ACCELERATE_MIN_VERSION), accelerate
+    assert "fastmask[hf]" in extras["test"]
+    text = open(os.path.join(ROOT, "README.md")).read()
+    section = text.split("## Use fastmask in your own trainer")[1].split("\n## ")[0]
+    assert re.search(r"pip install [^`]*-e \"\.\[hf\]\"", section), "the README's HF section names no install"
+
+
 def test_info_and_demo_run():
     info = subprocess.run([sys.executable, "-m", "fastmask", "info"], capture_output=True, text=True, check=True)
     assert "cpu tensors (auto ->" in info.stdout
@@ -30,6 +50,21 @@ def test_info_and_demo_run():
         capture_output=True, text=True, check=True,
     )
     assert "[MASK]" in demo.stdout and "faster than the HF collator" in demo.stdout
+    from fastmask.strategy import STRATEGIES
+
+    shown = re.findall(r"^(\S+) \(.*:$", demo.stdout, re.M)  # a heading per masked sentence
+    assert set(shown) == set(STRATEGIES), shown  # the README: "a sentence masked by each strategy"
+
+
+def test_help_is_plain_text(capsys):
+    """--help screens are read in a terminal: no reST markup from the docstrings they come from."""
+    from fastmask import cli
+
+    for argv in ([], ["info"], ["demo"], ["bench"], ["pretrain"]):
+        with pytest.raises(SystemExit):
+            cli.main([*argv, "--help"])
+        text = capsys.readouterr().out
+        assert "usage: fastmask" in text and "``" not in text and ":func:" not in text, argv
 
 
 def test_bench_quick_runs_every_family(tmp_path):
