@@ -1,16 +1,16 @@
-"""``fastmask experiment``: does a masking scheme make pretraining cheaper? Measured with our own code.
+"""fastmask experiment: does a masking scheme make pretraining cheaper? Measured with our own code.
 
 variance     one step's gradient noise per masking scheme, as the mean squared error against the
              gradient it estimates, at several loss levels: uniform masks, the oracle and proxy-oracle
              proposals, MAPNet per objective; the gradient-norm signal against true per-token norms;
              fully explored against random masking at equal compute (mask and data variance).
-             (:mod:`fastmask.experiments.variance`)
+             (fastmask/experiments/variance.py)
 convergence  every scheme trained at equal encoder rows per step, the learning rate tuned per arm,
              several seeds: eval loss against steps and training time, against the corpus's unigram
-             entropy. (:mod:`fastmask.experiments.convergence`)
+             entropy. (fastmask/experiments/convergence.py)
 
 Each writes JSON and PNGs under --out and regenerates docs/experiments.md from every result
-present (:mod:`fastmask.experiments.report`).
+present (fastmask/experiments/report.py).
 """
 
 from __future__ import annotations

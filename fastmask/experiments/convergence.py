@@ -1,13 +1,13 @@
-"""``fastmask experiment convergence``: does a masking scheme reach a lower evaluation loss for the
+"""fastmask experiment convergence: does a masking scheme reach a lower evaluation loss for the
 same compute?
 
-Arms, every one at ``--rows`` encoder rows per step (equal compute; fully explored labels 1/K of each
-row's tokens, the others the mask rate): ``random`` (``--rows`` sequences, one exact-count mask each),
-``fully-explored`` (``--rows`` / K sequences, all K views), ``random-k`` (``--rows`` / K
-sequences, K independent random masks each), and MAPNet with each objective (``--rows``
+Arms, every one at --rows encoder rows per step (equal compute; fully explored labels 1/K of each
+row's tokens, the others the mask rate): random (--rows sequences, one exact-count mask each),
+fully-explored (--rows / K sequences, all K views), random-k (--rows / K
+sequences, K independent random masks each), and MAPNet with each objective (--rows
 sequences, systematic sampling). The three compute-fair arms get their learning rate from a small
-sweep (``--lrs``, ``--sweep-steps``, seed 0, the lowest final eval loss wins); MAPNet uses
-random's. Then ``--seeds`` seeds per arm (seed = initialisation, data order and masks). Eval loss
+sweep (--lrs, --sweep-steps, seed 0, the lowest final eval loss wins); MAPNet uses
+random's. Then --seeds seeds per arm (seed = initialisation, data order and masks). Eval loss
 always uses the same plain random masks. The corpus's unigram entropy says how far the runs got
 beyond token frequencies.
 """
@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fastmask.experiments.common import experiment_config, save, setup_of
+from fastmask.data import progress_bars
 from fastmask.mapnet import OBJECTIVES
 from fastmask.train import train
 
@@ -82,7 +83,7 @@ def run_convergence(args) -> dict:
                                   sweep_steps=args.sweep_steps),
                    unigram_entropy=unigram_entropy(base), sweep={}, lr={}, runs={})
     jobs = [(arm, lr) for arm in FAIR_ARMS for lr in args.lrs] if len(args.lrs) > 1 else []
-    for arm, lr in tqdm(jobs, desc="learning-rate sweep", disable=not args.progress):
+    for arm, lr in tqdm(jobs, desc="learning-rate sweep", disable=not progress_bars(args.progress)):
         cfg = arm_config(args, arm, args.seed, lr, args.sweep_steps, os.path.join(work, "sweep", f"{arm}-lr{lr:g}"))
         train(cfg)
         results["sweep"][f"{arm}/{lr:g}"] = curve_of(cfg.out)[-1]["eval_loss"]
@@ -90,7 +91,7 @@ def run_convergence(args) -> dict:
         results["lr"][arm] = min(args.lrs, key=lambda lr: results["sweep"].get(f"{arm}/{lr:g}", 0.0))
     for arm in ARMS[len(FAIR_ARMS):]:
         results["lr"][arm] = results["lr"]["random"]
-    for arm in tqdm(ARMS, desc="arms", disable=not args.progress):
+    for arm in tqdm(ARMS, desc="arms", disable=not progress_bars(args.progress)):
         for seed in range(args.seed, args.seed + args.seeds):
             cfg = arm_config(args, arm, seed, results["lr"][arm], args.steps, os.path.join(work, f"{arm}-seed{seed}"))
             train(cfg)

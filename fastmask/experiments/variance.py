@@ -1,25 +1,25 @@
-"""``fastmask experiment variance``: how much gradient noise each masking scheme leaves, measured
+"""fastmask experiment variance: how much gradient noise each masking scheme leaves, measured
 as the mean squared error of one step's gradient estimate against the gradient it estimates.
 
 States: the model after random-masking pretraining runs of several lengths (several loss levels,
-the step-0 model included). At each state, for ``--batches`` fixed batches of training rows
+the step-0 model included). At each state, for --batches fixed batches of training rows
 (dropout off, so the masks are the only randomness):
 
-* the reference gradient: the mean over ``--reference-masks`` exact-count uniform masks;
+* the reference gradient: the mean over --reference-masks exact-count uniform masks;
 * per-token gradient norms ||g_i|| over every MLM parameter, each token masked once (the K
   fully-explored views of the batch), with MAPNet's signal G_i = ||dl_i / dh_i|| and the token
   loss l_i from the same passes; the variance ceiling 1 / (1 + CV^2) of ||g||;
-* arms, one mask per estimate, ``--repeats`` estimates each, every arm on its own Philox stream:
+* arms, one mask per estimate, --repeats estimates each, every arm on its own Philox stream:
   uniform (exact count); the oracle proposal q proportional to ||g||; the proxy oracle q
   proportional to G; a proposal net trained at that state (MLM frozen) with each MAPNet
   objective. Proposals sample systematically with token weights (unbiased). MSE ratio to
   uniform per batch, geometric mean over batches with a t interval; diagnostics per arm
   (Spearman of log q with log ||g||, E[sum w] / k, effective sample size / k, max n q).
 
-Fully explored, compute-fair: at ``--fair-rows`` encoder rows per step, B sequences with one
+Fully explored, compute-fair: at --fair-rows encoder rows per step, B sequences with one
 random mask, B/K sequences with their K fully-explored views, B/K sequences with K random masks;
 the gradient variance split into its mask part (same sequences, new masks) and its data part
-(new sequences), over ``--data-batches`` x ``--masks`` estimates.
+(new sequences), over --data-batches x --masks estimates.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 import fastmask
 from fastmask.experiments.common import (STREAMS, GradientProbe, correlations, experiment_config, geometric_ci,
                                          load_state, save, setup_of)
+from fastmask.data import progress_bars
 from fastmask.mapnet import OBJECTIVES
 from fastmask.reference import IGNORE_INDEX
 from fastmask.sparse import slot_cross_entropy
@@ -128,7 +129,7 @@ def measure_mse(model, prepared, proposals: dict, args, state_seed: int) -> dict
     cfg = model.cfg
     per_batch, signal_stats = [], []
     for b, rows in enumerate(tqdm(probe_batches(prepared, args), desc="batches", leave=False,
-                                  disable=not args.progress)):
+                                  disable=not progress_bars(args.progress))):
         probe = GradientProbe(model, rows)
         tokens = token_gradients(probe, STREAMS["views"] + state_seed + b)
         m = probe.maskable
@@ -215,7 +216,8 @@ def run_variance(args) -> dict:
     results = dict(setup=setup_of(base, **{key: getattr(args, key) for key in (
         "state_steps", "batches", "batch", "length", "reference_masks", "repeats", "proposal_steps", "proposal_lr",
         "proposal_batch", "fair_rows", "data_batches", "masks", "seed")}), states=[])
-    for index, steps in enumerate(tqdm(args.state_steps, desc="states", disable=not args.progress)):
+    states = tqdm(args.state_steps, desc="states", disable=not progress_bars(args.progress))
+    for index, steps in enumerate(states):
         checkpoint = None
         if steps:
             cfg = dataclasses.replace(base, steps=steps, eval_interval=steps, checkpoint_interval=steps,
