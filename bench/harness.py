@@ -19,6 +19,7 @@ import platform
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from typing import Callable, Iterable, Sequence
@@ -94,6 +95,7 @@ class OutOfBudget(Exception):
 
 
 _deadline: float | None = None  # time.monotonic() after which no further contender starts
+FAILED: list[str] = []  # contenders that raised during the current run(): reported, the others timed
 
 
 def set_budget(seconds: float | None) -> None:
@@ -385,9 +387,15 @@ def time_contenders(op, shape, dtype, contenders: dict[str, Callable], input_set
     rows = []
     for name, fn in contenders.items():
         check_budget(f"{op} {shape} {name}")
-        metrics = fn.prepare(*input_sets[0]) if hasattr(fn, "prepare") else None
-        rows.append(make_row(op, shape, dtype, name, time_fn(fn, input_sets, device, profile), floor_ms, device,
-                             metrics))
+        try:
+            metrics = fn.prepare(*input_sets[0]) if hasattr(fn, "prepare") else None
+            timing = time_fn(fn, input_sets, device, profile)
+        except Exception as exc:  # one contender failing (a compile error, say) must not cost the others
+            traceback.print_exc()
+            FAILED.append(f"{op} {shape} {str(dtype).replace('torch.', '')} {name}: {type(exc).__name__}: "
+                          f"{str(exc)[:200]}")
+            continue
+        rows.append(make_row(op, shape, dtype, name, timing, floor_ms, device, metrics))
     return rows
 
 
@@ -421,18 +429,18 @@ def table(rows: Sequence[dict], extra: Sequence[str] = ()) -> str:
         runs.setdefault(_run_key(r), {})[r["backend"]] = r["median_ms"]
     present = [b for b in BASELINES if any(b in by_backend for by_backend in runs.values())]
     metrics = list(dict.fromkeys(k for r in rows for k in r.get("metrics") or {}))
-    lines = ["| op | shape | dtype | backend | median ms | p20-p80 ms | " + " | ".join(f"x vs {b}" for b in present)
-             + "".join(f" | {m}" for m in metrics) + " | floor fraction" + "".join(f" | {e}" for e in extra) + " |",
-             "|---|---|---|---|---:|---:|" + "---:|" * len(present) + "---:|" * len(metrics) + "---:|"
-             + "---|" * len(extra)]
+    header = ["op", "shape", "dtype", "backend", "median ms", "p20-p80 ms", *(f"x vs {b}" for b in present), *metrics,
+              "floor fraction", *extra]
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "---|" * 4 + "---:|" * (len(header) - 4 - len(extra)) + "---|" * len(extra)]
     for r in rows:
         same_run = runs[_run_key(r)]
-        ratios = [f"{same_run[b] / r['median_ms']:.1f}" if b in same_run else "-" for b in present]
-        values = [metric_text((r.get("metrics") or {}).get(m)) for m in metrics]
-        floor = "-" if r["floor_fraction"] is None else f"{r['floor_fraction']:.2f}"
-        lines.append(f"| {r['op']} | {r['shape']} | {r['dtype']} | {r['backend']} | {r['median_ms']:.4f} | "
-                     f"{r['p20_ms']:.4f}-{r['p80_ms']:.4f} | " + " | ".join(ratios) + "".join(f" | {v}" for v in values)
-                     + f" | {floor}" + "".join(f" | {r[e]}" for e in extra) + " |")
+        cells = [r["op"], r["shape"], r["dtype"], r["backend"], f"{r['median_ms']:.4f}",
+                 f"{r['p20_ms']:.4f}-{r['p80_ms']:.4f}",
+                 *(f"{same_run[b] / r['median_ms']:.1f}" if b in same_run else "-" for b in present),
+                 *(metric_text((r.get("metrics") or {}).get(m)) for m in metrics),
+                 "-" if r["floor_fraction"] is None else f"{r['floor_fraction']:.2f}", *(str(r[e]) for e in extra)]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -453,7 +461,7 @@ def run(name: str, doc: str, collect: Callable[[torch.device, Profile], Iterable
     table with a speed-up column per baseline in `columns`; with --save (or --results-dir) appended
     to <results dir>/<name>-<device>.jsonl as each is measured (a killed run loses none), --quick
     rows marked as such. With --budget, the run stops starting contenders once it is spent and says
-    what it left out."""
+    what it left out. Exit status 1 if a contender failed (the others are timed all the same)."""
     epilog = "baselines (the speed-up columns):\n" + "\n".join(f"  {b:18s} {BASELINES[b]}" for b in columns)
     epilog += "\n\nprofiles:\n" + "\n".join(f"  {p.name:18s} {p.help}" for p in PROFILES.values())
     parser = argparse.ArgumentParser(description=doc, epilog=epilog,
@@ -471,6 +479,7 @@ def run(name: str, doc: str, collect: Callable[[torch.device, Profile], Iterable
     if args.budget is not None:
         set_budget(args.budget)
     rows, path = [], None
+    FAILED.clear()
     try:
         for row in collect(device, profile):
             rows.append(replace(row, quick=profile.quick))
@@ -483,4 +492,6 @@ def run(name: str, doc: str, collect: Callable[[torch.device, Profile], Iterable
         print(table([asdict(row) for row in rows]))
         if path:
             print("\nappended to", path)
-    return 0
+    if FAILED:
+        print(f"{name}: {len(FAILED)} contenders failed (not timed):\n  " + "\n  ".join(FAILED), file=sys.stderr)
+    return 1 if FAILED else 0

@@ -120,6 +120,7 @@ def bench(args) -> int:
     import importlib.util
     import os
     import time
+    import traceback
 
     import fastmask
 
@@ -139,7 +140,7 @@ def bench(args) -> int:
     flags = ["--profile", "quick" if args.quick else args.profile, "--device", args.device]
     flags += (["--save"] if args.save else []) + (["--results-dir", os.path.abspath(args.results_dir)]
                                                   if args.results_dir else [])
-    start, skipped = time.monotonic(), []
+    start, skipped, failed = time.monotonic(), [], []
     for family in args.family or BENCH_FAMILIES:
         left = None if args.budget is None else args.budget - (time.monotonic() - start)
         if left is not None and left <= 0:
@@ -150,12 +151,19 @@ def bench(args) -> int:
         module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         print(f"\n## {family}\n", flush=True)
-        harness.run(family, module.__doc__, module.collect, module.BASELINES,
-                    flags + ([] if left is None else ["--budget", f"{left:.1f}"]))
+        try:
+            if harness.run(family, module.__doc__, module.collect, module.BASELINES,
+                           flags + ([] if left is None else ["--budget", f"{left:.1f}"])):
+                failed.append(family)
+        except Exception:  # the next families still run; the rows measured were saved
+            traceback.print_exc()
+            failed.append(family)
     if skipped:
         print(f"\nfastmask bench: the --budget of {args.budget:g} s was spent before {', '.join(skipped)}",
               file=sys.stderr)
-    return 0
+    if failed:
+        print(f"fastmask bench: failures in {', '.join(failed)} (above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

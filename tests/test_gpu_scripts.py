@@ -96,6 +96,20 @@ def test_a_spent_budget_keeps_the_rows_measured(tmp_path, capsys):
     assert [json.loads(line)["backend"] for line in saved.read_text().splitlines()] == ["b0"]
 
 
+def test_a_failing_contender_costs_only_its_own_row(tmp_path, capsys):
+    def broken():
+        raise RuntimeError("inductor could not compile this")
+
+    def collect(device, profile):
+        yield from harness.time_contenders("op", "1x1", torch.int64, {"broken": broken, "fine": lambda: None}, [()],
+                                           None, device, profile)
+
+    assert harness.run("fake", "", collect, (), ["--device", "cpu", "--quick", "--results-dir", str(tmp_path)]) == 1
+    assert "op 1x1 int64 broken: RuntimeError: inductor could not compile this" in capsys.readouterr().err
+    (saved,) = tmp_path.iterdir()
+    assert [json.loads(line)["backend"] for line in saved.read_text().splitlines()] == ["fine"]
+
+
 def test_session_reports_are_never_overwritten(tmp_path):
     first = publish.session_path(str(tmp_path), "2031-01-01", "nvidia-h200")
     assert first.endswith(os.path.join("docs", "gpu-sessions", "2031-01-01-nvidia-h200.md"))

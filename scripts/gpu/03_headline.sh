@@ -8,5 +8,5 @@
 DEFAULT_LIMIT=150
 source "$(dirname "$0")/common.sh"
 build || exit 1
-check headline "$LIMIT" $PY -m fastmask bench headline --profile "$PROFILE" --device "$DEVICE" \
+check headline "$(left 3)" $PY -m fastmask bench headline --profile "$PROFILE" --device "$DEVICE" \
   --results-dir "$RESULTS/bench" --budget "$(left 15)"

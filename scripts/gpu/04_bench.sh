@@ -7,5 +7,5 @@
 DEFAULT_LIMIT=130
 source "$(dirname "$0")/common.sh"
 build || exit 1
-check bench "$LIMIT" $PY -m fastmask bench --profile "$PROFILE" --device "$DEVICE" --results-dir "$RESULTS/bench" \
+check bench "$(left 3)" $PY -m fastmask bench --profile "$PROFILE" --device "$DEVICE" --results-dir "$RESULTS/bench" \
   --budget "$(left 10)"
