@@ -68,7 +68,7 @@ def settings(device: torch.device, profile: harness.Profile) -> Settings:
         return Settings("tiny", "small", ((64, 4),), 4, 1, 2, 1)
     if device.type == "cpu":
         return Settings("tiny", "small", ((128, 32),), 12, 2, 4, 2)
-    return Settings("base", "base", ((128, 256), (512, 64)), 24, 3, 6, 3)
+    return Settings("base", "base", ((128, 256), (512, 64)), 18, 3, 6, 3)
 
 
 class TimedCollator:

@@ -4,7 +4,7 @@
 # NEEDED libraries, `fastmask info`. The 2026-11-30 H200 build carried a private static libstdc++
 # and segfaulted on every error message holding a number (docs/gpu-sessions/2026-11-30-nvidia-h200.md):
 # toolchain.txt and linkage.log say why, next time. Usage: scripts/gpu/01_build.sh RESULTS_DIR
-DEFAULT_LIMIT=150
+DEFAULT_LIMIT=130
 source "$(dirname "$0")/common.sh"
 toolchain() {
   echo "## link-related environment, before the build"

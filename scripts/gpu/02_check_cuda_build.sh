@@ -2,7 +2,7 @@
 # Step 2 (seconds): scripts/check_cuda_build.py, CI stage 2's check, on the GPU build: the extension
 # loads, every op has a CUDA kernel registered, `fastmask info` lists the cuda backend available.
 # Usage: scripts/gpu/02_check_cuda_build.sh RESULTS_DIR
-DEFAULT_LIMIT=20
+DEFAULT_LIMIT=15
 source "$(dirname "$0")/common.sh"
 if [ "$DRY_RUN" = 1 ]; then
   dry_skip check_cuda_build "a CPU torch has no CUDA build to check"

@@ -26,9 +26,9 @@ results=${1:?usage: scripts/gpu/all.sh [--pack DIR] RESULTS_DIR [STEP...]}
 shift
 mkdir -p "$results" && results=$(cd "$results" && pwd)
 # The kit: step, time limit in seconds (scripts/gpu/README.md gives the plan minute by minute).
-KIT="01_build 150
-02_check_cuda_build 20
-03_headline 150
+KIT="01_build 130
+02_check_cuda_build 15
+03_headline 175
 04_bench 130
 05_sync_debug 90
 06_op_tests 120
