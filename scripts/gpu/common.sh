@@ -61,7 +61,8 @@ cuda_kernels_loaded() {
 }
 
 # build [force]: the README's install command with the CUDA kernels required (FASTMASK_CUDA=1);
-# skipped when the kernels already load (a warm machine), unless forced; never in a dry run.
+# skipped when the kernels already load (a warm machine), unless forced; never in a dry run. A
+# build that failed is not tried again by the later steps of the same results folder.
 build() {
   if [ "$DRY_RUN" = 1 ]; then
     return 0
@@ -70,6 +71,14 @@ build() {
     log "build: CUDA kernels already built"
     return 0
   fi
-  check build "$(left 10)" $PY -m pip install -v --no-build-isolation --no-deps -e . || { tail -40 "$RESULTS/build.log"; return 1; }
-  cuda_kernels_loaded || { log "build: fastmask._C has no working CUDA kernels"; return 1; }
+  if [ -e "$RESULTS/build.failed" ]; then
+    log "build: failed earlier in this kit (build.log): not tried again"
+    return 1
+  fi
+  if ! check build "$(left 10)" $PY -m pip install -v --no-build-isolation --no-deps -e . || ! cuda_kernels_loaded; then
+    tail -40 "$RESULTS/build.log"
+    log "build: fastmask._C has no working CUDA kernels"
+    touch "$RESULTS/build.failed"
+    return 1
+  fi
 }
