@@ -16,6 +16,7 @@ from fastmask.ops import (
 )
 from fastmask.sparse import sparse_mlm_loss
 from fastmask.strategy import MaskingStrategy
+from fastmask.masking_config import MaskingConfig  # noqa: F401 (exported: the masking settings)
 
 __version__ = "0.1.0"
 __all__ = [

@@ -15,7 +15,8 @@ gradient back in the same backward pass.
 The objectives (:func:`mapnet_loss`, ``objective=``), x_i = score_i / temperature, S the sampled
 positions of a row, v_i their importance weights (1 without them):
 
-* ``"regression"`` (the default): a weighted least-squares fit of the scores to log G, centred
+* ``"regression"`` (the default of :class:`fastmask.MaskingConfig`, so of ``MaskingStrategy``,
+  ``fastmask pretrain`` and ``apply_fastmask``): a weighted least-squares fit of the scores to log G, centred
   per row (so any common scale of G cancels)::
 
       e_i = (x_i - log G_i) - sum_{j in S} v_j (x_j - log G_j) / sum_{j in S} v_j
@@ -36,7 +37,10 @@ positions of a row, v_i their importance weights (1 without them):
   It has no interior optimum: q sharpens until the uniform floor holds it, and the importance
   weights grow (kept as the faithful mode).
 
-The objective is added to the MLM loss with a weight lambda.
+The objective is added to the MLM loss with a weight lambda. :func:`mapnet_loss` and
+:func:`mapnet_score_gradient` called without ``objective=`` compute ``"loss"`` (``mapnet_loss``'s default since
+its first release, which the REINFORCE tests pin; its closed-form gradient agrees); the strategy
+layer always passes its configured objective.
 """
 
 from __future__ import annotations
@@ -47,10 +51,13 @@ from torch import nn
 from fastmask.reference import IGNORE_INDEX
 
 
+PROPOSAL_HEADS = 2  # the proposal net's attention heads, wherever fastmask builds one (its width must divide by it)
+
+
 def proposal_width(hidden_size: int) -> int:
     """The proposal net's default width beside a model ``hidden_size`` wide (``fastmask pretrain``
-    and :func:`fastmask.hf.apply_fastmask`, which give the net 2 heads): a quarter of it, as the
-    author's MAP-BERT, rounded down to an even number, and at least 2."""
+    and :func:`fastmask.hf.apply_fastmask`, which give the net ``PROPOSAL_HEADS`` = 2 heads): a
+    quarter of it, as the author's MAP-BERT, rounded down to an even number, and at least 2."""
     return max(2, hidden_size // 8 * 2)
 
 
@@ -69,7 +76,7 @@ class MaskProposalNet(nn.Module):
         embedding: nn.Embedding,
         num_layers: int = 2,
         hidden_size: int = 128,
-        num_heads: int = 2,
+        num_heads: int = PROPOSAL_HEADS,
         max_len: int = 512,
         dropout: float = 0.1,
     ):
@@ -170,7 +177,7 @@ def mapnet_score_gradient(
     maskable: torch.Tensor,
     uniform_mix: float = 0.1,
     temperature: float = 1.0,
-    objective: str = "regression",
+    objective: str = "loss",
     weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the gradient of :func:`mapnet_loss` with respect to `scores`, its value), in closed form.

@@ -20,11 +20,9 @@ import torch
 from torch import nn
 
 from fastmask import counts
-from fastmask.mapnet import OBJECTIVES, MaskProposalNet, mapnet_loss, mapnet_score_gradient, proposal_log_q
+from fastmask.mapnet import MaskProposalNet, mapnet_loss, mapnet_score_gradient, proposal_log_q
+from fastmask.masking_config import PER_ROW_MASKS, STRATEGIES, MaskingConfig
 from fastmask.ops import (
-    PARTITIONS,
-    SAMPLINGS,
-    WEIGHTINGS,
     MaskedPositions,
     gather_masked,
     fully_explored_mask,
@@ -36,7 +34,6 @@ from fastmask.ops import (
 from fastmask.reference import IGNORE_INDEX
 from fastmask.sparse import labelled_mean, losses_by_position, slot_cross_entropy
 
-STRATEGIES = ("random", "bernoulli", "fully-explored", "mapnet")
 VIEW_ROW_SHIFT = 48  # masks_per_row: view v of row r draws from the Philox stream of row r + (v << 48)
 EVAL_SEED = 1234  # evaluation masks: plain random, exact count, this seed (comparable across strategies)
 
@@ -74,25 +71,24 @@ class StepLosses(NamedTuple):
     logits: torch.Tensor
 
 
-def _probability(name: str, value: float, low_open: bool = False) -> float:
-    p = counts.check_probability(name, value)
-    if low_open and p == 0:
-        raise ValueError(f"{name} must be in (0, 1], got {value!r}")
-    return p
-
-
 class MaskingStrategy(nn.Module):
     """How a batch is masked and its MLM loss computed, on the batch's device, without host syncs.
 
-    strategy: ``"random"`` (exactly :func:`fastmask.masked_count` tokens per row), ``"bernoulli"``
+    Built from a :class:`fastmask.MaskingConfig` (``MaskingStrategy(config, mask_token_id=...,
+    vocab_size=...)``) or from its fields as keywords (``MaskingStrategy("random", mask_token_id=...,
+    vocab_size=..., mlm_probability=0.2)``); the old keywords ``strategy``, ``objective`` and
+    ``sampling`` warn and still work (``fastmask.masking_config.RENAMED``). ``self.config`` holds
+    the settings (``num_segments`` filled in); ``seed`` keys the masks with the caller's row ids.
+
+    masking: ``"random"`` (exactly :func:`fastmask.masked_count` tokens per row), ``"bernoulli"``
     (each maskable token with probability ``mlm_probability``, as Hugging Face's collator) — both
     with ``masks_per_row`` independent masks of every row in the step (default 1; K of them cost
     what fully explored's K views cost: the compute-fair comparison),
     ``"fully-explored"`` (the row's maskable tokens split into ``num_segments`` disjoint views, all
     of them in the step: the loss averages over every view's labels) or ``"mapnet"`` (positions
-    drawn from ``proposal``'s scores by ``sampling`` — systematic by default: exactly k positions,
+    drawn from ``proposal``'s scores by ``mapnet_sampling`` — systematic by default: exactly k positions,
     exact inclusion probabilities — with importance weights; ``losses`` also returns the proposal
-    net's ``objective`` (:func:`fastmask.mapnet_loss`). ``special_ids`` are never masked, nor are
+    net's ``mapnet_objective`` (:func:`fastmask.mapnet_loss`). ``special_ids`` are never masked, nor are
     unattended positions.
 
     MAPNet's ``"regression"`` and ``"variance"`` objectives learn from the gradient-norm signal
@@ -104,55 +100,26 @@ class MaskingStrategy(nn.Module):
 
     def __init__(
         self,
-        strategy: str = "random",
+        masking: str | MaskingConfig | None = None,
         *,
         mask_token_id: int,
         vocab_size: int,
         special_ids: Sequence[int] = (),
-        mlm_probability: float = 0.15,
-        mask_replace_prob: float = 0.8,
-        random_replace_prob: float = 0.1,
-        num_segments: int | None = None,
-        partition: str = "random",
-        masks_per_row: int = 1,
-        uniform_mix: float = 0.1,
-        weighting: str = "token",
-        sampling: str = "systematic",
-        objective: str = "regression",
         seed: int = 0,
         proposal: MaskProposalNet | None = None,
+        **settings,
     ):
         super().__init__()
-        if strategy not in STRATEGIES:
-            raise ValueError(f"masking must be one of {STRATEGIES}, got {strategy!r}")
-        if (strategy == "mapnet") != (proposal is not None):
+        config, spelling = MaskingConfig.from_kwargs(settings, masking, owner="MaskingStrategy", stacklevel=3)
+        config.validate(spelling)
+        if (config.masking == "mapnet") != (proposal is not None):
             raise ValueError("masking='mapnet' needs a proposal net (and only it takes one)")
-        if partition not in PARTITIONS:
-            raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-        if objective == "variance" and weighting != "token":
-            raise ValueError("objective='variance' is the second moment of the token-weighted estimator: "
-                             "it needs weighting='token'")
-        self.mlm_probability = _probability("mlm_probability", mlm_probability, low_open=True)
-        counts.replacement_thresholds(mask_replace_prob, random_replace_prob)  # checks them, naming each
-        self.uniform_mix = _probability("uniform_mix", uniform_mix)
-        if num_segments is None:
-            num_segments = max(1, round(1 / self.mlm_probability))
-        if isinstance(num_segments, bool) or not isinstance(num_segments, int) or num_segments < 1:
-            raise ValueError(f"num_segments must be an int >= 1, got {num_segments!r}")
-        if isinstance(masks_per_row, bool) or not isinstance(masks_per_row, int) or masks_per_row < 1:
-            raise ValueError(f"masks_per_row must be an int >= 1, got {masks_per_row!r}")
-        if masks_per_row > 1 and strategy not in ("random", "bernoulli"):
-            raise ValueError(f"masks_per_row applies to random and bernoulli masking, not {strategy!r}")
-        self.masks_per_row = masks_per_row
-        self.strategy, self.num_segments, self.partition, self.weighting = strategy, num_segments, partition, weighting
-        self.sampling, self.objective = sampling, objective
-        self.replace = dict(mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob)
+        self.config = config = config.with_defaults()  # num_segments: round(1 / mlm_probability) if None
+        self.mlm_probability, self.uniform_mix = float(config.mlm_probability), float(config.uniform_mix)
+        self.masks_per_row = config.masks_per_row
+        self.strategy, self.num_segments, self.partition = config.masking, config.num_segments, config.partition
+        self.weighting, self.sampling, self.objective = config.weighting, config.mapnet_sampling, config.mapnet_objective
+        self.replace = dict(mask_replace_prob=config.mask_replace_prob, random_replace_prob=config.random_replace_prob)
         self.mask_token_id, self.vocab_size, self.seed = mask_token_id, vocab_size, seed
         self.proposal = proposal
         self.register_buffer("special_ids", torch.tensor(list(special_ids), dtype=torch.int64), persistent=False)
@@ -163,6 +130,11 @@ class MaskingStrategy(nn.Module):
         # MAPNet's health, summed over calls on the device (see losses): objective, the smallest and
         # largest importance weight, the largest q_i over the uniform 1/n; and the number of calls.
         self.proposal_sums = torch.zeros(5)
+
+    def derived(self, config: MaskingConfig, *, seed: int, proposal: MaskProposalNet | None = None) -> "MaskingStrategy":
+        """Another strategy on this one's tokens (mask id, vocabulary, special ids): ``config``, ``seed``, ``proposal``."""
+        return MaskingStrategy(config, mask_token_id=self.mask_token_id, vocab_size=self.vocab_size,
+                               special_ids=self.special_ids.tolist(), seed=seed, proposal=proposal)
 
     def extra_repr(self) -> str:
         return f"{self.strategy!r}, mlm_probability={self.mlm_probability}"
@@ -212,7 +184,7 @@ class MaskingStrategy(nn.Module):
         common = dict(mask_token_id=self.mask_token_id, vocab_size=self.vocab_size, seed=self.seed, row_ids=row_ids,
                       epoch=epoch, **self.replace)
         views, weights, scores = 1, None, None
-        if self.strategy in ("random", "bernoulli"):
+        if self.strategy in PER_ROW_MASKS:
             views = self.masks_per_row
             if views > 1:  # view v of row r is keyed as row r + v 2^48 (sample ids stay below 2^48)
                 view = torch.arange(views, device=row_ids.device).repeat_interleave(row_ids.shape[0])
@@ -271,7 +243,8 @@ class MaskingStrategy(nn.Module):
             return StepLosses(loss, loss.new_zeros(()), logits)
         if not feedback:
             reward = losses_by_position(token_losses.detach().float(), step.positions, step.labels.shape[1])
-            objective = mapnet_loss(step.scores, step.labels, reward, step.maskable, uniform_mix=self.uniform_mix)
+            objective = mapnet_loss(step.scores, step.labels, reward, step.maskable, uniform_mix=self.uniform_mix,
+                                    objective=self.objective)
         with torch.no_grad():
             sampled = step.weights > 0
             weights = step.weights.float()

@@ -12,6 +12,7 @@ import os
 import torch
 
 import fastmask
+from fastmask.mapnet import OBJECTIVES
 from fastmask.train import Config
 from fastmask.train.model import Pretrainer
 from fastmask.train.run_folder import load_checkpoint
@@ -19,6 +20,28 @@ from fastmask.train.run_folder import load_checkpoint
 # Philox seeds of the measurement streams: every arm draws from its own (seed + offset, epoch = repeat).
 STREAMS = dict(reference=1_000_003, uniform=2_000_029, oracle=3_000_017, proxy=4_000_037, mapnet=5_000_011,
                views=6_000_011, fully_explored=7_000_003, random_k=8_000_009, random=9_000_011)
+
+
+# The arms, as the MaskingConfig fields each changes (arm_masking); every other field is the run's.
+FAIR_ARMS = ("random", "fully-explored", "random-k")  # equal encoder rows per step (compute-fair)
+MAPNET_ARMS = tuple(f"mapnet-{objective}" for objective in OBJECTIVES)
+
+
+def arm_masking(arm: str, k: int) -> dict:
+    """The MaskingConfig fields of an arm: random (one exact-count mask), fully-explored (K views),
+    random-k (K independent random masks of each row), mapnet-<objective>."""
+    if arm == "random-k":
+        return dict(masking="random", masks_per_row=k)
+    if arm in MAPNET_ARMS:
+        return dict(masking="mapnet", mapnet_objective=arm.removeprefix("mapnet-"))
+    if arm in FAIR_ARMS:
+        return dict(masking=arm, masks_per_row=1)
+    raise ValueError(f"unknown arm {arm!r}: one of {FAIR_ARMS + MAPNET_ARMS}")
+
+
+def arm_config(cfg: Config, arm: str) -> fastmask.MaskingConfig:
+    """The run's MaskingConfig with the arm's fields (K: the run's num_segments)."""
+    return dataclasses.replace(cfg.masking_config(), **arm_masking(arm, cfg.num_segments))
 
 
 def experiment_config(args, masking: str, seed: int | None = None, **overrides) -> Config:

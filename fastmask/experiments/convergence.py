@@ -21,13 +21,12 @@ import os
 import torch
 from tqdm.auto import tqdm
 
-from fastmask.experiments.common import experiment_config, save, setup_of
+from fastmask.experiments.common import FAIR_ARMS, MAPNET_ARMS, arm_masking, experiment_config, save, setup_of
 from fastmask.data import progress_bars
-from fastmask.mapnet import OBJECTIVES
+from fastmask.masking_config import MaskingConfig
 from fastmask.train import train
 
-FAIR_ARMS = ("random", "fully-explored", "random-k")
-ARMS = (*FAIR_ARMS, *(f"mapnet-{objective}" for objective in OBJECTIVES))
+ARMS = (*FAIR_ARMS, *MAPNET_ARMS)
 
 
 def arm_config(args, arm: str, seed: int, lr: float, steps: int, out: str):
@@ -36,17 +35,11 @@ def arm_config(args, arm: str, seed: int, lr: float, steps: int, out: str):
     k = probe.num_segments
     if args.rows % k:
         raise ValueError(f"--rows {args.rows} must be a multiple of K = {k} (the fully-explored views)")
-    masking, extra = arm, {}
-    if arm in ("fully-explored", "random-k"):
-        extra = dict(batch_size=args.rows // k, masks_per_row=k if arm == "random-k" else 1)
-        masking = "random" if arm == "random-k" else arm
-    elif arm.startswith("mapnet-"):
-        masking, extra = "mapnet", dict(batch_size=args.rows, mapnet_objective=arm.removeprefix("mapnet-"))
-    else:
-        extra = dict(batch_size=args.rows)
+    masking = arm_masking(arm, k)
+    views = MaskingConfig(**masking, num_segments=k).views  # encoder rows per sequence
     interval = max(1, min(args.eval_interval, steps))
-    return experiment_config(args, masking=masking, seed=seed, lr=lr, steps=steps, eval_interval=interval,
-                             log_interval=interval, checkpoint_interval=steps, out=out, **extra)
+    return experiment_config(args, seed=seed, lr=lr, steps=steps, eval_interval=interval, log_interval=interval,
+                             checkpoint_interval=steps, out=out, batch_size=args.rows // views, **masking)
 
 
 def curve_of(run_folder: str) -> list[dict]:

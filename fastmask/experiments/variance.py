@@ -31,16 +31,15 @@ import torch
 from tqdm.auto import tqdm
 
 import fastmask
-from fastmask.experiments.common import (STREAMS, GradientProbe, correlations, experiment_config, geometric_ci,
-                                         load_state, save, setup_of)
+from fastmask.experiments.common import (FAIR_ARMS, MAPNET_ARMS, STREAMS, GradientProbe, arm_config,
+                                         correlations, experiment_config, geometric_ci, load_state, save, setup_of)
 from fastmask.data import progress_bars
 from fastmask.mapnet import OBJECTIVES
 from fastmask.reference import IGNORE_INDEX
 from fastmask.sparse import slot_cross_entropy
 from fastmask.train import train
 
-ARMS = ("uniform", "oracle", "proxy", *(f"mapnet-{objective}" for objective in OBJECTIVES))
-FAIR_ARMS = ("random", "fully-explored", "random-k")
+ARMS = ("uniform", "oracle", "proxy", *MAPNET_ARMS)
 
 
 def token_gradients(probe: GradientProbe, seed: int, chunk: int = 32) -> dict[str, torch.Tensor]:
@@ -74,12 +73,9 @@ def train_proposal(model, prepared, objective: str, args, seed: int) -> fastmask
     """A proposal net trained with `objective` against the frozen MLM of this state (``--proposal-steps``)."""
     cfg = model.cfg
     torch.manual_seed(seed)
-    net = fastmask.MaskProposalNet(model.mlm.bert.embeddings.word_embeddings, num_layers=cfg.mapnet_layers,
-                                   hidden_size=cfg.mapnet_hidden, num_heads=2, max_len=cfg.seq_len, dropout=0.0)
-    strategy = fastmask.MaskingStrategy(
-        "mapnet", mask_token_id=model.masking.mask_token_id, vocab_size=model.masking.vocab_size,
-        special_ids=model.masking.special_ids.tolist(), mlm_probability=cfg.mlm_probability,
-        uniform_mix=cfg.uniform_mix, objective=objective, seed=seed + STREAMS["mapnet"], proposal=net)
+    masking = arm_config(cfg, f"mapnet-{objective}")
+    net = masking.proposal_net(model.mlm.bert.embeddings.word_embeddings, max_len=cfg.seq_len, dropout=0.0)
+    strategy = model.masking.derived(masking, seed=seed + STREAMS["mapnet"], proposal=net)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.proposal_lr)
     frozen = [p for p in model.mlm.parameters() if p.requires_grad]
     for p in frozen:
@@ -184,11 +180,7 @@ def measure_fair_split(model, prepared, args, state_seed: int) -> dict:
     probe = GradientProbe(model, prepared.eval[:1])  # its parameters and gradient function
     out = {}
     for arm in FAIR_ARMS:
-        strategy = fastmask.MaskingStrategy(
-            "fully-explored" if arm == "fully-explored" else "random", mask_token_id=model.masking.mask_token_id,
-            vocab_size=model.masking.vocab_size, special_ids=model.masking.special_ids.tolist(),
-            mlm_probability=cfg.mlm_probability, num_segments=k, masks_per_row=k if arm == "random-k" else 1,
-            seed=STREAMS[arm.replace("-", "_")] + state_seed)
+        strategy = model.masking.derived(arm_config(cfg, arm), seed=STREAMS[arm.replace("-", "_")] + state_seed)
         means, within = [], []
         for d in range(args.data_batches):
             index = torch.randint(len(prepared.train), (sequences[arm],), generator=g)

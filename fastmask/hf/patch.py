@@ -9,17 +9,20 @@ checkpoint format — is unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import types
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from fastmask.masking_config import CONFIG_FILE, REMOVAL, RENAMED, MaskingConfig
 from fastmask.mapnet import MaskProposalNet, proposal_width
-from fastmask.strategy import STRATEGIES, MaskedStep, MaskingStrategy
+from fastmask.strategy import MaskedStep, MaskingStrategy
 
 from transformers import TrainerCallback
 from transformers.modeling_outputs import MaskedLMOutput
@@ -27,7 +30,6 @@ from transformers.utils import logging
 
 logger = logging.get_logger(__name__)
 
-CONFIG_FILE = "fastmask.json"  # the strategy's settings, beside the model's files
 PROPOSAL_FILE = "fastmask_proposal.safetensors"  # MAPNet's proposal net: not part of the model's checkpoint
 PER_ROW_INPUTS = ("token_type_ids", "position_ids")  # repeated per view for fully-explored masking
 
@@ -100,7 +102,7 @@ class FastMaskState(nn.Module):
 
     def __init__(self, masking: MaskingStrategy, mapnet_weight: float, settings: dict):
         super().__init__()
-        self.masking, self.mapnet_weight, self.settings = masking, mapnet_weight, settings
+        self.masking, self.mapnet_weight, self.settings = masking, mapnet_weight, _Settings(settings)
         # Not a buffer (DDP would broadcast it every step); moved with the module (see _apply).
         self.train_calls = torch.zeros((), dtype=torch.int64)
 
@@ -117,9 +119,26 @@ class FastMaskState(nn.Module):
         self.train_calls.add_(1)
         return self.masking(input_ids, attention_mask, row_ids=row_ids, epoch=epoch)
 
+    @property
+    def config(self) -> MaskingConfig:
+        """The settings apply_fastmask was given (the proposal's width resolved), as saved in fastmask.json."""
+        return MaskingConfig.from_dict(self.settings)
+
     def take_dropped_labels(self) -> int:
         """Labelled tokens dropped for capacity since the last call (a host sync: log time only)."""
         return self.masking.take_dropped_labels()
+
+
+class _Settings(dict):
+    """``FastMaskState.settings``: the MaskingConfig's fields and the seed, by their canonical names;
+    an old name (``proposal_hidden``, ...) is still read, with a DeprecationWarning."""
+
+    def __getitem__(self, key):
+        if key in RENAMED and not super().__contains__(key):
+            warnings.warn(f"settings[{key!r}] is deprecated, use settings[{RENAMED[key]!r}] (the old name goes in "
+                          f"{REMOVAL})", DeprecationWarning, stacklevel=2)
+            key = RENAMED[key]
+        return super().__getitem__(key)
 
 
 def _patched_forward(original_forward, head):
@@ -158,7 +177,7 @@ def _patched_save_pretrained(original_save):
             return
         state: FastMaskState = self.fastmask
         with open(os.path.join(save_directory, CONFIG_FILE), "w") as f:
-            json.dump(state.settings, f, indent=2)
+            json.dump(dict(state.settings), f, indent=2)
         if state.masking.proposal is not None:
             from safetensors.torch import save_file
 
@@ -180,33 +199,21 @@ def _tokenizer_of(model, tokenizer):
                      "or load the model from a local folder that holds one")
 
 
-def apply_fastmask(
-    model,
-    tokenizer=None,
-    *,
-    masking: str = "random",
-    mlm_probability: float = 0.15,
-    mask_replace_prob: float = 0.8,
-    random_replace_prob: float = 0.1,
-    num_segments: int | None = None,
-    partition: str = "random",
-    seed: int = 0,
-    uniform_mix: float = 0.1,
-    weighting: str = "token",
-    mapnet_weight: float = 0.1,
-    mapnet_objective: str = "regression",
-    sampling: str = "systematic",
-    proposal_layers: int = 2,
-    proposal_hidden: int | None = None,
-):
+def apply_fastmask(model, tokenizer=None, config: MaskingConfig | None = None, *, seed: int = 0, **settings):
     """Patches a Hugging Face ``*ForMaskedLM`` in place for fastmask and returns it.
+
+    The masking settings are :class:`fastmask.MaskingConfig`'s fields, given as ``config``, as
+    keywords of the same names (``masking="fully-explored", num_segments=4``), or both (the
+    keywords replace the config's fields); ``seed`` keys the masks. The old keywords
+    ``sampling``, ``proposal_layers`` and ``proposal_hidden`` (now ``mapnet_sampling``,
+    ``mapnet_layers``, ``mapnet_hidden``) warn and still work, for one release.
 
     ``forward`` without ``labels`` (or with the width-0 labels of the drop-in collator's
     ``mask_in_model=True``) masks the batch on the model's device with ``masking`` — ``"random"``
     (exact count), ``"bernoulli"``, ``"fully-explored"`` (all ``num_segments`` views in the step)
     or ``"mapnet"`` (a proposal net over the model's input embedding, trained jointly through
     ``mapnet_objective`` (:func:`fastmask.mapnet_loss`) added with weight ``mapnet_weight``, masks
-    drawn by ``sampling``; the net has ``proposal_layers`` layers and is ``proposal_hidden`` wide,
+    drawn by ``mapnet_sampling``; the net has ``mapnet_layers`` layers and is ``mapnet_hidden`` wide,
     by default :func:`fastmask.mapnet.proposal_width` of the model's width, as in ``fastmask
     pretrain``) — fresh every step, no host sync. In eval mode
     it masks with plain random masks (exact count) keyed by each sequence's tokens, for every
@@ -217,21 +224,17 @@ def apply_fastmask(
 
     The Trainer is told not to pass ``num_items_in_batch`` (``accepts_loss_kwargs = False``): it
     divides each micro-step's mean by the accumulation steps. ``save_pretrained`` writes the
-    model's standard checkpoint (loadable without fastmask) plus ``fastmask.json`` and, for MAPNet,
-    ``fastmask_proposal.safetensors``; a later ``apply_fastmask(..., masking="mapnet")`` on a
-    model loaded from that folder restores the proposal net. Supported: ``SUPPORTED_MODELS`` and
-    their subclasses; ``torch.nn.DataParallel`` is not (use torchrun/accelerate: DDP).
+    model's standard checkpoint (loadable without fastmask) plus ``fastmask.json`` (the config and
+    the seed: ``MaskingConfig.load(folder)`` reads it back) and, for MAPNet, ``fastmask_proposal.safetensors``;
+    a later ``apply_fastmask(..., masking="mapnet")`` on a model loaded from that folder restores
+    the proposal net (and its shape). Supported: ``SUPPORTED_MODELS`` and their subclasses;
+    ``torch.nn.DataParallel`` is not (use torchrun/accelerate: DDP).
     """
     head = _head_of(model)
     if hasattr(model, "fastmask"):
         raise ValueError(f"this {type(model).__name__} is already patched by apply_fastmask")
-    if masking not in STRATEGIES:
-        raise ValueError(f"masking must be one of {STRATEGIES}, got {masking!r}")
-    if not mapnet_weight >= 0:
-        raise ValueError(f"mapnet_weight must be >= 0, got {mapnet_weight!r}")
-    if masking == "mapnet" and proposal_hidden is not None and not (proposal_hidden >= 2 and proposal_hidden % 2 == 0):
-        raise ValueError(f"proposal_hidden must be an even number >= 2 (the proposal net's 2 heads), "
-                         f"got {proposal_hidden!r}")
+    config, spelling = MaskingConfig.from_kwargs(settings, config, owner="apply_fastmask", stacklevel=3)
+    config.validate(spelling)
     tokenizer = _tokenizer_of(model, tokenizer)
     if tokenizer.mask_token_id is None:
         raise ValueError("the tokenizer has no mask token: masked-language modelling needs one")
@@ -239,21 +242,13 @@ def apply_fastmask(
     if vocab_size > model.config.vocab_size:
         raise ValueError(f"the tokenizer has {vocab_size} tokens, more than the model's vocab_size "
                          f"{model.config.vocab_size}: random replacements would index past the embedding")
-    settings = dict(masking=masking, mlm_probability=mlm_probability, mask_replace_prob=mask_replace_prob,
-                    random_replace_prob=random_replace_prob, num_segments=num_segments, partition=partition,
-                    seed=seed, uniform_mix=uniform_mix, weighting=weighting, mapnet_weight=mapnet_weight,
-                    mapnet_objective=mapnet_objective, sampling=sampling, proposal_layers=proposal_layers, proposal_hidden=proposal_hidden)
     proposal = None
-    if masking == "mapnet":
-        proposal = _proposal_net(model, settings)
-    strategy = MaskingStrategy(
-        masking, mask_token_id=tokenizer.mask_token_id, vocab_size=vocab_size,
-        special_ids=sorted(set(tokenizer.all_special_ids)), mlm_probability=mlm_probability,
-        mask_replace_prob=mask_replace_prob, random_replace_prob=random_replace_prob, num_segments=num_segments,
-        partition=partition, uniform_mix=uniform_mix, weighting=weighting, sampling=sampling,
-        objective=mapnet_objective, seed=seed, proposal=proposal)
+    if config.masking == "mapnet":
+        config, proposal = _proposal_net(model, config)
+    strategy = MaskingStrategy(config, mask_token_id=tokenizer.mask_token_id, vocab_size=vocab_size,
+                               special_ids=sorted(set(tokenizer.all_special_ids)), seed=seed, proposal=proposal)
     device = next(model.parameters()).device
-    model.fastmask = FastMaskState(strategy, mapnet_weight, settings).to(device)
+    model.fastmask = FastMaskState(strategy, config.mapnet_weight, dict(config.to_dict(), seed=seed)).to(device)
     model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | {
         f"fastmask.{k}" for k in model.fastmask.state_dict()}
     model.accepts_loss_kwargs = False
@@ -262,27 +257,25 @@ def apply_fastmask(
     return model
 
 
-def _proposal_net(model, settings: dict) -> MaskProposalNet:
-    """MAPNet's proposal net over the model's input embedding; restored when the model's folder holds one."""
+def _proposal_net(model, config: MaskingConfig) -> tuple[MaskingConfig, MaskProposalNet]:
+    """MAPNet's proposal net over the model's input embedding, and the config with its shape; the net
+    (and its shape) restored when the model's folder holds one."""
     folder = getattr(model, "name_or_path", "")
     saved = os.path.join(folder, PROPOSAL_FILE) if folder and os.path.isdir(folder) else None
+    stored = None
     if saved and os.path.exists(saved) and os.path.exists(os.path.join(folder, CONFIG_FILE)):
-        with open(os.path.join(folder, CONFIG_FILE)) as f:
-            stored = json.load(f)
-        for key in ("proposal_layers", "proposal_hidden"):
-            settings[key] = stored[key]  # the saved net's shape wins: its weights are loaded next
-    else:
-        saved = None
+        stored = MaskingConfig.load(folder)
+    if stored is not None:  # the saved net's shape wins: its weights are loaded next
+        config = dataclasses.replace(config, mapnet_layers=stored.mapnet_layers, mapnet_hidden=stored.mapnet_hidden)
     embedding = model.get_input_embeddings()
-    hidden = settings["proposal_hidden"] or proposal_width(embedding.embedding_dim)
-    settings["proposal_hidden"] = hidden
-    net = MaskProposalNet(embedding, num_layers=settings["proposal_layers"], hidden_size=hidden, num_heads=2,
-                          max_len=model.config.max_position_embeddings)
-    if saved:
+    if config.mapnet_hidden is None:
+        config = dataclasses.replace(config, mapnet_hidden=proposal_width(embedding.embedding_dim))
+    net = config.proposal_net(embedding, max_len=model.config.max_position_embeddings)
+    if stored is not None:
         from safetensors.torch import load_file
 
         net.load_state_dict(load_file(saved))
-    return net.to(embedding.weight.device)
+    return config, net.to(embedding.weight.device)
 
 
 class FastMaskCallback(TrainerCallback):

@@ -1,15 +1,17 @@
 """``fastmask pretrain``'s configuration: one table of flags (the Config fields, each with its help
-text, type and choices), the presets, and the checks that run before anything is loaded."""
+text, type and choices), the presets, and the checks that run before anything is loaded.
+
+The masking flags are :class:`fastmask.MaskingConfig`'s fields (Config is a MaskingConfig plus the
+run's fields): each field is a flag of the same name (``mapnet_objective`` -> ``--mapnet-objective``),
+with its default and help from there, and MaskingConfig.validate checks them."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
-from fastmask.mapnet import OBJECTIVES, proposal_width
-from fastmask.ops import SAMPLINGS
-from fastmask.strategy import STRATEGIES
+from fastmask.masking_config import FLAGS, MaskingConfig, STRATEGIES, setting
 
 MAX_SEQ_LEN = 8192  # the longest rows the packer, the model and the kernels are sized for here
 
@@ -24,9 +26,7 @@ PRESETS = {
 }
 
 
-def _flag(default, help: str, kind=None, choices=None):
-    """A Config field and its command-line flag: help text, value type (default: the default's), choices."""
-    return field(default=default, metadata=dict(help=help, kind=kind or type(default), choices=choices))
+_flag = setting  # a Config field and its command-line flag: help text, value type (default: the default's), choices
 
 
 PRESET = "None: the preset's value"
@@ -35,8 +35,11 @@ MASKINGS = (*STRATEGIES, HF_BASELINE)  # fastmask's strategies, and the baseline
 
 
 @dataclass
-class Config:
-    """Every field is a command-line flag (``--field-name value``); None takes the preset's value."""
+class Config(MaskingConfig):
+    """Every field is a command-line flag (``--field-name value``); None takes the preset's value.
+
+    The masking fields come from :class:`fastmask.MaskingConfig` (``--masking`` adds ``hf``, the
+    baseline); :meth:`masking_config` is the MaskingConfig the run masks with."""
 
     preset: str = _flag("tiny", "model size, data shape and schedule: " + "; ".join(
         f"{name}: width {p['hidden_size']}, {p['num_layers']} layers, seq {p['seq_len']}, vocab {p['vocab_size']}, "
@@ -49,11 +52,9 @@ class Config:
     out: str | None = _flag(None, "the run's folder; None: a new runs/pretrain-<date>-<time>, printed at start. "
                                   "A folder holding files is refused unless --resume or --overwrite", kind=str)
     overwrite: bool = _flag(False, "replace the run files already in --out")
-    masking: str = _flag("random", "random: exactly round(p n) tokens per row; bernoulli: each token with "
-                                   "probability p (BERT, the HF collator); fully-explored: K disjoint views of every "
-                                   "row in one step; mapnet: sampled from a jointly trained proposal net, "
-                                   "importance-weighted; hf: the baseline, trained the way most users do today "
-                                   "(transformers' collator on the CPU, BertForMaskedLM's dense head)", choices=MASKINGS)
+    masking: str = _flag("random", MaskingConfig.__dataclass_fields__["masking"].metadata["help"] + "; hf: the "
+                                   "baseline, trained the way most users do today (transformers' collator on the CPU, "
+                                   "BertForMaskedLM's dense head)", choices=MASKINGS)
     # model (None: from the preset)
     hidden_size: int | None = _flag(None, f"encoder width ({PRESET})", kind=int)
     num_layers: int | None = _flag(None, f"encoder layers ({PRESET})", kind=int)
@@ -61,26 +62,6 @@ class Config:
     intermediate_size: int | None = _flag(None, f"feed-forward width ({PRESET})", kind=int)
     seq_len: int | None = _flag(None, f"tokens per training sequence, 8..{MAX_SEQ_LEN} ({PRESET})", kind=int)
     vocab_size: int | None = _flag(None, f"tokenizer and embedding size ({PRESET})", kind=int)
-    # masking
-    mlm_probability: float = _flag(0.15, "share of maskable tokens masked, in (0, 1)")
-    num_segments: int | None = _flag(None, "fully-explored K; None: round(1 / mlm-probability)", kind=int)
-    masks_per_row: int = _flag(1, "random/bernoulli: independent masks of every row in a step (K of them cost what "
-                                  "fully explored's K views cost)")
-    mapnet_layers: int = _flag(2, "MAPNet proposal net: Transformer layers")
-    mapnet_hidden: int | None = _flag(None, "MAPNet proposal net: width (even, for its 2 heads); None: a quarter of "
-                                            "--hidden-size, rounded down to an even number (at least 2)", kind=int)
-    mapnet_weight: float = _flag(0.1, "MAPNet: weight lambda of the proposal net's objective")
-    mapnet_objective: str = _flag("regression", "MAPNet: the proposal's objective (fastmask.mapnet_loss): regression "
-                                                "(scores fitted to the log gradient-norm signal, q proportional to it), "
-                                                "variance (REINFORCE on the estimator's second moment) or loss (the "
-                                                "paper author's REINFORCE toward high-loss tokens)",
-                                  choices=OBJECTIVES)
-    mapnet_sampling: str = _flag("systematic", "MAPNet: how masks are drawn from q: systematic (exactly k, exact "
-                                               "inclusion probabilities), topk (Gumbel-top-k, approximate weights) or "
-                                               "poisson (about k, exact)", choices=SAMPLINGS)
-    uniform_mix: float = _flag(0.1, "MAPNet: share of the uniform distribution mixed into the proposal, in [0, 1]")
-    weighting: str = _flag("token", "MAPNet importance weights: token (per masked token, unbiased) or sequence "
-                                    "(one clipped weight per row)", choices=("token", "sequence"))
     # optimisation
     batch_size: int | None = _flag(None, f"sequences per rank per micro-step ({PRESET})", kind=int)
     grad_accum: int = _flag(1, "micro-steps per optimizer step")
@@ -110,11 +91,7 @@ class Config:
             raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
         values = {k: (PRESETS[self.preset].get(k) if v is None and k in PRESETS[self.preset] else v)
                   for k, v in dataclasses.asdict(self).items()}
-        cfg = Config(**values)
-        if cfg.num_segments is None:
-            cfg.num_segments = max(1, round(1 / cfg.mlm_probability)) if cfg.mlm_probability > 0 else 1
-        if cfg.mapnet_hidden is None:
-            cfg.mapnet_hidden = proposal_width(cfg.hidden_size)
+        cfg = Config(**values).with_defaults(values["hidden_size"])  # num_segments, mapnet_hidden
         if cfg.log_interval is None:
             cfg.log_interval = min(10, max(1, cfg.steps // 50))
         if cfg.warmup is None:
@@ -122,32 +99,39 @@ class Config:
         cfg.validate()
         return cfg
 
+    def masking_config(self) -> MaskingConfig:
+        """The run's masking settings; the hf baseline's evaluation masks (and special ids) are random's."""
+        return dataclasses.replace(super().masking_config(), masking="random" if self.masking == HF_BASELINE
+                                   else self.masking)
+
     def validate(self) -> None:
         checks = [
             (self.masking in MASKINGS, f"--masking must be one of {MASKINGS}, got {self.masking!r}"),
+            # pretrain masks fewer than every token (MaskingConfig allows p = 1: rows of [MASK] only)
             (0 < self.mlm_probability < 1, f"--mlm-probability must be in (0, 1), got {self.mlm_probability}"),
-            (self.weighting in ("token", "sequence"), f"--weighting must be token or sequence, got {self.weighting!r}"),
-            (0 <= self.uniform_mix <= 1, f"--uniform-mix must be in [0, 1], got {self.uniform_mix}"),
-            (self.masks_per_row == 1 or self.masking in ("random", "bernoulli"),
+            (self.masks_per_row == 1 or self.masking != HF_BASELINE,
              f"--masks-per-row applies to --masking random or bernoulli, not {self.masking}"),
-            (not (self.mapnet_objective == "variance" and self.weighting == "sequence"),
-             "--mapnet-objective variance is the second moment of the token-weighted estimator: it needs "
-             "--weighting token"),
+        ]
+        self._raise_first(checks)
+        self.masking_config().validate(FLAGS)  # every masking flag, named as a flag
+        checks = [
             (self.hidden_size % self.num_heads == 0,
              f"--hidden-size {self.hidden_size} must be divisible by --num-heads {self.num_heads}"),
-            (self.masking != "mapnet" or (self.mapnet_hidden >= 2 and self.mapnet_hidden % 2 == 0),
-             f"--mapnet-hidden must be an even number >= 2 (the proposal net's 2 heads), got {self.mapnet_hidden}"),
             (8 <= self.seq_len <= MAX_SEQ_LEN, f"--seq-len must be in [8, {MAX_SEQ_LEN}], got {self.seq_len}"),
             (not self.resume or self.out is not None, "--resume needs --out: the folder of the run to continue"),
             (not (self.resume and self.overwrite), "--resume continues the run in --out; --overwrite replaces it: "
                                                    "give one of them"),
         ]
         for name in ("batch_size", "grad_accum", "steps", "eval_interval", "eval_batches", "log_interval",
-                     "checkpoint_interval", "num_segments", "hidden_size", "num_layers", "num_heads",
-                     "intermediate_size", "vocab_size", "mapnet_layers", "masks_per_row"):
+                     "checkpoint_interval", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "vocab_size"):
             checks.append((getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"))
         checks += [(self.lr > 0, f"--lr must be > 0, got {self.lr}"), (self.clip > 0, f"--clip must be > 0, got {self.clip}"),
                    (0 < self.eval_fraction < 1, f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")]
+        self._raise_first(checks)
+
+    @staticmethod
+    def _raise_first(checks) -> None:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -180,14 +164,18 @@ examples:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastmask pretrain", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    masking = parser.add_argument_group("masking", "fastmask.MaskingConfig's fields: apply_fastmask and "
+                                                   "MaskingStrategy take the same names (mlm_probability, ...)")
+    masking_fields = {f.name for f in fields(MaskingConfig)}
     for f in fields(Config):
         flag, meta = "--" + f.name.replace("_", "-"), f.metadata
+        group = masking if f.name in masking_fields else parser
         shown = f"{meta['help']} (default: {f.default})"
         if meta["kind"] is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=meta["help"])
         else:
-            parser.add_argument(flag, type=meta["kind"], default=f.default, choices=meta["choices"], help=shown,
-                                metavar=None if meta["choices"] else f.name.upper())
+            group.add_argument(flag, type=meta["kind"], default=f.default, choices=meta["choices"], help=shown,
+                               metavar=None if meta["choices"] else f.name.upper())
     parser.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     return parser
 

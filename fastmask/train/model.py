@@ -7,9 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-import fastmask
 from fastmask.strategy import MaskingStrategy
-from fastmask.train.config import HF_BASELINE, Config
+from fastmask.train.config import Config
 
 
 class Pretrainer(nn.Module):
@@ -26,22 +25,16 @@ class Pretrainer(nn.Module):
             max_position_embeddings=cfg.seq_len, pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa",
         )
         self.mlm = BertForMaskedLM(config)
+        masking = cfg.masking_config()  # the HF baseline's is random's: see below
         proposal = None
-        if cfg.masking == "mapnet":
-            proposal = fastmask.MaskProposalNet(
-                self.mlm.bert.embeddings.word_embeddings, num_layers=cfg.mapnet_layers,
-                hidden_size=cfg.mapnet_hidden, num_heads=2, max_len=cfg.seq_len,
-            )
+        if masking.masking == "mapnet":
+            proposal = masking.proposal_net(self.mlm.bert.embeddings.word_embeddings, max_len=cfg.seq_len)
         # The HF baseline masks on the CPU (the loop's _batch_transfer): its strategy here serves the
         # evaluation masks and the special ids, common to every --masking.
         self.masking = MaskingStrategy(
-            "random" if cfg.masking == HF_BASELINE else cfg.masking, mask_token_id=tokenizer.mask_token_id,
-            vocab_size=cfg.vocab_size,
+            masking, mask_token_id=tokenizer.mask_token_id, vocab_size=cfg.vocab_size,
             special_ids=sorted(set(tokenizer.all_special_ids)),  # never masked, on either path
-            mlm_probability=cfg.mlm_probability, num_segments=cfg.num_segments, masks_per_row=cfg.masks_per_row,
-            uniform_mix=cfg.uniform_mix,
-            weighting=cfg.weighting, sampling=cfg.mapnet_sampling, objective=cfg.mapnet_objective, seed=cfg.seed,
-            proposal=proposal)
+            seed=cfg.seed, proposal=proposal)
 
     def forward(self, ids: torch.Tensor, sample_ids: torch.Tensor, epoch: torch.Tensor,
                 hf_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
