@@ -110,7 +110,7 @@ class MaskingStrategy(nn.Module):
         **settings,
     ):
         super().__init__()
-        config, spelling = MaskingConfig.from_kwargs(settings, masking, owner="MaskingStrategy", stacklevel=3)
+        config, spelling = MaskingConfig.from_kwargs(settings, masking, owner="MaskingStrategy")
         config.validate(spelling)
         if (config.masking == "mapnet") != (proposal is not None):
             raise ValueError("masking='mapnet' needs a proposal net (and only it takes one)")

@@ -233,7 +233,7 @@ def apply_fastmask(model, tokenizer=None, config: MaskingConfig | None = None, *
     head = _head_of(model)
     if hasattr(model, "fastmask"):
         raise ValueError(f"this {type(model).__name__} is already patched by apply_fastmask")
-    config, spelling = MaskingConfig.from_kwargs(settings, config, owner="apply_fastmask", stacklevel=3)
+    config, spelling = MaskingConfig.from_kwargs(settings, config, owner="apply_fastmask")
     config.validate(spelling)
     tokenizer = _tokenizer_of(model, tokenizer)
     if tokenizer.mask_token_id is None:
