@@ -14,6 +14,7 @@ counter, so data-parallel ranks and accumulation micro-steps never share a mask.
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -34,7 +35,7 @@ from fastmask.ops import (
 from fastmask.reference import IGNORE_INDEX
 from fastmask.sparse import labelled_mean, losses_by_position, slot_cross_entropy
 
-VIEW_ROW_SHIFT = 48  # masks_per_row: view v of row r draws from the Philox stream of row r + (v << 48)
+VIEW_ROW_SHIFT = 48  # masks_per_row: view v of row r is keyed as Philox row r + (v << 48)
 EVAL_SEED = 1234  # evaluation masks: plain random, exact count, this seed (comparable across strategies)
 
 
@@ -181,26 +182,26 @@ class MaskingStrategy(nn.Module):
                 row_ids: torch.Tensor, epoch: torch.Tensor | int) -> MaskedStep:
         """Masks uncorrupted ids (B, L) with this strategy; `row_ids` (B,) and `epoch` key the masks."""
         maskable = self.maskable(input_ids, attention_mask)
-        common = dict(mask_token_id=self.mask_token_id, vocab_size=self.vocab_size, seed=self.seed, row_ids=row_ids,
-                      epoch=epoch, **self.replace)
+        op_args = dict(mask_token_id=self.mask_token_id, vocab_size=self.vocab_size, seed=self.seed, row_ids=row_ids,
+                       epoch=epoch, **self.replace)  # what every masking op takes: tokens, Philox key, 80/10/10
         views, weights, scores = 1, None, None
         if self.strategy in PER_ROW_MASKS:
             views = self.masks_per_row
             if views > 1:  # view v of row r is keyed as row r + v 2^48 (sample ids stay below 2^48)
                 view = torch.arange(views, device=row_ids.device).repeat_interleave(row_ids.shape[0])
-                common["row_ids"] = row_ids.repeat(views) + (view << VIEW_ROW_SHIFT)
+                op_args["row_ids"] = row_ids.repeat(views) + (view << VIEW_ROW_SHIFT)
             masked = mask_tokens(input_ids.repeat(views, 1), maskable.repeat(views, 1),
-                                 mlm_probability=self.mlm_probability, exact_count=self.strategy == "random", **common)
+                                 mlm_probability=self.mlm_probability, exact_count=self.strategy == "random", **op_args)
         elif self.strategy == "fully-explored":
             masked = fully_explored_mask(input_ids, maskable, num_segments=self.num_segments,
-                                         partition=self.partition, **common)
+                                         partition=self.partition, **op_args)
             views = self.num_segments
             masked = type(masked)(masked.input_ids.flatten(0, 1), masked.labels.flatten(0, 1))
         else:
             scores = self.proposal(input_ids, attention_mask)
             masked = proposal_mask(input_ids, scores.detach(), maskable, mlm_probability=self.mlm_probability,
                                    uniform_mix=self.uniform_mix, sampling=self.sampling, weighting=self.weighting,
-                                   **common)
+                                   **op_args)
             weights = masked.weights
         positions = self._gathered(masked.labels, self.capacity(input_ids.shape[1]))
         return MaskedStep(masked.input_ids, masked.labels, positions, views, maskable, weights, scores)
@@ -217,11 +218,17 @@ class MaskingStrategy(nn.Module):
         capacity = counts.gather_capacity(input_ids.shape[1], self.mlm_probability)
         return MaskedStep(masked.input_ids, masked.labels, masked_positions(masked.labels, capacity), 1, maskable)
 
-    def labelled(self, input_ids: torch.Tensor | None, labels: torch.Tensor) -> MaskedStep:
+    def gather_labels(self, input_ids: torch.Tensor | None, labels: torch.Tensor) -> MaskedStep:
         """A batch masked elsewhere (a collator's labels): gathered with the Bernoulli bound of
         ``mlm_probability``; tokens beyond it are counted in ``dropped_labels``."""
         capacity = counts.gather_capacity(labels.shape[1], self.mlm_probability, exact_count=False)
         return MaskedStep(input_ids, labels, self._gathered(labels, capacity), 1, labels != IGNORE_INDEX)
+
+    def labelled(self, input_ids: torch.Tensor | None, labels: torch.Tensor) -> MaskedStep:
+        """Deprecated name of :meth:`gather_labels` (until fastmask 0.2)."""
+        warnings.warn("MaskingStrategy.labelled is deprecated, use gather_labels (the old name goes in fastmask 0.2)",
+                      DeprecationWarning, stacklevel=2)
+        return self.gather_labels(input_ids, labels)
 
     def losses(self, step: MaskedStep, hidden: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
                num_items: torch.Tensor | int | None = None) -> StepLosses:

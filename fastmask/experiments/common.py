@@ -17,8 +17,8 @@ from fastmask.train import Config
 from fastmask.train.model import Pretrainer
 from fastmask.train.run_folder import load_checkpoint
 
-# Philox seeds of the measurement streams: every arm draws from its own (seed + offset, epoch = repeat).
-STREAMS = dict(reference=1_000_003, uniform=2_000_029, oracle=3_000_017, proxy=4_000_037, mapnet=5_000_011,
+# Philox seeds of the measurements: every arm masks with its own seed (+ an offset), the repeat as its epoch.
+ARM_SEEDS = dict(reference=1_000_003, uniform=2_000_029, oracle=3_000_017, proxy=4_000_037, mapnet=5_000_011,
                views=6_000_011, fully_explored=7_000_003, random_k=8_000_009, random=9_000_011)
 
 

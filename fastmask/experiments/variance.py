@@ -9,7 +9,7 @@ the step-0 model included). At each state, for --batches fixed batches of traini
 * per-token gradient norms ||g_i|| over every MLM parameter, each token masked once (the K
   fully-explored views of the batch), with MAPNet's signal G_i = ||dl_i / dh_i|| and the token
   loss l_i from the same passes; the variance ceiling 1 / (1 + CV^2) of ||g||;
-* arms, one mask per estimate, --repeats estimates each, every arm on its own Philox stream:
+* arms, one mask per estimate, --repeats estimates each, every arm on its own Philox seed:
   uniform (exact count); the oracle proposal q proportional to ||g||; the proxy oracle q
   proportional to G; a proposal net trained at that state (MLM frozen) with each MAPNet
   objective. Proposals sample systematically with token weights (unbiased). MSE ratio to
@@ -31,7 +31,7 @@ import torch
 from tqdm.auto import tqdm
 
 import fastmask
-from fastmask.experiments.common import (FAIR_ARMS, MAPNET_ARMS, STREAMS, GradientProbe, arm_config,
+from fastmask.experiments.common import (FAIR_ARMS, MAPNET_ARMS, ARM_SEEDS, GradientProbe, arm_config,
                                          correlations, experiment_config, geometric_ci, load_state, save, setup_of)
 from fastmask.data import progress_bars
 from fastmask.mapnet import OBJECTIVES
@@ -75,7 +75,7 @@ def train_proposal(model, prepared, objective: str, args, seed: int) -> fastmask
     torch.manual_seed(seed)
     masking = arm_config(cfg, f"mapnet-{objective}")
     net = masking.proposal_net(model.mlm.bert.embeddings.word_embeddings, max_len=cfg.seq_len, dropout=0.0)
-    strategy = model.masking.derived(masking, seed=seed + STREAMS["mapnet"], proposal=net)
+    strategy = model.masking.derived(masking, seed=seed + ARM_SEEDS["mapnet"], proposal=net)
     optimizer = torch.optim.AdamW(net.parameters(), lr=args.proposal_lr)
     frozen = [p for p in model.mlm.parameters() if p.requires_grad]
     for p in frozen:
@@ -127,14 +127,14 @@ def measure_mse(model, prepared, proposals: dict, args, state_seed: int) -> dict
     for b, rows in enumerate(tqdm(probe_batches(prepared, args), desc="batches", leave=False,
                                   disable=not progress_bars(args.progress))):
         probe = GradientProbe(model, rows)
-        tokens = token_gradients(probe, STREAMS["views"] + state_seed + b)
+        tokens = token_gradients(probe, ARM_SEEDS["views"] + state_seed + b)
         m = probe.maskable
         norms = tokens["norm"]
         cv = (norms[m].std() / norms[m].mean()).item()
         signal_stats.append(dict(norm_cv=cv, ceiling=1 / (1 + cv * cv),
                                  signal=correlations(tokens["signal"][m], norms[m]),
                                  token_loss=correlations(tokens["loss"][m], norms[m])))
-        reference = sum(probe.grad(*probe.mask(STREAMS["reference"] + state_seed + b, epoch=r))
+        reference = sum(probe.grad(*probe.mask(ARM_SEEDS["reference"] + state_seed + b, epoch=r))
                         for r in range(args.reference_masks)) / args.reference_masks
         proposal_scores = {
             "oracle": (torch.where(m, norms.clamp(min=1e-30).log(), 0.0).float(), 0.0),
@@ -146,12 +146,12 @@ def measure_mse(model, prepared, proposals: dict, args, state_seed: int) -> dict
         results = {}
         errors = []
         for r in range(args.repeats):
-            errors.append((probe.grad(*probe.mask(STREAMS["uniform"] + state_seed + b, epoch=r)) - reference)
+            errors.append((probe.grad(*probe.mask(ARM_SEEDS["uniform"] + state_seed + b, epoch=r)) - reference)
                           .pow(2).sum().item())
         results["uniform"] = dict(mse=sum(errors) / len(errors))
         for arm, (scores, uniform_mix) in proposal_scores.items():
-            stream = STREAMS["mapnet" if arm.startswith("mapnet") else arm] + 97 * ARMS.index(arm) + state_seed + b
-            draws = [probe.propose(scores, uniform_mix, stream, r) for r in range(args.repeats)]
+            seed = ARM_SEEDS["mapnet" if arm.startswith("mapnet") else arm] + 97 * ARMS.index(arm) + state_seed + b
+            draws = [probe.propose(scores, uniform_mix, seed, r) for r in range(args.repeats)]
             errors = [(probe.grad(d.input_ids, d.labels, d.weights) - reference).pow(2).sum().item() for d in draws]
             log_q = fastmask.proposal_log_q(scores, m, uniform_mix)
             results[arm] = dict(mse=sum(errors) / len(errors), **_proposal_diagnostics(probe, log_q, norms, draws))
@@ -180,7 +180,7 @@ def measure_fair_split(model, prepared, args, state_seed: int) -> dict:
     probe = GradientProbe(model, prepared.eval[:1])  # its parameters and gradient function
     out = {}
     for arm in FAIR_ARMS:
-        strategy = model.masking.derived(arm_config(cfg, arm), seed=STREAMS[arm.replace("-", "_")] + state_seed)
+        strategy = model.masking.derived(arm_config(cfg, arm), seed=ARM_SEEDS[arm.replace("-", "_")] + state_seed)
         means, within = [], []
         for d in range(args.data_batches):
             index = torch.randint(len(prepared.train), (sequences[arm],), generator=g)

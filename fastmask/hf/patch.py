@@ -114,10 +114,12 @@ class FastMaskState(nn.Module):
         if not training:
             return self.masking.evaluation(input_ids, attention_mask, row_ids=_content_ids(input_ids))
         rank, world = rank_and_world()
-        row_ids = torch.arange(input_ids.shape[0], device=input_ids.device, dtype=torch.int64) + (rank << 32)
-        epoch = self.train_calls * world + rank
+        # The Philox key: row = the row's place in the batch + rank << 32; the ops' "epoch" word = this
+        # rank's call index among every rank's calls (call t of rank r: t * world + r).
+        batch_rows = torch.arange(input_ids.shape[0], device=input_ids.device, dtype=torch.int64) + (rank << 32)
+        call_index = self.train_calls * world + rank
         self.train_calls.add_(1)
-        return self.masking(input_ids, attention_mask, row_ids=row_ids, epoch=epoch)
+        return self.masking(input_ids, attention_mask, row_ids=batch_rows, epoch=call_index)
 
     @property
     def config(self) -> MaskingConfig:
@@ -153,7 +155,7 @@ def _patched_forward(original_forward, head):
             step = state.mask(input_ids, attention_mask, self.training)
             num_items_in_batch = None  # the Trainer counted the labels it saw, not these masks
         else:
-            step = state.masking.labelled(input_ids, labels)  # input_ids may be None (inputs_embeds)
+            step = state.masking.gather_labels(input_ids, labels)  # input_ids may be None (inputs_embeds)
         per_row = {k: step.repeat(v) if k in PER_ROW_INPUTS else v for k, v in kwargs.items()}
         encoded = self.base_model(input_ids=None if input_ids is None else step.input_ids,
                                   attention_mask=step.repeat(attention_mask), return_dict=True, **per_row)
