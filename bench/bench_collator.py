@@ -35,7 +35,6 @@ import harness  # noqa: E402
 from fastmask import baselines  # noqa: E402
 from fastmask.hf import DataCollatorForLanguageModeling  # noqa: E402
 
-OPS = ()  # a collator, not an op: mask_tokens and maskable_mask are timed by bench_masking.py
 BASELINES = harness.baselines("hf-collator-call")
 
 

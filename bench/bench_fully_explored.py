@@ -21,7 +21,6 @@ import harness  # noqa: E402
 
 import fastmask  # noqa: E402
 
-OPS = ("fully_explored_mask",)
 BASELINES = harness.baselines("reference", "compiled-ref")
 
 

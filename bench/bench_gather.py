@@ -25,7 +25,6 @@ import harness  # noqa: E402
 import fastmask  # noqa: E402
 from fastmask.reference import IGNORE_INDEX  # noqa: E402
 
-OPS = ("masked_positions", "gather_masked", "scatter_masked")
 BASELINES = harness.baselines("bool-index", "index-select", "eager-nonzero", "reference")
 
 

@@ -44,7 +44,6 @@ import harness  # noqa: E402
 from fastmask import baselines  # noqa: E402
 from fastmask.hf import apply_fastmask  # noqa: E402
 
-OPS = ()  # end to end: the ops it runs are timed alone by the other families
 BASELINES = harness.baselines("hf-pretrain", "hf-trainer-step")
 PAIRS = {"fastmask": "hf-pretrain", "fastmask-compile": "hf-pretrain", "apply_fastmask": "hf-trainer-step"}
 # Seconds a contender is expected to take at BERT-base on an H100/H200 (estimates: the budget starts

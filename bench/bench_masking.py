@@ -23,7 +23,6 @@ import harness  # noqa: E402
 import fastmask  # noqa: E402
 from fastmask import baselines  # noqa: E402
 
-OPS = ("maskable_mask", "mask_tokens")
 BASELINES = harness.baselines("hf-collator", "eager-torch", "eager-isin", "reference")
 
 

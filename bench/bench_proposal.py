@@ -22,7 +22,6 @@ import harness  # noqa: E402
 
 import fastmask  # noqa: E402
 
-OPS = ("proposal_mask",)
 BASELINES = harness.baselines("eager-multinomial", "reference")
 UNIFORM_MIX = 0.1
 

@@ -23,7 +23,6 @@ import harness  # noqa: E402
 
 import fastmask  # noqa: E402
 
-OPS = ()  # end to end: the ops it runs are timed alone by the other families
 BASELINES = harness.baselines("dense-head", "sparse-head")
 PRESETS = {"tiny": (128, 2, 2, 512), "base": (768, 12, 12, 3072)}  # width, layers, heads, ffn
 

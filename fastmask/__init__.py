@@ -2,18 +2,8 @@
 
 from fastmask.counts import gather_capacity, masked_count
 from fastmask.mapnet import MaskProposalNet, mapnet_loss, proposal_log_q
-from fastmask.ops import (
-    MaskedBatch,
-    MaskedPositions,
-    ProposalBatch,
-    check_capacity,
-    fully_explored_mask,
-    gather_masked,
-    mask_tokens,
-    maskable_mask,
-    masked_positions,
-    proposal_mask,
-)
+from fastmask import ops
+from fastmask.ops import *  # noqa: F403 (every op's public wrapper and its result type: fastmask.ops.__all__)
 from fastmask.sparse import sparse_mlm_loss
 from fastmask.strategy import MaskingStrategy
 from fastmask.masking_config import MaskingConfig  # noqa: F401 (exported: the masking settings)
@@ -21,21 +11,12 @@ from fastmask.masking_config import MaskingConfig  # noqa: F401 (exported: the m
 __version__ = "0.1.0"
 __all__ = [
     "MaskProposalNet",
-    "MaskedBatch",
     "MaskingStrategy",
-    "MaskedPositions",
-    "ProposalBatch",
-    "check_capacity",
-    "fully_explored_mask",
     "gather_capacity",
-    "gather_masked",
-    "mask_tokens",
-    "maskable_mask",
     "mapnet_loss",
     "masked_count",
-    "masked_positions",
     "proposal_log_q",
-    "proposal_mask",
     "sparse_mlm_loss",
+    *ops.__all__,  # the wrappers of the op table's ops (fastmask.library.OPS) and their types
     "__version__",
 ]

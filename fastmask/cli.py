@@ -8,6 +8,8 @@ import sys
 
 import torch
 
+from fastmask import library
+
 
 def info(_args) -> int:
     """Versions, and which backends loaded on this machine and why not."""
@@ -110,9 +112,13 @@ def demo(args) -> int:
     return 0
 
 
-# In order of value per GPU minute (a --budget leaves out the last ones first). `headline` (the
-# training-step comparison, bench/bench_headline.py) runs only when named.
-BENCH_FAMILIES = ("masking", "gather", "proposal", "fully-explored", "step", "hf-step", "collator")
+# The op families of the op table (each OpSpec's bench) and the end-to-end ones, in order of value per
+# GPU minute (a --budget leaves out the last ones first): the ranked ones, then any other family of the
+# table. `headline` (the training-step comparison, bench/bench_headline.py) runs only when named.
+_RANKED_FAMILIES = ("masking", "gather", "proposal", "fully-explored")
+BENCH_FAMILIES = (*_RANKED_FAMILIES,
+                  *dict.fromkeys(spec.bench for spec in library.OPS.values() if spec.bench not in _RANKED_FAMILIES),
+                  "step", "hf-step", "collator")
 
 
 def bench(args) -> int:
@@ -146,8 +152,8 @@ def bench(args) -> int:
         if left is not None and left <= 0:
             skipped.append(family)
             continue
-        path = os.path.join(bench_dir, f"bench_{family.replace('-', '_')}.py")
-        spec = importlib.util.spec_from_file_location(f"bench_{family.replace('-', '_')}", path)
+        path = os.path.join(bench_dir, library.bench_script(family))
+        spec = importlib.util.spec_from_file_location(library.bench_script(family)[:-3], path)
         module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         print(f"\n## {family}\n", flush=True)

@@ -1,9 +1,13 @@
 """fastmask's op table and the one loop that registers it with ``torch.library``.
 
-Every op is one :class:`OpSpec` in :data:`OPS`: its schema, its metadata check
-(:mod:`fastmask.checks`), its output metadata (the fake), the Triton module implementing it and,
-where a gradient flows, its autograd. Each op is registered once per kernel backend, under a name
-that says which kernel runs::
+Every op is one :class:`OpSpec` in :data:`OPS`, the op's single record: its schema, its metadata
+check (:mod:`fastmask.checks`), its output metadata (the fake), the Triton module implementing it
+and, where a gradient flows, its autograd; and what the rest of the project reads about it: its
+one-line summary (the README's Ops table, :func:`ops_table`), whether :mod:`fastmask.ops` has a
+public wrapper of its name (``fastmask.__all__``), its example arguments and bad cases
+(tests/test_op_table.py, tests/test_error_messages.py), its sanitizer cases
+(scripts/exercise_cuda_kernels.py) and its benchmark family (bench/, ``fastmask bench``). Each op
+is registered once per kernel backend, under a name that says which kernel runs::
 
     fastmask::<op>_cpp        the C++ CPU kernel (csrc/cpu/, registered by fastmask._C)
     fastmask::<op>_cuda       the CUDA kernel (csrc/cuda/, registered by fastmask._C in a CUDA build)
@@ -27,21 +31,40 @@ from typing import Callable
 
 import torch
 
-from fastmask import checks, reference
+from fastmask import checks, counts, reference
 
 KERNEL_BACKENDS = ("cpp", "cuda", "triton", "reference")
+
+
+@dataclass(frozen=True)
+class BadCase:
+    """A bad value of one schema argument, which every entry point of the op (each backend's direct
+    call, the fake) rejects with a TypeError or ValueError whose message names the argument."""
+
+    argument: str  # the schema argument's name
+    value: object  # the bad value, or a function of the example's value of that argument
+    tail: str | None = None  # for a message carrying numbers, how the compiled kernels' message ends
 
 
 @dataclass(frozen=True)
 class OpSpec:
     name: str
     schema: str  # arguments and returns, without the name
+    summary: str  # what it computes, in a few words (the README's Ops table)
     check: Callable[..., None]  # the metadata check of the schema arguments (fastmask.checks)
     fake: Callable[..., object]  # output metadata from the (checked) arguments
     triton_module: str  # fastmask.triton.<module> defines a function <name> with the reference's signature
-    bench: str  # bench/bench_<bench>.py times it (and lists it in its OPS)
+    bench: str  # the benchmark family timing it: `fastmask bench <bench>` runs bench/bench_<bench, - as _>.py
+    example: Callable[[torch.device], tuple]  # (device) -> valid schema arguments on that device
+    bad: tuple[BadCase, ...]  # bad arguments every entry point rejects (tests/test_op_table.py)
+    # (length, device, generator, ranked) -> schema argument tuples that run the op's kernels at every
+    # launch shape of rows that long, on the device (scripts/exercise_cuda_kernels.py, compute-sanitizer);
+    # ranked: whether the kernels exercised rank rows that long (the CUDA ones rank bounded lengths)
+    sanitizer_cases: Callable[[int, torch.device, torch.Generator, bool], list[tuple]]
     # (backend) -> (setup_context, backward) for torch.library.register_autograd, or None
     autograd: Callable[[str], tuple[Callable, Callable]] | None = None
+    wrapper: bool = True  # fastmask.ops has a public wrapper named after the op (exported by fastmask)
+    float_rtol: float = 0.0  # the sanitizer run's tolerance for float outputs against the reference (0: bit-exact)
 
 
 # The kernels write contiguous outputs whatever the inputs' strides, so the fakes do too (new_empty,
@@ -93,50 +116,224 @@ def _scatter_autograd(backend: str):
     return setup_context, backward
 
 
+# Example arguments: two rows of six tokens, BERT's defaults (p = 0.15, 80% [MASK], 10% random).
+_T_SELECT = counts.probability_threshold("mlm_probability", 0.15)
+_COUNT = counts.count_fraction(0.15)  # (count_num, count_den)
+_REPLACE = counts.replacement_thresholds(0.8, 0.1)  # (mask_threshold, random_threshold)
+
+
+def _example_rows(device) -> tuple:
+    """(input_ids, maskable, row_ids, seed, epoch): word ids, all maskable, seed and epoch 0 on the device."""
+    seed, epoch = (torch.tensor(0, dtype=torch.int64, device=device) for _ in range(2))
+    return (torch.full((2, 6), 9, device=device), torch.ones(2, 6, dtype=torch.bool, device=device),
+            torch.arange(2, device=device), seed, epoch)
+
+
+def _maskable_mask_example(device):
+    ids, ok, *_ = _example_rows(device)
+    return ids, ok.long(), torch.tensor([1, 2], device=device)
+
+
+def _mask_tokens_example(device):
+    return (*_example_rows(device), _T_SELECT, *_COUNT, *_REPLACE, 4, 10, True)
+
+
+def _fully_explored_mask_example(device):
+    return (*_example_rows(device), 3, False, *_REPLACE, 4, 10)
+
+
+def _proposal_mask_example(device):
+    ids, ok, rows, seed, epoch = _example_rows(device)
+    return ids, torch.zeros(2, 6, device=device), ok, rows, seed, epoch, *_COUNT, 0.1, 1.0, 2, False, *_REPLACE, 4, 10
+
+
+def _slots_example(device):
+    """(hidden, index): hidden states of two rows of six tokens, width 4, and three slots per row."""
+    return torch.zeros(2, 6, 4, device=device), torch.zeros(2, 3, dtype=torch.long, device=device)
+
+
+def _scatter_masked_example(device):
+    hidden, index = _slots_example(device)
+    return hidden[:, :3], index, 6
+
+
+# Sanitizer cases: small odd inputs, one row per row id (Philox keys beyond 32 bits, and negative ones).
+_SAN_P, _SAN_VOCAB, _SAN_WIDTH, _SAN_SEED, _SAN_EPOCH = 0.15, 1000, 24, 1, 2
+_SAN_ROW_IDS = (0, -5, 2**40)
+_SAN_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _san_mask_id() -> int:
+    from fastmask.data import SPECIAL_TOKENS  # the tokenizers' specials; imported only when cases are built
+
+    return SPECIAL_TOKENS.index("[MASK]")
+
+
+def _san_rows(length, device, generator):
+    """(ids, maskable, row_ids): word ids, about 85% of them maskable."""
+    from fastmask.data import SPECIAL_TOKENS
+
+    shape = (len(_SAN_ROW_IDS), length)
+    ids = torch.randint(len(SPECIAL_TOKENS), _SAN_VOCAB, shape, generator=generator).to(device)
+    maskable = (torch.rand(shape, generator=generator) < 0.85).to(device)
+    return ids, maskable, torch.tensor(_SAN_ROW_IDS, device=device)
+
+
+def _san_stream(device):
+    """(seed, epoch): the seed on the device (read by the kernel), the epoch on the CPU (by value)."""
+    return torch.tensor(_SAN_SEED, device=device), torch.tensor(_SAN_EPOCH)
+
+
+def _san_scalars():
+    """The masking scalars: replacement thresholds, [MASK]'s id, the vocabulary size."""
+    return (*_REPLACE, _san_mask_id(), _SAN_VOCAB)
+
+
+def _maskable_mask_cases(length, device, generator, ranked):
+    ids, maskable, _ = _san_rows(length, device, generator)
+    return [(ids, maskable.long(), torch.tensor([7, 9], device=device))]
+
+
+def _mask_tokens_cases(length, device, generator, ranked):
+    ids, maskable, row_ids = _san_rows(length, device, generator)
+    return [(ids, maskable, row_ids, *_san_stream(device), _T_SELECT, *_COUNT, *_san_scalars(), exact)
+            for exact in (False, True) if not exact or ranked]
+
+
+def _fully_explored_mask_cases(length, device, generator, ranked):
+    ids, maskable, row_ids = _san_rows(length, device, generator)
+    return [(ids, maskable, row_ids, *_san_stream(device), 7, contiguous, *_san_scalars())
+            for contiguous in (False, True) if contiguous or ranked]
+
+
+def _proposal_mask_cases(length, device, generator, ranked):
+    ids, maskable, row_ids = _san_rows(length, device, generator)
+    scores = torch.randn(ids.shape, generator=generator).to(device)
+    return [(ids, scores, maskable, row_ids, *_san_stream(device), *_COUNT, 0.1, 1.0, sampling, sequence_weights,
+             *_san_scalars())
+            for sampling in (0, 1, 2) if sampling == 1 or ranked  # 1: Poisson, any length
+            for sequence_weights in (False, True)]
+
+
+def _masked_positions_cases(length, device, generator, ranked):
+    """The labels of an exact-count mask (the reference's) and the capacity that holds them."""
+    from fastmask import ops
+
+    ids, maskable, row_ids = _san_rows(length, device, generator)
+    labels = ops.mask_tokens(ids, maskable, _san_mask_id(), _SAN_VOCAB, _SAN_P, exact_count=True, row_ids=row_ids,
+                             backend="reference").labels
+    return [(labels, counts.gather_capacity(length, _SAN_P))]
+
+
+def _san_slot_index(length, device, generator):
+    from fastmask import ops
+
+    ((labels, capacity),) = _masked_positions_cases(length, device, generator, True)
+    return ops.masked_positions(labels, capacity, backend="reference").index
+
+
+def _gather_masked_cases(length, device, generator, ranked):
+    index = _san_slot_index(length, device, generator)
+    return [(torch.randn(len(_SAN_ROW_IDS), length, _SAN_WIDTH, generator=generator).to(device, dtype), index)
+            for dtype in _SAN_DTYPES]
+
+
+def _scatter_masked_cases(length, device, generator, ranked):
+    index = _san_slot_index(length, device, generator)
+    return [(torch.randn(*index.shape, _SAN_WIDTH, generator=generator).to(device, dtype), index, length)
+            for dtype in _SAN_DTYPES]
+
+
 _MASKING_SCALARS = "int mask_threshold, int random_threshold, int mask_token_id, int vocab_size"
+
+_tensor = torch.Tensor  # bad values derived from the example's: _tensor.float is "the example's, as float32"
 
 OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec(
         "maskable_mask",
         "(Tensor input_ids, Tensor? attention_mask, Tensor special_ids) -> Tensor",
-        checks.maskable_mask, lambda input_ids, *args: input_ids.new_empty(input_ids.shape, dtype=torch.bool),
-        triton_module="masking", bench="masking",
+        summary="which tokens may be masked",
+        check=checks.maskable_mask, fake=lambda input_ids, *args: input_ids.new_empty(input_ids.shape, dtype=torch.bool),
+        triton_module="masking", bench="masking", example=_maskable_mask_example,
+        bad=(BadCase("input_ids", _tensor.float), BadCase("attention_mask", lambda a: a[:1], "got [1, 6]"),
+             BadCase("attention_mask", _tensor.float), BadCase("special_ids", lambda a: a[None], "got 2-D")),
+        sanitizer_cases=_maskable_mask_cases,
     ),
     OpSpec(
         "mask_tokens",
         "(Tensor input_ids, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int select_threshold, "
         f"int count_num, int count_den, {_MASKING_SCALARS}, bool exact) -> (Tensor, Tensor)",
-        checks.mask_tokens, _masked_ids_fake, triton_module="masking", bench="masking",
+        summary="Bernoulli or exact-count masking with 80/10/10",
+        check=checks.mask_tokens, fake=_masked_ids_fake, triton_module="masking", bench="masking",
+        example=_mask_tokens_example,
+        bad=(BadCase("input_ids", lambda a: a[0], "got 1-D"), BadCase("maskable", lambda a: a[:, :2], "got [2, 2]"),
+             BadCase("maskable", _tensor.long), BadCase("row_ids", lambda a: a[:1], "must have shape (2,), got [1]"),
+             BadCase("row_ids", _tensor.int), BadCase("seed", _tensor.int),
+             BadCase("epoch", lambda a: a[None], "got shape [1]"),
+             BadCase("select_threshold", reference.PROB_ONE + 1, "got 16777217"),
+             BadCase("count_num", _COUNT[1] + 1, f"got {_COUNT[1] + 1}"), BadCase("count_den", 0, "got 0"),
+             BadCase("mask_threshold", -1, "got -1"), BadCase("random_threshold", reference.PROB_ONE, "got 16777216"),
+             BadCase("mask_token_id", 10, "got 10"), BadCase("vocab_size", 0, "got 0")),
+        sanitizer_cases=_mask_tokens_cases,
     ),
     OpSpec(
         "fully_explored_mask",
         "(Tensor input_ids, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int num_segments, "
         f"bool contiguous, {_MASKING_SCALARS}) -> (Tensor, Tensor)",
-        checks.fully_explored_mask, _fully_explored_fake, triton_module="masking", bench="fully_explored",
+        summary="K disjoint masked views per row",
+        check=checks.fully_explored_mask, fake=_fully_explored_fake, triton_module="masking", bench="fully-explored",
+        example=_fully_explored_mask_example,
+        bad=(BadCase("seed", lambda a: a.to("meta")),  # neither the inputs' device nor the CPU
+             BadCase("num_segments", 0, "got 0"), BadCase("vocab_size", 2**31, "got 2147483648")),
+        sanitizer_cases=_fully_explored_mask_cases,
     ),
     OpSpec(
         "masked_positions",
         "(Tensor labels, int capacity) -> (Tensor, Tensor, Tensor)",
-        checks.masked_positions, _masked_positions_fake, triton_module="gather", bench="gather",
+        summary="labelled positions compacted into C slots",
+        check=checks.masked_positions, fake=_masked_positions_fake, triton_module="gather", bench="gather",
+        example=lambda device: (torch.full((2, 6), -100, device=device), 3),
+        bad=(BadCase("labels", lambda a: a[0], "got 1-D"), BadCase("labels", _tensor.int),
+             BadCase("capacity", 0, "got 0")),
+        sanitizer_cases=_masked_positions_cases,
     ),
     OpSpec(
         "gather_masked",
         "(Tensor hidden, Tensor index) -> Tensor",
-        checks.gather_masked, lambda hidden, index: hidden.new_empty(hidden.shape[0], index.shape[1], hidden.shape[2]),
-        triton_module="gather", bench="gather", autograd=_gather_autograd,
+        summary="hidden states of the slots (backward: `scatter_masked`)",
+        check=checks.gather_masked,
+        fake=lambda hidden, index: hidden.new_empty(hidden.shape[0], index.shape[1], hidden.shape[2]),
+        triton_module="gather", bench="gather", example=_slots_example,
+        bad=(BadCase("hidden", lambda a: a[0], "got 2-D"), BadCase("hidden", _tensor.long),
+             BadCase("index", lambda a: a[0], "got 1-D"),
+             BadCase("index", lambda a: a[:1], "index has batch 1 but hidden has batch 2"),
+             BadCase("index", _tensor.int)),
+        sanitizer_cases=_gather_masked_cases, autograd=_gather_autograd,
     ),
     OpSpec(
         "scatter_masked",
         "(Tensor values, Tensor index, int length) -> Tensor",
-        checks.scatter_masked, lambda values, index, length: values.new_empty(values.shape[0], length, values.shape[2]),
-        triton_module="gather", bench="gather", autograd=_scatter_autograd,
+        summary="gather's backward: slots written back at their positions",
+        check=checks.scatter_masked,
+        fake=lambda values, index, length: values.new_empty(values.shape[0], length, values.shape[2]),
+        triton_module="gather", bench="gather", example=_scatter_masked_example,
+        bad=(BadCase("index", lambda a: a[:, :2], "index has capacity 2 but values has 3 slots per row"),
+             BadCase("length", -1, "got -1")),
+        sanitizer_cases=_scatter_masked_cases, autograd=_scatter_autograd, wrapper=False,
     ),
     OpSpec(
         "proposal_mask",
         "(Tensor input_ids, Tensor scores, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int count_num, "
         "int count_den, float uniform_mix, float temperature, int sampling, bool sequence_weights, "
         f"{_MASKING_SCALARS}) -> (Tensor, Tensor, Tensor)",
-        checks.proposal_mask, _proposal_fake, triton_module="proposal", bench="proposal",
+        summary="MAPNet sampling from a proposal, with weights",
+        check=checks.proposal_mask, fake=_proposal_fake, triton_module="proposal", bench="proposal",
+        example=_proposal_mask_example,
+        bad=(BadCase("epoch", _tensor.float), BadCase("scores", lambda a: a[:1], "got [1, 6]"),
+             BadCase("scores", _tensor.long), BadCase("count_den", 0, "got 0"),
+             BadCase("uniform_mix", 1.5, "got 1.5"), BadCase("temperature", 0.0, "got 0"),
+             BadCase("sampling", 3, "got 3")),
+        sanitizer_cases=_proposal_mask_cases, float_rtol=1e-5,  # the float weights
     ),
 )}
 
@@ -146,6 +343,39 @@ def op(name: str, backend: str) -> torch._ops.OpOverload:
     if backend not in KERNEL_BACKENDS:
         raise ValueError(f"backend must be one of {KERNEL_BACKENDS}, got {backend!r}")
     return getattr(getattr(torch.ops.fastmask, f"{name}_{backend}"), "default")
+
+
+def argument_names(name: str) -> list[str]:
+    """The schema argument names of op `name`, in order."""
+    return [a.name for a in torch._C.parse_schema(f"{name}{OPS[name].schema}").arguments]
+
+
+def bad_calls(device: torch.device) -> list[tuple[str, int, BadCase, tuple]]:
+    """(op, argument position, case, arguments) for every bad case of the table, in table order: the
+    op's example arguments on `device` with the case's argument replaced by its bad value."""
+    calls = []
+    for spec in OPS.values():
+        names = argument_names(spec.name)
+        for case in spec.bad:
+            args = list(spec.example(device))
+            position = names.index(case.argument)
+            args[position] = case.value(args[position]) if callable(case.value) else case.value
+            calls.append((spec.name, position, case, tuple(args)))
+    return calls
+
+
+def bench_script(family: str) -> str:
+    """The benchmark script of a family, relative to bench/ (`fastmask bench fully-explored`: bench_fully_explored.py)."""
+    return f"bench_{family.replace('-', '_')}.py"
+
+
+def ops_table() -> str:
+    """The README's Ops table (Markdown), one row per op of the table (scripts/readme_ops_table.py)."""
+    rows = ["| op | public function | what it computes | benchmark |", "|---|---|---|---|"]
+    for spec in OPS.values():
+        public = f"`fastmask.{spec.name}`" if spec.wrapper else "-"
+        rows.append(f"| `{spec.name}` | {public} | {spec.summary} | `{bench_script(spec.bench)}` |")
+    return "\n".join(rows) + "\n"
 
 
 def call(name: str, backend: str, *args):

@@ -290,3 +290,9 @@ def proposal_mask(
             uniform_mix, temperature, SAMPLINGS.index(sampling), weighting == "sequence",
             t_mask, t_random, mask_token_id, vocab_size)
     return ProposalBatch(*_call("proposal_mask", backend, args, ranked=sampling != "poisson"))
+
+
+# What `from fastmask.ops import *` (fastmask/__init__.py) exports: the wrapper of every op of the
+# table that has one, and the types and helpers around them.
+__all__ = [*(spec.name for spec in library.OPS.values() if spec.wrapper),
+           "MaskedBatch", "MaskedPositions", "ProposalBatch", "check_capacity"]

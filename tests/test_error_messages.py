@@ -14,19 +14,20 @@ import sys
 
 import pytest
 
-from conftest import NATIVE
-from test_op_table import BAD, _with
+from conftest import DEVICE, NATIVE
 from fastmask import library
 
-# test_op_table's bad cases whose message carries a number, and how that message must end.
-NUMBERED = [(name, position, value, tail) for name, position, value, _, tail in BAD if tail is not None]
+# The op table's bad cases whose message carries a number (tests/test_op_table.py sends them all to
+# every entry point), the arguments on DEVICE, and how that message must end.
+NUMBERED = [(name, position, args, case.tail) for name, position, case, args in library.bad_calls(DEVICE)
+            if case.tail is not None]
 
 
 def child() -> None:
     """Calls every case, printing (index, error type, message) as a JSON line the moment it is known."""
-    for index, (name, position, value, _) in enumerate(NUMBERED):
+    for index, (name, _, args, _) in enumerate(NUMBERED):
         try:
-            library.op(name, NATIVE)(*_with(name, position, value))
+            library.op(name, NATIVE)(*args)
             outcome = [index, None, "no error"]
         except (TypeError, ValueError, RuntimeError) as error:
             outcome = [index, type(error).__name__, str(error).splitlines()[0]]

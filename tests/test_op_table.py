@@ -1,7 +1,10 @@
-"""The op table (fastmask.library.OPS): every op has every part docs/adding-an-op.md lists, and
-every entry point rejects the same bad input with a message naming the argument."""
+"""The op table (fastmask.library.OPS): every op has every part docs/adding-an-op.md lists, its
+record every field the rest of the project reads (summary, wrapper, example arguments, bad cases,
+sanitizer cases, benchmark family), and every entry point rejects the same bad input with a
+message naming the argument."""
 
 import contextlib
+import dataclasses
 import importlib
 import importlib.util
 import os
@@ -13,8 +16,9 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from fastmask import library, reference
-from conftest import COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, T_SELECT, op_variant_params, stream
+import fastmask
+from fastmask import backends, cli, library, ops, reference
+from conftest import DEVICE, op_variant_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPS = sorted(library.OPS)
@@ -64,99 +68,100 @@ def test_cuda_compile_check_instantiates_the_launcher(name):
         f"csrc/cuda/compile_check.cu does not instantiate launch_{name}"
 
 
-def test_sanitizer_exercises_every_op():
-    exercise = _load(os.path.join(ROOT, "scripts", "exercise_cuda_kernels.py"))
-    assert set(exercise.CASES) == set(OPS)
+@pytest.mark.parametrize("ranked", [True, False], ids=["ranked", "unranked"])
+@pytest.mark.parametrize("name", OPS)
+def test_sanitizer_cases_exercise_the_op(name, ranked):
+    """scripts/exercise_cuda_kernels.py runs each op's sanitizer cases: some at every length, each a
+    valid argument tuple of the schema."""
+    generator = torch.Generator().manual_seed(0)
+    for length in (1, 37):
+        cases = library.OPS[name].sanitizer_cases(length, torch.device("cpu"), generator, ranked)
+        assert cases, f"{name} has no sanitizer case at length {length} (ranked: {ranked})"
+        for args in cases:
+            assert len(args) == len(library.argument_names(name)), f"{name}: a sanitizer case of {len(args)} arguments"
+            library.OPS[name].check(*args)
+
+
+def test_sanitizer_script_runs_every_op(capsys):
+    """The script runs the table's cases (here: Triton on CPU tensors, under the interpreter)."""
+    reason = backends.why_unavailable("triton", "cpu")
+    if reason:
+        pytest.skip(reason)
+    _load(os.path.join(ROOT, "scripts", "exercise_cuda_kernels.py")).main(
+        ["--backend", "triton", "--device", "cpu", "--lengths", "5"])
+    assert "all triton kernels ran and matched the reference" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", OPS)
 def test_benchmark_family_times_the_op(name):
-    path = os.path.join(ROOT, "bench", f"bench_{library.OPS[name].bench}.py")
+    family = library.OPS[name].bench
+    assert family in cli.BENCH_FAMILIES, f"fastmask bench does not run {name}'s family {family}"
+    path = os.path.join(ROOT, "bench", library.bench_script(family))
     assert os.path.exists(path), f"no benchmark script {path}"
-    assert name in _load(path).OPS, f"{path} does not list {name} in its OPS"
+    source = _read(path)
+    # The script calls the op: through its public wrapper, or by name through the table.
+    assert re.search(rf'fastmask\.{name}\(|library\.call\("{name}"', source), f"{path} does not time {name}"
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_readme_lists_the_op(name):
-    table = _read("README.md").split("## Ops", 1)[1].split("\n## ", 1)[0]
-    assert f"`{name}`" in table, f"README.md's Ops table has no row for {name}"
+def test_summary_is_one_line(name):
+    summary = library.OPS[name].summary
+    assert summary.strip() and "\n" not in summary and "|" not in summary, f"{name}'s summary: {summary!r}"
+
+
+def test_readme_ops_table_is_generated_from_the_table():
+    """The committed README holds the table scripts/readme_ops_table.py writes: one row per op."""
+    readme = _read("README.md")
+    script = _load(os.path.join(ROOT, "scripts", "readme_ops_table.py"))
+    assert script.with_ops_table(readme) == readme, "README.md's Ops table is stale: run scripts/readme_ops_table.py"
+    table = readme.split("## Ops", 1)[1].split("\n## ", 1)[0]
+    for name in OPS:
+        assert f"| `{name}` |" in table, f"README.md's Ops table has no row for {name}"
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_public_wrapper_is_exported(name):
+    if library.OPS[name].wrapper:
+        assert callable(getattr(ops, name, None)), f"fastmask/ops.py has no wrapper {name}"
+        assert name in fastmask.__all__ and getattr(fastmask, name) is getattr(ops, name), f"fastmask does not export {name}"
+    else:
+        assert name not in fastmask.__all__ and not hasattr(fastmask, name)
+
+
+def test_exports_are_defined():
+    assert len(set(fastmask.__all__)) == len(fastmask.__all__)
+    for export in fastmask.__all__:
+        assert hasattr(fastmask, export), f"fastmask.__all__ names {export}, which fastmask lacks"
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_example_and_bad_cases(name):
+    spec = library.OPS[name]
+    assert len(spec.example(torch.device("cpu"))) == len(library.argument_names(name)), f"{name}'s example"
+    assert spec.bad, f"{name} has no bad cases"
+    for case in spec.bad:
+        assert case.argument in library.argument_names(name), f"{name} has no argument {case.argument}"
 
 
 def test_docs_checklist_names_every_part():
     doc = _read("docs", "adding-an-op.md")
     for part in ("fastmask/library.py", "fastmask/checks.py", "fastmask/reference.py", "fastmask/triton/",
-                 "csrc/cpu/", "csrc/cuda/", "compile_check.cu", "exercise_cuda_kernels.py", "bench/", "README.md",
-                 "opcheck", "torch.compile"):
+                 "fastmask/ops.py", "csrc/cpu/", "csrc/cuda/", "csrc/binding/", "compile_check.cu", "sanitizer_cases",
+                 "bench/", "readme_ops_table.py", "opcheck", "torch.compile"):
         assert part in doc, f"docs/adding-an-op.md does not mention {part}"
+    for field in dataclasses.fields(library.OpSpec):
+        assert f"`{field.name}`" in doc, f"docs/adding-an-op.md does not describe OpSpec.{field.name}"
 
 
 # --------------------------------------------------------------------------------------------
 # One contract at every entry point: direct calls of each backend's op, and the fake that
 # torch.compile traces, reject the same bad input, naming the argument.
 
-IDS = torch.full((2, 6), 9, device=DEVICE)
-OK = torch.ones(2, 6, dtype=torch.bool, device=DEVICE)
-ROWS = torch.arange(2, device=DEVICE)
-SCORES = torch.zeros(2, 6, device=DEVICE)
-LABELS = torch.full((2, 6), -100, device=DEVICE)
-HIDDEN = torch.zeros(2, 6, 4, device=DEVICE)
-INDEX = torch.zeros(2, 3, dtype=torch.long, device=DEVICE)
-SPECIALS = torch.tensor([1, 2], device=DEVICE)
-SEED, EPOCH = stream(0, 0)
-
-VALID = {
-    "maskable_mask": (IDS, OK.long(), SPECIALS),
-    "mask_tokens": (IDS, OK, ROWS, SEED, EPOCH, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, 4, 10, True),
-    "fully_explored_mask": (IDS, OK, ROWS, SEED, EPOCH, 3, False, T_MASK, T_RANDOM, 4, 10),
-    "masked_positions": (LABELS, 3),
-    "gather_masked": (HIDDEN, INDEX),
-    "scatter_masked": (HIDDEN[:, :3], INDEX, 6),
-    "proposal_mask": (IDS, SCORES, OK, ROWS, SEED, EPOCH, COUNT_NUM, COUNT_DEN, 0.1, 1.0, 2, False, T_MASK,
-                      T_RANDOM, 4, 10),
-}
-
+VALID = {name: spec.example(DEVICE) for name, spec in library.OPS.items()}
 # (op, argument position, bad value, the name the error must give, and for a message carrying
-# numbers how the compiled kernels' message must end: tests/test_error_messages.py)
-BAD = [
-    ("maskable_mask", 0, IDS.float(), "input_ids", None),
-    ("maskable_mask", 1, OK[:1].long(), "attention_mask", "got [1, 6]"),
-    ("maskable_mask", 1, OK.float(), "attention_mask", None),
-    ("maskable_mask", 2, SPECIALS[None], "special_ids", "got 2-D"),
-    ("mask_tokens", 0, IDS[0], "input_ids", "got 1-D"),
-    ("mask_tokens", 1, OK[:, :2], "maskable", "got [2, 2]"),
-    ("mask_tokens", 1, OK.long(), "maskable", None),
-    ("mask_tokens", 2, ROWS[:1], "row_ids", "must have shape (2,), got [1]"),
-    ("mask_tokens", 2, ROWS.int(), "row_ids", None),
-    ("mask_tokens", 3, SEED.int(), "seed", None),
-    ("mask_tokens", 4, EPOCH[None], "epoch", "got shape [1]"),
-    ("fully_explored_mask", 3, SEED.to("meta"), "seed", None),  # neither the inputs' device nor the CPU
-    ("proposal_mask", 5, EPOCH.float(), "epoch", None),
-    ("mask_tokens", 5, reference.PROB_ONE + 1, "select_threshold", "got 16777217"),
-    ("mask_tokens", 6, COUNT_DEN + 1, "count_num", f"got {COUNT_DEN + 1}"),
-    ("mask_tokens", 7, 0, "count_den", "got 0"),
-    ("mask_tokens", 8, -1, "mask_threshold", "got -1"),
-    ("mask_tokens", 9, reference.PROB_ONE, "random_threshold", "got 16777216"),
-    ("mask_tokens", 10, 10, "mask_token_id", "got 10"),
-    ("mask_tokens", 11, 0, "vocab_size", "got 0"),
-    ("fully_explored_mask", 5, 0, "num_segments", "got 0"),
-    ("fully_explored_mask", 10, 2**31, "vocab_size", "got 2147483648"),
-    ("masked_positions", 0, LABELS[0], "labels", "got 1-D"),
-    ("masked_positions", 0, LABELS.int(), "labels", None),
-    ("masked_positions", 1, 0, "capacity", "got 0"),
-    ("gather_masked", 0, HIDDEN[0], "hidden", "got 2-D"),
-    ("gather_masked", 0, HIDDEN.long(), "hidden", None),
-    ("gather_masked", 1, INDEX[0], "index", "got 1-D"),
-    ("gather_masked", 1, INDEX[:1], "index", "index has batch 1 but hidden has batch 2"),
-    ("gather_masked", 1, INDEX.int(), "index", None),
-    ("scatter_masked", 1, INDEX[:, :2], "index", "index has capacity 2 but values has 3 slots per row"),
-    ("scatter_masked", 2, -1, "length", "got -1"),
-    ("proposal_mask", 1, SCORES[:1], "scores", "got [1, 6]"),
-    ("proposal_mask", 1, SCORES.long(), "scores", None),
-    ("proposal_mask", 7, 0, "count_den", "got 0"),
-    ("proposal_mask", 8, 1.5, "uniform_mix", "got 1.5"),
-    ("proposal_mask", 9, 0.0, "temperature", "got 0"),
-    ("proposal_mask", 10, 3, "sampling", "got 3"),
-]
+# numbers how the compiled kernels' message must end: tests/test_error_messages.py), from the table
+BAD = [(name, position, args[position], case.argument, case.tail)
+       for name, position, case, args in library.bad_calls(DEVICE)]
 BAD_IDS = [f"{name}-{argument}" for name, _, _, argument, _ in BAD]
 
 
