@@ -263,3 +263,13 @@ def test_every_experiment_arm_is_a_valid_masking_config():
     assert common.arm_masking("random-k", 7) == dict(masking="random", masks_per_row=7)
     with pytest.raises(ValueError, match="unknown arm"):
         common.arm_masking("spans", 7)
+
+
+def test_labelled_is_the_old_name_of_gather_labels():
+    strategy = fastmask.MaskingStrategy("bernoulli", mask_token_id=MASK_ID, vocab_size=VOCAB)
+    labels = torch.full((2, 10), -100)
+    labels[:, 3] = 7
+    with pytest.warns(DeprecationWarning, match="labelled is deprecated, use gather_labels"):
+        old = strategy.labelled(None, labels)
+    new = strategy.gather_labels(None, labels)
+    assert torch.equal(old.positions.index, new.positions.index) and torch.equal(old.labels, new.labels)
