@@ -48,6 +48,19 @@ def test_each_strategy_trains(corpus, tmp_path, capsys, extra):
     assert "step 3/6  loss" in out and "eval loss" in out  # no terminal: a line per log step, not a bar
 
 
+def test_hf_baseline_masks_with_the_configured_replacement_split(corpus, tmp_path, monkeypatch):
+    """--masking hf hands --mask-replace-prob / --random-replace-prob to transformers' collator."""
+    from fastmask import baselines
+
+    made = []
+    real = baselines.hf_collator
+    monkeypatch.setattr(baselines, "hf_collator", lambda *args: made.append(args[1:]) or real(*args))
+    args = micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "hf", "--steps", "1",
+                      "--mask-replace-prob", "0.5", "--random-replace-prob", "0.25")
+    assert loop.main(args) == 0
+    assert made == [(0.15, 0.5, 0.25)]
+
+
 def test_resume_after_sigterm_reproduces_the_uninterrupted_run(corpus, tmp_path, monkeypatch):
     args = micro_args(corpus, tmp_path / "full", tmp_path / "cache", "--masking", "mapnet", "--steps", "8")
     assert loop.main(args) == 0

@@ -252,7 +252,7 @@ def _batch_transfer(cfg: Config, tokenizer, model: Pretrainer, rank: int, device
     tokens the fastmask path never masks."""
     if cfg.masking != HF_BASELINE:
         return lambda rows: (rows.to(device, non_blocking=True), None)
-    collator = baselines.hf_collator(tokenizer, cfg.mlm_probability)
+    collator = baselines.hf_collator(tokenizer, cfg.mlm_probability, cfg.mask_replace_prob, cfg.random_replace_prob)
     collator.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
     special_ids = model.masking.special_ids.cpu()
 
