@@ -1,12 +1,24 @@
 // Shared by the CPU and CUDA torch bindings of the masking ops (needs torch; the kernels' headers
-// in csrc/include do not). The full argument contract is checked in Python (fastmask/checks.py)
-// by the public wrappers and the fake kernels; these checks are the memory-safety guards of a
-// direct torch.ops call, raising the same exception types (TypeError, ValueError) with the
-// argument named.
+// in csrc/include do not): the argument checks and one binding template per op. The full argument
+// contract is checked in Python (fastmask/checks.py) by the public wrappers and the fake kernels;
+// these checks are the memory-safety guards of a direct torch.ops call, raising the same exception
+// types (TypeError, ValueError) with the argument named.
+//
+// A binding template (<op>_binding<Backend>, at the end) is the op's kernel as registered: it
+// checks the arguments, makes the inputs contiguous, allocates the outputs (contiguous, as the
+// fakes in fastmask/library.py say), returns them as they are for an empty input, dispatches on
+// the dtypes and calls the device's kernel. Backend (csrc/cpu/masking_cpu.cpp CpuMasking,
+// csrc/cuda/masking_cuda.cu CudaMasking) supplies
+//   kDevice    the device type the inputs must be on;
+//   Guard      constructed from the inputs' device, alive while outputs are allocated and the
+//              kernel runs (CUDA: makes that device current; CPU: nothing);
+//   <op>(...)  a static function that runs the kernel on the raw pointers and sizes (never on an
+//              empty input) and raises if it fails.
 #pragma once
 
 #include <cstdint>
 #include <optional>
+#include <tuple>
 
 #include <ATen/ATen.h>
 
@@ -145,6 +157,83 @@ void dispatch_attention(const at::Tensor& attention, F&& f) {
   } else {
     f(int64_t{});
   }
+}
+
+// ---- The binding templates (see the top of this file).
+
+template <typename Backend>
+at::Tensor maskable_mask_binding(const at::Tensor& input_ids, const std::optional<at::Tensor>& attention_mask,
+                                 const at::Tensor& special_ids) {
+  check_maskable_args(input_ids, attention_mask, special_ids, Backend::kDevice);
+  [[maybe_unused]] const typename Backend::Guard guard(input_ids.device());
+  const at::Tensor ids = input_ids.contiguous();
+  at::Tensor out = at::empty(ids.sizes(), ids.options().dtype(at::kBool));
+  if (ids.numel() == 0) return out;
+  const at::Tensor special = special_ids.contiguous();
+  const at::Tensor attention =
+      attention_mask && attention_mask->defined() ? attention_mask->contiguous() : at::Tensor();
+  const int64_t* special_ptr = special.numel() > 0 ? special.data_ptr<int64_t>() : nullptr;
+  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
+    using IdT = decltype(id_tag);
+    dispatch_attention(attention, [&](auto attn_tag) {
+      using AttnT = decltype(attn_tag);
+      const AttnT* attention_ptr = attention.defined() ? attention.data_ptr<AttnT>() : nullptr;
+      Backend::maskable_mask(ids.data_ptr<IdT>(), attention_ptr, special_ptr, special.numel(),
+                             out.data_ptr<bool>(), ids.size(0), ids.size(1));
+    });
+  });
+  return out;
+}
+
+// The sequence mask_tokens and fully_explored_mask share after their checks: ids and labels of
+// `shape` ((rows, length), or (views, rows, length)), and kernel(ids, maskable, row_ids, out_ids,
+// labels, rows, length) on the contiguous inputs for each id type.
+template <typename Backend, typename Kernel>
+std::tuple<at::Tensor, at::Tensor> masked_ids_binding(const at::Tensor& input_ids, const at::Tensor& maskable,
+                                                      const at::Tensor& row_ids, at::IntArrayRef shape,
+                                                      const Kernel& kernel) {
+  [[maybe_unused]] const typename Backend::Guard guard(input_ids.device());
+  const at::Tensor ids = input_ids.contiguous();
+  at::Tensor out_ids = at::empty(shape, ids.options());
+  at::Tensor labels = at::empty(shape, ids.options().dtype(at::kLong));
+  const int64_t rows = ids.size(0);
+  const int64_t length = ids.size(1);
+  if (rows == 0 || length == 0) return {out_ids, labels};
+  const at::Tensor mask = maskable.contiguous();
+  const at::Tensor rid = row_ids.contiguous();
+  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
+    using IdT = decltype(id_tag);
+    kernel(ids.data_ptr<IdT>(), mask.data_ptr<bool>(), rid.data_ptr<int64_t>(), out_ids.data_ptr<IdT>(),
+           labels.data_ptr<int64_t>(), rows, length);
+  });
+  return {out_ids, labels};
+}
+
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor> mask_tokens_binding(
+    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, const at::Tensor& seed,
+    const at::Tensor& epoch, int64_t select_threshold, int64_t count_num, int64_t count_den, int64_t mask_threshold,
+    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact) {
+  check_mask_args("mask_tokens", input_ids, maskable, row_ids, Backend::kDevice);
+  const MaskArgs args = make_mask_args("mask_tokens", input_ids, seed, epoch, select_threshold, count_num, count_den,
+                                       mask_threshold, random_threshold, mask_token_id, vocab_size);
+  return masked_ids_binding<Backend>(input_ids, maskable, row_ids, input_ids.sizes(), [&](auto... pointers_and_sizes) {
+    Backend::mask_tokens(pointers_and_sizes..., args, exact);
+  });
+}
+
+template <typename Backend>
+std::tuple<at::Tensor, at::Tensor> fully_explored_mask_binding(
+    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, const at::Tensor& seed,
+    const at::Tensor& epoch, int64_t num_segments, bool contiguous, int64_t mask_threshold,
+    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
+  const MaskArgs args = fully_explored_args(input_ids, maskable, row_ids, seed, epoch, num_segments, mask_threshold,
+                                            random_threshold, mask_token_id, vocab_size, Backend::kDevice);
+  return masked_ids_binding<Backend>(input_ids, maskable, row_ids, {num_segments, input_ids.size(0), input_ids.size(1)},
+                                     [&](auto... pointers_and_sizes) {
+                                       Backend::fully_explored_mask(pointers_and_sizes..., num_segments, contiguous,
+                                                                    args);
+                                     });
 }
 
 }  // namespace fastmask

@@ -1,28 +1,21 @@
 // C++ CPU kernels of the sparse-gathering ops. Gather and scatter are row copies (memcpy of
 // width * element size bytes), so one dtype-free implementation serves every float dtype.
+// Checks, contiguous inputs and the outputs: the binding templates of gather_binding.h.
 #include <cstdint>
 #include <cstring>
 
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include "gather_binding.h"
+#include "cpu_binding.h"
 #include "fastmask/masking.h"
+#include "gather_binding.h"
 
 namespace fastmask {
 namespace {
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_positions_cpu(const at::Tensor& labels, int64_t capacity) {
-  check_masked_positions_args(labels, capacity, at::kCPU);
-  const at::Tensor lab = labels.contiguous();
-  const int64_t rows = lab.size(0), length = lab.size(1);
-  at::Tensor index = at::empty({rows, capacity}, lab.options());
-  at::Tensor out_labels = at::empty({rows, capacity}, lab.options());
-  at::Tensor count = at::empty({rows}, lab.options());
-  const int64_t* in = lab.data_ptr<int64_t>();
-  int64_t* idx = index.data_ptr<int64_t>();
-  int64_t* out = out_labels.data_ptr<int64_t>();
-  int64_t* cnt = count.data_ptr<int64_t>();
+void masked_positions_kernel(const int64_t* in, int64_t rows, int64_t length, int64_t capacity, int64_t* idx,
+                             int64_t* out, int64_t* cnt) {
   at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
       int64_t n = 0;
@@ -42,21 +35,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_positions_cpu(const at::Te
       cnt[b] = n;
     }
   });
-  return {index, out_labels, count};
 }
 
-// Copies row index[b, c] of src (rows of `row_bytes`) to row c of dst, for every slot of row b;
-// an index outside [0, src_rows) (-1: unused slot) zero-fills the row instead.
-at::Tensor gather_masked_cpu(const at::Tensor& hidden, const at::Tensor& index) {
-  check_gather_args(hidden, index, at::kCPU);
-  const at::Tensor h = hidden.contiguous();
-  const at::Tensor idx = index.contiguous();
-  const int64_t rows = h.size(0), length = h.size(1), capacity = idx.size(1);
-  at::Tensor out = at::empty({rows, capacity, h.size(2)}, h.options());
-  const int64_t row_bytes = h.size(2) * h.element_size();
-  const char* src = static_cast<const char*>(h.data_ptr());
-  char* dst = static_cast<char*>(out.data_ptr());
-  const int64_t* ix = idx.data_ptr<int64_t>();
+// Copies row ix[b, c] of src (rows of width elements of element_size bytes) to row c of dst, for
+// every slot of row b; an index outside [0, length) (-1: unused slot) zero-fills the row instead.
+void gather_rows(const void* source, const int64_t* ix, void* destination, int64_t rows, int64_t length,
+                 int64_t capacity, int64_t width, int64_t element_size) {
+  const char* src = static_cast<const char*>(source);
+  char* dst = static_cast<char*>(destination);
+  const int64_t row_bytes = width * element_size;
   at::parallel_for(0, rows * capacity, 64, [&](int64_t begin, int64_t end) {
     for (int64_t s = begin; s < end; ++s) {
       const int64_t l = ix[s];
@@ -68,22 +55,18 @@ at::Tensor gather_masked_cpu(const at::Tensor& hidden, const at::Tensor& index) 
       }
     }
   });
-  return out;
 }
 
-at::Tensor scatter_masked_cpu(const at::Tensor& values, const at::Tensor& index, int64_t length) {
-  check_scatter_args(values, index, length, at::kCPU);
-  const at::Tensor v = values.contiguous();
-  const at::Tensor idx = index.contiguous();
-  const int64_t rows = v.size(0), capacity = v.size(1);
-  at::Tensor out = at::zeros({rows, length, v.size(2)}, v.options());
-  const int64_t row_bytes = v.size(2) * v.element_size();
-  const char* src = static_cast<const char*>(v.data_ptr());
-  char* dst = static_cast<char*>(out.data_ptr());
-  const int64_t* ix = idx.data_ptr<int64_t>();
+// The inverse: row c of src to row ix[b, c] of dst, zeros where no slot lands.
+void scatter_rows(const void* source, const int64_t* ix, void* destination, int64_t rows, int64_t length,
+                  int64_t capacity, int64_t width, int64_t element_size) {
+  const char* src = static_cast<const char*>(source);
+  char* dst = static_cast<char*>(destination);
+  const int64_t row_bytes = width * element_size;
   // By row of the batch: positions are unique within a row, so no two slots write one place.
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) {
+      std::memset(dst + b * length * row_bytes, 0, length * row_bytes);
       for (int64_t c = 0; c < capacity; ++c) {
         const int64_t l = ix[b * capacity + c];
         if (l >= 0 && l < length) {
@@ -92,14 +75,30 @@ at::Tensor scatter_masked_cpu(const at::Tensor& values, const at::Tensor& index,
       }
     }
   });
-  return out;
 }
+
+// The kernels above, as the binding templates of gather_binding.h call them: one byte-copying
+// implementation for every element type E.
+struct CpuGather : CpuDevice {
+  template <typename... A>
+  static void masked_positions(A... a) { masked_positions_kernel(a...); }
+  template <typename E, typename... Sizes>
+  static void gather_masked(const E* src, const int64_t* ix, E* dst, Sizes... sizes) {
+    gather_rows(src, ix, dst, sizes..., int64_t{sizeof(E)});
+  }
+  static void scatter_limits(const at::Tensor&) {}
+  template <typename E, typename... Sizes>
+  static void scatter_masked(const E* src, const int64_t* ix, E* dst, Sizes... sizes) {
+    scatter_rows(src, ix, dst, sizes..., int64_t{sizeof(E)});
+  }
+};
 
 }  // namespace
 }  // namespace fastmask
 
 TORCH_LIBRARY_IMPL(fastmask, CPU, m) {
-  m.impl("masked_positions_cpp", &fastmask::masked_positions_cpu);
-  m.impl("gather_masked_cpp", &fastmask::gather_masked_cpu);
-  m.impl("scatter_masked_cpp", &fastmask::scatter_masked_cpu);
+  using Backend = fastmask::CpuGather;
+  m.impl("masked_positions_cpp", &fastmask::masked_positions_binding<Backend>);
+  m.impl("gather_masked_cpp", &fastmask::gather_masked_binding<Backend>);
+  m.impl("scatter_masked_cpp", &fastmask::scatter_masked_binding<Backend>);
 }

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu_binding.h"
 #include "cpu_draws.h"
 #include "fastmask/masking.h"
 #include "masking_binding.h"
@@ -28,8 +29,8 @@ std::vector<uint64_t> maskable_keys(const RowDraws& draws, const bool* maskable,
 
 template <typename IdT, typename AttnT>
 void maskable_kernel(const IdT* ids, const AttnT* attention, const int64_t* special,
-                     int64_t num_special, bool* out, int64_t numel) {
-  at::parallel_for(0, numel, 4096, [&](int64_t begin, int64_t end) {
+                     int64_t num_special, bool* out, int64_t rows, int64_t length) {
+  at::parallel_for(0, rows * length, 4096, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       bool maskable = attention == nullptr || attention[i] != AttnT(0);
       for (int64_t s = 0; s < num_special && maskable; ++s) maskable = ids[i] != special[s];
@@ -140,72 +141,22 @@ void fully_explored_kernel(const IdT* ids, const bool* maskable, const int64_t* 
   });
 }
 
-at::Tensor maskable_mask_cpu(const at::Tensor& input_ids, const std::optional<at::Tensor>& attention_mask,
-                             const at::Tensor& special_ids) {
-  check_maskable_args(input_ids, attention_mask, special_ids, at::kCPU);
-  const at::Tensor ids = input_ids.contiguous();
-  const at::Tensor special = special_ids.contiguous();
-  at::Tensor out = at::empty(ids.sizes(), ids.options().dtype(at::kBool));
-  const at::Tensor attention = attention_mask ? attention_mask->contiguous() : at::Tensor();
-  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
-    using IdT = decltype(id_tag);
-    dispatch_attention(attention, [&](auto attn_tag) {
-      using AttnT = decltype(attn_tag);
-      maskable_kernel<IdT, AttnT>(ids.data_ptr<IdT>(),
-                                  attention.defined() ? attention.data_ptr<AttnT>() : nullptr,
-                                  special.data_ptr<int64_t>(), special.numel(),
-                                  out.data_ptr<bool>(), ids.numel());
-    });
-  });
-  return out;
-}
-
-std::tuple<at::Tensor, at::Tensor> mask_tokens_cpu(
-    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, const at::Tensor& seed,
-    const at::Tensor& epoch, int64_t select_threshold, int64_t count_num, int64_t count_den, int64_t mask_threshold,
-    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact) {
-  check_mask_args("mask_tokens", input_ids, maskable, row_ids, at::kCPU);
-  const MaskArgs args = make_mask_args("mask_tokens", input_ids, seed, epoch, select_threshold, count_num, count_den,
-                                       mask_threshold, random_threshold, mask_token_id, vocab_size);
-  const at::Tensor ids = input_ids.contiguous();
-  const at::Tensor mask = maskable.contiguous();
-  const at::Tensor rid = row_ids.contiguous();
-  at::Tensor out_ids = at::empty_like(ids);
-  at::Tensor labels = at::empty(ids.sizes(), ids.options().dtype(at::kLong));
-  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
-    using IdT = decltype(id_tag);
-    mask_tokens_kernel<IdT>(ids.data_ptr<IdT>(), mask.data_ptr<bool>(), rid.data_ptr<int64_t>(),
-                            out_ids.data_ptr<IdT>(), labels.data_ptr<int64_t>(), ids.size(0),
-                            ids.size(1), args, exact);
-  });
-  return {out_ids, labels};
-}
-
-std::tuple<at::Tensor, at::Tensor> fully_explored_mask_cpu(
-    const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, const at::Tensor& seed,
-    const at::Tensor& epoch, int64_t num_segments, bool contiguous, int64_t mask_threshold,
-    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
-  const MaskArgs args = fully_explored_args(input_ids, maskable, row_ids, seed, epoch, num_segments, mask_threshold,
-                                            random_threshold, mask_token_id, vocab_size, at::kCPU);
-  const at::Tensor ids = input_ids.contiguous();
-  const at::Tensor mask = maskable.contiguous();
-  const at::Tensor rid = row_ids.contiguous();
-  at::Tensor out_ids = at::empty({num_segments, ids.size(0), ids.size(1)}, ids.options());
-  at::Tensor labels = at::empty({num_segments, ids.size(0), ids.size(1)}, ids.options().dtype(at::kLong));
-  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
-    using IdT = decltype(id_tag);
-    fully_explored_kernel<IdT>(ids.data_ptr<IdT>(), mask.data_ptr<bool>(), rid.data_ptr<int64_t>(),
-                               out_ids.data_ptr<IdT>(), labels.data_ptr<int64_t>(), ids.size(0),
-                               ids.size(1), num_segments, contiguous, args);
-  });
-  return {out_ids, labels};
-}
+// The kernels above, as the binding templates of masking_binding.h call them.
+struct CpuMasking : CpuDevice {
+  template <typename... A>
+  static void maskable_mask(A... a) { maskable_kernel(a...); }
+  template <typename... A>
+  static void mask_tokens(A... a) { mask_tokens_kernel(a...); }
+  template <typename... A>
+  static void fully_explored_mask(A... a) { fully_explored_kernel(a...); }
+};
 
 }  // namespace
 }  // namespace fastmask
 
 TORCH_LIBRARY_IMPL(fastmask, CPU, m) {
-  m.impl("maskable_mask_cpp", &fastmask::maskable_mask_cpu);
-  m.impl("mask_tokens_cpp", &fastmask::mask_tokens_cpu);
-  m.impl("fully_explored_mask_cpp", &fastmask::fully_explored_mask_cpu);
+  using Backend = fastmask::CpuMasking;
+  m.impl("maskable_mask_cpp", &fastmask::maskable_mask_binding<Backend>);
+  m.impl("mask_tokens_cpp", &fastmask::mask_tokens_binding<Backend>);
+  m.impl("fully_explored_mask_cpp", &fastmask::fully_explored_mask_binding<Backend>);
 }

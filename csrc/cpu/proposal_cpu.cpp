@@ -8,9 +8,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include "cpu_binding.h"
 #include "cpu_draws.h"
 #include "fastmask/proposal.h"
-#include "masking_binding.h"
 #include "proposal_binding.h"
 
 namespace fastmask {
@@ -175,45 +175,30 @@ void proposal_row_kernel(const IdT* ids, const float* scores, const bool* maskab
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_cpu(
-    const at::Tensor& input_ids, const at::Tensor& scores, const at::Tensor& maskable, const at::Tensor& row_ids,
-    const at::Tensor& seed, const at::Tensor& epoch, int64_t count_num, int64_t count_den, double uniform_mix,
-    double temperature, int64_t sampling, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold,
-    int64_t mask_token_id, int64_t vocab_size) {
-  check_mask_args("proposal_mask", input_ids, maskable, row_ids, at::kCPU);
-  check_scores(scores, input_ids);
-  check_sampling(sampling);
-  const auto [eps, temp] = proposal_float_args(uniform_mix, temperature);
-  const ProposalArgs args{make_mask_args("proposal_mask", input_ids, seed, epoch, 0, count_num, count_den,
-                                         mask_threshold, random_threshold, mask_token_id, vocab_size),
-                          eps, temp, sampling, sequence_weights};
-  const at::Tensor ids = input_ids.contiguous();
-  const at::Tensor sc = scores.to(at::kFloat).contiguous();
-  const at::Tensor mask = maskable.contiguous();
-  const at::Tensor rid = row_ids.contiguous();
-  at::Tensor out_ids = at::empty_like(ids);
-  at::Tensor labels = at::empty(ids.sizes(), ids.options().dtype(at::kLong));
-  at::Tensor weights = at::empty(ids.sizes(), ids.options().dtype(at::kFloat));
-  const int64_t rows = ids.size(0), length = ids.size(1);
-  dispatch_ids(ids.scalar_type(), [&](auto id_tag) {
-    using IdT = decltype(id_tag);
-    const IdT* in = ids.data_ptr<IdT>();
-    IdT* out = out_ids.data_ptr<IdT>();
+// The kernel above, as proposal_binding.h's template calls it: rows in parallel, scores as float32.
+struct CpuProposal : CpuDevice {
+  template <typename IdT>
+  static void proposal_mask(const IdT* ids, const at::Tensor& scores, const bool* maskable, const int64_t* row_ids,
+                            IdT* out_ids, int64_t* labels, float* weights, int64_t rows, int64_t length,
+                            const MaskArgs& mask, float uniform_mix, float temperature, int64_t sampling,
+                            bool sequence_weights) {
+    const ProposalArgs args{mask, uniform_mix, temperature, sampling, sequence_weights};
+    const at::Tensor sc = scores.to(at::kFloat);
+    const float* score = sc.data_ptr<float>();
     at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
       RowScratch scratch;
       for (int64_t b = begin; b < end; ++b) {
         const int64_t off = b * length;
-        proposal_row_kernel<IdT>(in + off, sc.data_ptr<float>() + off, mask.data_ptr<bool>() + off,
-                                 static_cast<uint64_t>(rid.data_ptr<int64_t>()[b]), args, out + off,
-                                 labels.data_ptr<int64_t>() + off, weights.data_ptr<float>() + off, length,
-                                 &scratch);
+        proposal_row_kernel<IdT>(ids + off, score + off, maskable + off, static_cast<uint64_t>(row_ids[b]), args,
+                                 out_ids + off, labels + off, weights + off, length, &scratch);
       }
     });
-  });
-  return {out_ids, labels, sequence_weights ? divide_by_batch_mean(weights) : weights};
-}
+  }
+};
 
 }  // namespace
 }  // namespace fastmask
 
-TORCH_LIBRARY_IMPL(fastmask, CPU, m) { m.impl("proposal_mask_cpp", &fastmask::proposal_mask_cpu); }
+TORCH_LIBRARY_IMPL(fastmask, CPU, m) {
+  m.impl("proposal_mask_cpp", &fastmask::proposal_mask_binding<fastmask::CpuProposal>);
+}

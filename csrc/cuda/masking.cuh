@@ -323,30 +323,16 @@ template <typename IdT, bool kExplore>
 cudaError_t launch_ranked(const IdT* ids, const bool* maskable, const int64_t* row_ids, IdT* out_ids,
                           int64_t* labels, int64_t rows, int64_t length, int64_t num_segments,
                           const MaskArgs& args, cudaStream_t stream) {
-  if (length <= 256) {
-    return launch_ranked_tile<IdT, 128, 2, kExplore>(ids, maskable, row_ids, out_ids, labels, rows,
-                                                     length, num_segments, args, stream);
-  }
-  if (length <= 512) {
-    return launch_ranked_tile<IdT, 256, 2, kExplore>(ids, maskable, row_ids, out_ids, labels, rows,
-                                                     length, num_segments, args, stream);
-  }
-  if (length <= 1024) {
-    return launch_ranked_tile<IdT, 256, 4, kExplore>(ids, maskable, row_ids, out_ids, labels, rows,
-                                                     length, num_segments, args, stream);
-  }
-  if (length <= 2048) {
-    return launch_ranked_tile<IdT, 256, 8, kExplore>(ids, maskable, row_ids, out_ids, labels, rows,
-                                                     length, num_segments, args, stream);
-  }
-  if (length <= 4096) {
-    return launch_ranked_tile<IdT, 256, 16, kExplore>(ids, maskable, row_ids, out_ids, labels, rows,
-                                                      length, num_segments, args, stream);
-  }
-  if (length <= kMaxRankedLength) {
-    return launch_ranked_tile<IdT, 256, 32, kExplore>(ids, maskable, row_ids, out_ids, labels, rows,
-                                                      length, num_segments, args, stream);
-  }
+#define FASTMASK_RANKED_TILE(THREADS, ITEMS)                                                   \
+  return launch_ranked_tile<IdT, THREADS, ITEMS, kExplore>(ids, maskable, row_ids, out_ids, labels, \
+                                                           rows, length, num_segments, args, stream)
+  if (length <= 256) FASTMASK_RANKED_TILE(128, 2);
+  if (length <= 512) FASTMASK_RANKED_TILE(256, 2);
+  if (length <= 1024) FASTMASK_RANKED_TILE(256, 4);
+  if (length <= 2048) FASTMASK_RANKED_TILE(256, 8);
+  if (length <= 4096) FASTMASK_RANKED_TILE(256, 16);
+  if (length <= kMaxRankedLength) FASTMASK_RANKED_TILE(256, 32);
+#undef FASTMASK_RANKED_TILE
   return cudaErrorInvalidValue;
 }
 

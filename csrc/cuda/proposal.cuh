@@ -37,6 +37,53 @@ struct MaxFloat {
 
 __device__ __forceinline__ float negative_infinity() { return bits_float(0xFF800000u); }
 
+// The block-wide steps of a proposal row that both row kernels take. Each keeps its own shared
+// storage (so consecutive steps need no barrier between them); every thread of the block must call
+// each, and the caller's end-of-row barrier guards reuse of the storage. kThreads is the block size.
+
+// The row's maximum x and maskable count n; returns true iff no thread saw a non-finite x.
+template <int kThreads, typename CountT>
+__device__ __forceinline__ bool row_max_and_count(float local_max, CountT local_count, int local_bad,
+                                                  float* row_max, CountT* n) {
+  __shared__ typename cub::BlockReduce<float, kThreads>::TempStorage max_storage;
+  __shared__ typename cub::BlockReduce<CountT, kThreads>::TempStorage count_storage;
+  __shared__ float row_max_shared;
+  __shared__ CountT row_count_shared;
+  const float block_max = cub::BlockReduce<float, kThreads>(max_storage).Reduce(local_max, MaxFloat());
+  const CountT block_count = cub::BlockReduce<CountT, kThreads>(count_storage).Sum(local_count);
+  if (threadIdx.x == 0) {
+    row_max_shared = block_max;
+    row_count_shared = block_count;
+  }
+  // Barrier and block-wide OR in one: also publishes row_max_shared and row_count_shared.
+  const bool finite = __syncthreads_or(local_bad) == 0;
+  *row_max = row_max_shared;
+  *n = row_count_shared;
+  return finite;
+}
+
+// The row's normaliser from the threads' fixed-point sums of softmax terms (order-free).
+template <int kThreads>
+__device__ __forceinline__ float row_normaliser(uint64_t local_fixed) {
+  __shared__ typename cub::BlockReduce<uint64_t, kThreads>::TempStorage fixed_storage;
+  __shared__ uint64_t fixed_shared;
+  const uint64_t block_fixed = cub::BlockReduce<uint64_t, kThreads>(fixed_storage).Sum(local_fixed);
+  if (threadIdx.x == 0) fixed_shared = block_fixed;
+  __syncthreads();
+  return normaliser(fixed_shared);
+}
+
+// The row's sequence weight from the threads' sums of sequence log terms.
+template <int kThreads>
+__device__ __forceinline__ float row_sequence_weight(float local_log) {
+  __shared__ typename cub::BlockReduce<float, kThreads>::TempStorage log_storage;
+  __shared__ float log_shared;
+  const float block_log = cub::BlockReduce<float, kThreads>(log_storage).Sum(local_log);
+  if (threadIdx.x == 0) log_shared = block_log;
+  __syncthreads();
+  return sequence_weight(log_shared);
+}
+
 // Top-k selection: bit i set iff item i (striped) is maskable and among the row's k smallest
 // (key, position). The sort storage lives here so that Poisson kernels do not allocate it.
 // Every thread must call this; the caller's end-of-row barrier guards reuse of the storage.
@@ -189,18 +236,6 @@ __global__ void __launch_bounds__(kThreads)
                          float uniform_mix, float temperature, bool sequence_weights) {
   read_stream(&args);
   static_assert(kItems <= 32, "per-item flags are packed in one uint32");
-  using FloatReduce = cub::BlockReduce<float, kThreads>;
-  using CountReduce = cub::BlockReduce<int, kThreads>;
-  using FixedReduce = cub::BlockReduce<uint64_t, kThreads>;
-  // One storage per reduction: consecutive reductions need no barrier between them.
-  __shared__ typename FloatReduce::TempStorage max_storage;
-  __shared__ typename CountReduce::TempStorage count_storage;
-  __shared__ typename FixedReduce::TempStorage fixed_storage;
-  __shared__ typename FloatReduce::TempStorage log_storage;
-  __shared__ float row_max_shared;
-  __shared__ int row_count_shared;
-  __shared__ uint64_t fixed_shared;
-  __shared__ float log_shared;
 
   const int tid = static_cast<int>(threadIdx.x);
   const int len = static_cast<int>(length);  // <= kThreads * kItems, checked by the launcher
@@ -229,16 +264,9 @@ __global__ void __launch_bounds__(kThreads)
         }
       }
     }
-    const float block_max = FloatReduce(max_storage).Reduce(local_max, MaxFloat());
-    const int block_count = CountReduce(count_storage).Sum(__popc(flags));
-    if (tid == 0) {
-      row_max_shared = block_max;
-      row_count_shared = block_count;
-    }
-    // Barrier and block-wide OR in one: also publishes row_max_shared and row_count_shared.
-    const bool finite = __syncthreads_or(local_bad) == 0;
-    const float row_max = row_max_shared;
-    const int n = row_count_shared;
+    float row_max;
+    int n;
+    const bool finite = row_max_and_count<kThreads, int>(local_max, __popc(flags), local_bad, &row_max, &n);
 
     // Phase 2: softmax terms (0 in a non-finite row) and the order-free fixed-point normaliser.
     uint64_t local_fixed = 0;
@@ -251,10 +279,7 @@ __global__ void __launch_bounds__(kThreads)
       }
       val[i] = term;
     }
-    const uint64_t block_fixed = FixedReduce(fixed_storage).Sum(local_fixed);
-    if (tid == 0) fixed_shared = block_fixed;
-    __syncthreads();
-    const float z = normaliser(fixed_shared);
+    const float z = row_normaliser<kThreads>(local_fixed);
 
     // Phase 3: q, pi and the selection. n and k are block-uniform, so branches on them are too.
     const int64_t k = exact_count(static_cast<int64_t>(n), args);
@@ -304,10 +329,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < kItems; ++i) {
         if ((chosen >> i) & 1u) local_log = fadd(local_log, sequence_log_term(val[i], prow));
       }
-      const float block_log = FloatReduce(log_storage).Sum(local_log);
-      if (tid == 0) log_shared = block_log;
-      __syncthreads();
-      row_weight = sequence_weight(log_shared);
+      row_weight = row_sequence_weight<kThreads>(local_log);
     }
 
     // Phase 5: outputs.
@@ -348,17 +370,6 @@ __global__ void __launch_bounds__(kProposalStreamThreads)
                                    float temperature, bool sequence_weights) {
   read_stream(&args);
   constexpr int kThreads = kProposalStreamThreads;
-  using FloatReduce = cub::BlockReduce<float, kThreads>;
-  using CountReduce = cub::BlockReduce<int64_t, kThreads>;
-  using FixedReduce = cub::BlockReduce<uint64_t, kThreads>;
-  __shared__ typename FloatReduce::TempStorage max_storage;
-  __shared__ typename CountReduce::TempStorage count_storage;
-  __shared__ typename FixedReduce::TempStorage fixed_storage;
-  __shared__ typename FloatReduce::TempStorage log_storage;
-  __shared__ float row_max_shared;
-  __shared__ int64_t row_count_shared;
-  __shared__ uint64_t fixed_shared;
-  __shared__ float log_shared;
 
   const int64_t tid = threadIdx.x;
 
@@ -380,15 +391,9 @@ __global__ void __launch_bounds__(kProposalStreamThreads)
         local_bad = 1;
       }
     }
-    const float block_max = FloatReduce(max_storage).Reduce(local_max, MaxFloat());
-    const int64_t block_count = CountReduce(count_storage).Sum(local_count);
-    if (tid == 0) {
-      row_max_shared = block_max;
-      row_count_shared = block_count;
-    }
-    const bool finite = __syncthreads_or(local_bad) == 0;  // also publishes the two above
-    const float row_max = row_max_shared;
-    const int64_t n = row_count_shared;
+    float row_max;
+    int64_t n;
+    const bool finite = row_max_and_count<kThreads, int64_t>(local_max, local_count, local_bad, &row_max, &n);
 
     // Pass 2: the fixed-point normaliser (a non-finite row has no terms).
     uint64_t local_fixed = 0;
@@ -399,10 +404,7 @@ __global__ void __launch_bounds__(kProposalStreamThreads)
         local_fixed += fixed_point(proposal_term(x, row_max));
       }
     }
-    const uint64_t block_fixed = FixedReduce(fixed_storage).Sum(local_fixed);
-    if (tid == 0) fixed_shared = block_fixed;
-    __syncthreads();
-    const float z = normaliser(fixed_shared);
+    const float z = row_normaliser<kThreads>(local_fixed);
 
     // Pass 3: selection and outputs.
     const int64_t k = exact_count(n, args);
@@ -438,10 +440,7 @@ __global__ void __launch_bounds__(kProposalStreamThreads)
 
     // Pass 4 (sequence_weights is uniform: every thread reduces).
     if (sequence_weights) {
-      const float block_log = FloatReduce(log_storage).Sum(local_log);
-      if (tid == 0) log_shared = block_log;
-      __syncthreads();
-      const float row_weight = sequence_weight(log_shared);
+      const float row_weight = row_sequence_weight<kThreads>(local_log);
       for (int64_t p = tid; p < length; p += kThreads) {
         if (weights[base + p] != 0.0f) weights[base + p] = row_weight;
       }
