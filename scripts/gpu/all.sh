@@ -41,6 +41,9 @@ for step in "$@"; do
 done
 PY=${PYTHON:-python3}
 dry=${FASTMASK_GPU_DRY_RUN:-0}
+# A rehearsal on a CPU scales every limit and the budget (scripts/gpu/common.sh says why).
+export KIT_LIMIT_SCALE=${KIT_LIMIT_SCALE:-$([ "$dry" = 1 ] && echo 4 || echo 1)}
+budget=$((budget * KIT_LIMIT_SCALE))
 printf '{"date": "%s", "started": "%s", "dry_run": %s, "budget_s": %s, "steps": "%s"}\n' "$(date -u +%F)" \
   "$(date -u +%FT%TZ)" "$([ "$dry" = 1 ] && echo true || echo false)" "$budget" "${*:-all}" > "$results/kit.json"
 # The machine, its versions and the code, before anything else.
@@ -88,6 +91,7 @@ while read -r step limit; do
     printf '%s\t%s\t%s\t%s\t%s\n' "$step" skipped - 0 "$limit" >> "$results/steps.tsv"
     continue
   fi
+  limit=$((limit * KIT_LIMIT_SCALE))
   [ $left -lt "$limit" ] && limit=$left
   echo "== $step: starting, limit $limit s" | tee -a "$results/summary.txt"
   t0=$SECONDS
