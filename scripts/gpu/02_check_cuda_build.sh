@@ -4,9 +4,5 @@
 # Usage: scripts/gpu/02_check_cuda_build.sh RESULTS_DIR
 DEFAULT_LIMIT=15
 source "$(dirname "$0")/common.sh"
-if [ "$DRY_RUN" = 1 ]; then
-  dry_skip check_cuda_build "a CPU torch has no CUDA build to check"
-  exit 0
-fi
-build || exit 1
+gpu_only check_cuda_build "a CPU torch has no CUDA build to check"
 check check_cuda_build "$(left 2)" $PY scripts/check_cuda_build.py

@@ -7,11 +7,7 @@
 # Usage: scripts/gpu/07_sanitizer.sh RESULTS_DIR
 DEFAULT_LIMIT=150
 source "$(dirname "$0")/common.sh"
-if [ "$DRY_RUN" = 1 ]; then
-  dry_skip sanitizer "compute-sanitizer needs a GPU"
-  exit 0
-fi
-build || exit 1
+gpu_only sanitizer "compute-sanitizer needs a GPU"
 probe='import torch; x = torch.ones(4, device="cuda"); torch.cuda.synchronize(); print(float(x.sum()))'
 if ! check sanitizer-probe 40 compute-sanitizer --tool memcheck --error-exitcode 9 $PY -c "$probe"; then
   log "compute-sanitizer does not run on this machine (see sanitizer-probe.log): no sanitizer results"

@@ -58,6 +58,16 @@ dry_skip() {
   printf '%s\t%s\t%s\t%s\t%s\n' "$1" "dry run" 0 0 0 >> "$RESULTS/checks.tsv"
 }
 
+# gpu_only NAME WHY: a step whose check needs a GPU: in a dry run, recorded as not run (dry_skip) and
+# the step ends; otherwise the build is made sure of first.
+gpu_only() {
+  if [ "$DRY_RUN" = 1 ]; then
+    dry_skip "$1" "$2"
+    exit 0
+  fi
+  build || exit 1
+}
+
 # left MARGIN: seconds of this step's limit left, less MARGIN (for a command's own --budget).
 left() { echo $((LIMIT - SECONDS - $1 > 5 ? LIMIT - SECONDS - $1 : 5)); }
 
