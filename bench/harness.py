@@ -46,7 +46,7 @@ BASELINES = {
     "eager-isin": "attention_mask & ~torch.isin(ids, special ids) in eager PyTorch",
     "eager-multinomial": "eager PyTorch: softmax + mixing, torch.multinomial without replacement, importance "
                          "weights and 80/10/10 (torch's RNG)",
-    "reference": "fastmask's reference backend: the same algorithm and Philox stream in eager PyTorch",
+    "reference": "fastmask's reference backend: the same algorithm and Philox draws in eager PyTorch",
     "compiled-ref": "the reference function under torch.compile (inductor), on the op arguments the public "
                     "function passes (GPU only: inductor on CPU is not the point)",
     "bool-index": "boolean indexing by labels != -100 (hidden[mask]; its scatter out[mask] = values): dynamic "

@@ -81,8 +81,8 @@ def _row_ids(op: str, row_ids, input_ids: torch.Tensor) -> None:
     _same_device(op, "row_ids", row_ids, input_ids, "input_ids")
 
 
-def _stream(op: str, seed, epoch, input_ids: torch.Tensor) -> None:
-    """The Philox stream's key and counter word: 0-dim int64 tensors, on the device of input_ids
+def _philox_key(op: str, seed, epoch, input_ids: torch.Tensor) -> None:
+    """The Philox key, seed and epoch (the mask counter): 0-dim int64 tensors, on the device of input_ids
     (read by the kernel when it runs: graph-safe) or on the CPU (read at launch, like an int)."""
     for name, t in (("seed", seed), ("epoch", epoch)):
         _tensor(op, name, t, (torch.int64,), 0)
@@ -118,7 +118,7 @@ def mask_tokens(input_ids, maskable, row_ids, seed, epoch, select_threshold, cou
     _ids(op, input_ids)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
     _row_ids(op, row_ids, input_ids)
-    _stream(op, seed, epoch, input_ids)
+    _philox_key(op, seed, epoch, input_ids)
     integer(op, "select_threshold", select_threshold, 0, reference.PROB_ONE + 1)
     _count_fraction(op, count_num, count_den)
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
@@ -130,7 +130,7 @@ def fully_explored_mask(input_ids, maskable, row_ids, seed, epoch, num_segments,
     _ids(op, input_ids)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
     _row_ids(op, row_ids, input_ids)
-    _stream(op, seed, epoch, input_ids)
+    _philox_key(op, seed, epoch, input_ids)
     integer(op, "num_segments", num_segments, 1, INT31)
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
@@ -170,7 +170,7 @@ def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, 
     _companion(op, "scores", scores, input_ids, SCORE_DTYPES)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
     _row_ids(op, row_ids, input_ids)
-    _stream(op, seed, epoch, input_ids)
+    _philox_key(op, seed, epoch, input_ids)
     _count_fraction(op, count_num, count_den)
     _require(sampling in (reference.SAMPLING_TOPK, reference.SAMPLING_POISSON, reference.SAMPLING_SYSTEMATIC)
              and not isinstance(sampling, bool), ValueError,

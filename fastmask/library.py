@@ -179,8 +179,8 @@ def _san_rows(length, device, generator):
     return ids, maskable, torch.tensor(_SAN_ROW_IDS, device=device)
 
 
-def _san_stream(device):
-    """(seed, epoch): the seed on the device (read by the kernel), the epoch on the CPU (by value)."""
+def _san_philox_key(device):
+    """The Philox key (seed, epoch): the seed on the device (read by the kernel), the epoch on the CPU (by value)."""
     return torch.tensor(_SAN_SEED, device=device), torch.tensor(_SAN_EPOCH)
 
 
@@ -196,20 +196,20 @@ def _maskable_mask_cases(length, device, generator, ranked):
 
 def _mask_tokens_cases(length, device, generator, ranked):
     ids, maskable, row_ids = _san_rows(length, device, generator)
-    return [(ids, maskable, row_ids, *_san_stream(device), _T_SELECT, *_COUNT, *_san_scalars(), exact)
+    return [(ids, maskable, row_ids, *_san_philox_key(device), _T_SELECT, *_COUNT, *_san_scalars(), exact)
             for exact in (False, True) if not exact or ranked]
 
 
 def _fully_explored_mask_cases(length, device, generator, ranked):
     ids, maskable, row_ids = _san_rows(length, device, generator)
-    return [(ids, maskable, row_ids, *_san_stream(device), 7, contiguous, *_san_scalars())
+    return [(ids, maskable, row_ids, *_san_philox_key(device), 7, contiguous, *_san_scalars())
             for contiguous in (False, True) if contiguous or ranked]
 
 
 def _proposal_mask_cases(length, device, generator, ranked):
     ids, maskable, row_ids = _san_rows(length, device, generator)
     scores = torch.randn(ids.shape, generator=generator).to(device)
-    return [(ids, scores, maskable, row_ids, *_san_stream(device), *_COUNT, 0.1, 1.0, sampling, sequence_weights,
+    return [(ids, scores, maskable, row_ids, *_san_philox_key(device), *_COUNT, 0.1, 1.0, sampling, sequence_weights,
              *_san_scalars())
             for sampling in (0, 1, 2) if sampling == 1 or ranked  # 1: Poisson, any length
             for sequence_weights in (False, True)]

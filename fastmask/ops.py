@@ -31,8 +31,8 @@ def _row_ids(row_ids: torch.Tensor | None, input_ids) -> torch.Tensor | None:
     return torch.arange(input_ids.shape[0], device=input_ids.device, dtype=torch.int64)
 
 
-def _stream(op: str, seed, epoch) -> tuple[torch.Tensor, torch.Tensor]:
-    """seed and epoch as the op takes them: tensors as given (the op checks them); ints checked,
+def _philox_key(op: str, seed, epoch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Philox key, seed and epoch (the mask counter), as the op takes them: tensors as given (the op checks them); ints checked,
     then held in 0-dim CPU tensors, which the kernels read at launch (no host-to-device copy)."""
     def word(name: str, value, limit: int) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
@@ -134,7 +134,7 @@ def mask_tokens(
     """
     t_select = probability_threshold("mlm_probability", mlm_probability)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
-    args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_stream("mask_tokens", seed, epoch), t_select,
+    args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_philox_key("mask_tokens", seed, epoch), t_select,
             *count_fraction(mlm_probability), t_mask, t_random, mask_token_id, vocab_size, bool(exact_count))
     return MaskedBatch(*_call("mask_tokens", backend, args, ranked=bool(exact_count)))
 
@@ -167,7 +167,7 @@ def fully_explored_mask(
     """
     _choice("partition", partition, PARTITIONS)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
-    args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_stream("fully_explored_mask", seed, epoch),
+    args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_philox_key("fully_explored_mask", seed, epoch),
             num_segments, partition == "contiguous", t_mask, t_random, mask_token_id, vocab_size)
     return MaskedBatch(*_call("fully_explored_mask", backend, args, ranked=partition == "random"))
 
@@ -285,7 +285,7 @@ def proposal_mask(
     _choice("sampling", sampling, SAMPLINGS)
     _choice("weighting", weighting, WEIGHTINGS)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
-    args = (input_ids, scores, maskable, _row_ids(row_ids, input_ids), *_stream("proposal_mask", seed, epoch),
+    args = (input_ids, scores, maskable, _row_ids(row_ids, input_ids), *_philox_key("proposal_mask", seed, epoch),
             *count_fraction(mlm_probability),
             uniform_mix, temperature, SAMPLINGS.index(sampling), weighting == "sequence",
             t_mask, t_random, mask_token_id, vocab_size)

@@ -201,7 +201,7 @@ def triton_launches(max_length: int) -> list[tuple]:
     meta = torch.device("meta")
     rows, vocab, mask_id = 4, 1000, 3
 
-    def stream_variants():
+    def philox_key_variants():
         """(seed, epoch): ints arrive as CPU tensors (passed by value); tensors on the device by pointer."""
         yield torch.tensor(1), torch.tensor(2)
         yield torch.tensor(1, device=meta), torch.tensor(2, device=meta)
@@ -213,7 +213,7 @@ def triton_launches(max_length: int) -> list[tuple]:
         for attention in (None, maskable, torch.empty(rows, length, dtype=torch.int64, device=meta)):
             for special in (torch.empty(0, dtype=torch.int64, device=meta), torch.empty(2, dtype=torch.int64, device=meta)):
                 yield masking.maskable_mask, (ids, attention, special)
-        for seed, epoch in stream_variants():
+        for seed, epoch in philox_key_variants():
             for exact in (False, True):
                 yield masking.mask_tokens, (ids, maskable, row_ids, seed, epoch, 1 << 20, 3, 20, 1, 2, mask_id, vocab, exact)
             for contiguous in (False, True):

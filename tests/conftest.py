@@ -22,8 +22,8 @@ COUNT_NUM, COUNT_DEN = counts.count_fraction(0.15)
 T_MASK, T_RANDOM = counts.replacement_thresholds(0.8, 0.1)
 
 
-def stream(seed: int, epoch: int, device: torch.device = DEVICE) -> tuple[torch.Tensor, torch.Tensor]:
-    """seed and epoch as the ops take them: 0-dim int64 tensors on the inputs' device."""
+def philox_key(seed: int, epoch: int, device: torch.device = DEVICE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Philox key, seed and epoch (the mask counter), as the ops take them: 0-dim int64 tensors on the inputs' device."""
     return (torch.tensor(seed, dtype=torch.int64, device=device),
             torch.tensor(epoch, dtype=torch.int64, device=device))
 

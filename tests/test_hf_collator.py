@@ -178,7 +178,7 @@ def test_data_parallel_ranks_never_share_masks(tokenizer, monkeypatch):
 
 
 def test_dataloader_workers_never_repeat_and_reproduce(tokenizer):
-    """Every item is the same row, so two batches with equal masks would mean a repeated stream:
+    """Every item is the same row, so two batches with equal masks would mean a repeated Philox key:
     2 workers, workers re-created each epoch, two epochs; then the same seeds reproduce it all."""
     row = features(tokenizer, rows=1, low=40, high=40)[0]
 

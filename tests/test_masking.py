@@ -13,7 +13,7 @@ import fastmask
 from fastmask import library, reference
 from fastmask.counts import count_fraction, probability_threshold
 from conftest import (COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, T_SELECT, backend_params, op_variant_params,
-                      RecordOps, stream)
+                      RecordOps, philox_key)
 
 MASK_ID, VOCAB = 4, 30522
 CLS, SEP, PAD = 2, 3, 0
@@ -104,7 +104,7 @@ def test_mask_tokens_matches_reference(backend):
         ids, maskable, rows = case_inputs(c, g)
         mask_id = min(MASK_ID, c["vocab"] - 1)
         for exact in (False, True):
-            args = (ids, maskable, rows, *stream(c["seed"], c["epoch"]), c["t_select"], c["count_num"], c["count_den"],
+            args = (ids, maskable, rows, *philox_key(c["seed"], c["epoch"]), c["t_select"], c["count_num"], c["count_den"],
                     c["t_mask"], c["t_random"], mask_id, c["vocab"], exact)
             assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
 
@@ -117,7 +117,7 @@ def test_fully_explored_matches_reference(backend):
         ids, maskable, rows = case_inputs(c, g)
         mask_id = min(MASK_ID, c["vocab"] - 1)
         for contiguous in (False, True):
-            args = (ids, maskable, rows, *stream(c["seed"], c["epoch"]), c["num_segments"], contiguous, c["t_mask"],
+            args = (ids, maskable, rows, *philox_key(c["seed"], c["epoch"]), c["num_segments"], contiguous, c["t_mask"],
                     c["t_random"], mask_id, c["vocab"])
             assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
 
@@ -131,9 +131,9 @@ def test_long_rows_match_reference(backend):
         maskable[:, : length // 2] |= True  # at least half the row is maskable
         rows = torch.arange(3, device=DEVICE) * 7919
         for contiguous in (False, True):
-            args = (ids, maskable, rows, *stream(5, 1), 7, contiguous, T_MASK, T_RANDOM, MASK_ID, VOCAB)
+            args = (ids, maskable, rows, *philox_key(5, 1), 7, contiguous, T_MASK, T_RANDOM, MASK_ID, VOCAB)
             assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
-        args = (ids, maskable, rows, *stream(5, 1), T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID, VOCAB,
+        args = (ids, maskable, rows, *philox_key(5, 1), T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID, VOCAB,
                 True)
         assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
 
@@ -167,7 +167,7 @@ def test_triton_long_rows_match_reference(backend, triton_chunks):
         ids, maskable = edge_rows(length, g)
         rows = torch.randint(-(2**63), 2**63 - 1, (4,), generator=g).to(DEVICE)
         for batch in (4, 0):
-            head = (ids[:batch], maskable[:batch], rows[:batch], *stream(-7, 2**32 - 1))
+            head = (ids[:batch], maskable[:batch], rows[:batch], *philox_key(-7, 2**32 - 1))
             args = (*head, T_SELECT, count_num, count_den, T_MASK, T_RANDOM, MASK_ID, VOCAB, True)
             assert_same(library.op("mask_tokens", backend)(*args), reference.mask_tokens(*args))
             for contiguous in (False, True):
@@ -202,7 +202,7 @@ def test_public_api_properties(batch, length, seed, epoch, p_milli, mask_p, exac
     ids, _, maskable = make_batch(batch, length, g)
     out = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, p, mask_p, random_p, exact, seed=seed, epoch=epoch)
     want = reference.mask_tokens(
-        ids, maskable, torch.arange(batch, device=DEVICE), *stream(seed, epoch), probability_threshold("p", p),
+        ids, maskable, torch.arange(batch, device=DEVICE), *philox_key(seed, epoch), probability_threshold("p", p),
         *count_fraction(p),
         probability_threshold("p", mask_p), probability_threshold("p", random_p), MASK_ID, VOCAB, exact,
     )
@@ -473,11 +473,11 @@ def _layouts(t):
     return t, t.t().contiguous().t(), wider[1:]
 
 
-def _opcheck_args(int32, layout, stream_device):
+def _opcheck_args(int32, layout, key_device):
     g = torch.Generator().manual_seed(9)
     ids, attn, maskable = (_layouts(t)[layout] for t in make_batch(3, 17, g, int32=int32))
     rows = torch.arange(3, device=DEVICE)
-    seed, epoch = stream(5, 1, stream_device)
+    seed, epoch = philox_key(5, 1, key_device)
     return {
         "maskable_mask": (ids, attn, torch.tensor([CLS, SEP], device=DEVICE)),
         "mask_tokens": (ids, maskable, rows, seed, epoch, T_SELECT, COUNT_NUM, COUNT_DEN, T_MASK, T_RANDOM, MASK_ID,
@@ -492,8 +492,8 @@ def test_opcheck(name, backend):
     """Contiguous, permuted and offset inputs (the outputs are contiguous: the fakes must say so),
     seed and epoch on the inputs' device and on the CPU."""
     op = library.op(name, backend)
-    for int32, layout, stream_device in ((False, 0, DEVICE), (True, 0, "cpu"), (False, 1, DEVICE), (True, 2, DEVICE)):
-        torch.library.opcheck(op, _opcheck_args(int32, layout, stream_device)[name])
+    for int32, layout, key_device in ((False, 0, DEVICE), (True, 0, "cpu"), (False, 1, DEVICE), (True, 2, DEVICE)):
+        torch.library.opcheck(op, _opcheck_args(int32, layout, key_device)[name])
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
@@ -530,12 +530,12 @@ def _all_masks(ids, maskable, seed, epoch, backend):
 
 
 @pytest.mark.parametrize("backend", [*backend_params(), "reference"])
-def test_stream_tensors_give_the_masks_of_ints(backend):
+def test_philox_key_tensors_give_the_masks_of_ints(backend):
     ids, _, maskable = make_batch(3, 40, torch.Generator().manual_seed(14))
     for seed, epoch in ((0, 0), (2**63 - 1, 2**32 - 1), (123456789012, 7)):
         want = _all_masks(ids, maskable, seed, epoch, backend)
         for device in {DEVICE, torch.device("cpu")}:
-            got = _all_masks(ids, maskable, *stream(seed, epoch, device), backend)
+            got = _all_masks(ids, maskable, *philox_key(seed, epoch, device), backend)
             for g, w in zip(got, want):
                 assert torch.equal(g, w)
 
@@ -544,7 +544,7 @@ def test_seed_tensor_is_the_key_bits():
     """A negative seed tensor keys Philox with its two's-complement bits: as the int 2**64 + seed
     would, whose high word the ints' range cannot reach; the reference and kernels agree on it."""
     ids, _, maskable = make_batch(2, 30, torch.Generator().manual_seed(15))
-    seed, epoch = stream(-2, 3)
+    seed, epoch = philox_key(-2, 3)
     got = fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=seed, epoch=epoch)
     assert not torch.equal(got.labels, fastmask.mask_tokens(ids, maskable, MASK_ID, VOCAB, seed=2, epoch=3).labels)
     want = reference.mask_tokens(ids, maskable, torch.arange(2, device=DEVICE), seed, epoch, T_SELECT, COUNT_NUM,
@@ -555,7 +555,7 @@ def test_seed_tensor_is_the_key_bits():
 @pytest.mark.parametrize("backend", [*backend_params(), "reference"])
 def test_in_place_advance_changes_the_next_masks(backend):
     ids, _, maskable = make_batch(3, 40, torch.Generator().manual_seed(16))
-    seed, epoch = stream(9, 0)
+    seed, epoch = philox_key(9, 0)
     first = _all_masks(ids, maskable, seed, epoch, backend)
     epoch.add_(1)
     second = _all_masks(ids, maskable, seed, epoch, backend)
@@ -595,18 +595,18 @@ def test_compiled_step_compiles_once_across_epochs(backend):
 
 
 @pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
-def test_triton_passes_cpu_stream_words_by_value(backend, monkeypatch):
+def test_triton_passes_cpu_philox_key_by_value(backend, monkeypatch):
     """Seed and epoch on the CPU with inputs on a GPU reach the Triton kernel by value, read at
-    launch. Forced here on CPU inputs by telling stream_args that the kernel runs elsewhere."""
+    launch. Forced here on CPU inputs by telling philox_key_args that the kernel runs elsewhere."""
     from fastmask.triton import common, masking
 
-    seed, epoch = stream(2**40 + 9, 4, "cpu")
-    by_value = common.stream_args(seed, epoch, torch.device("meta"))
+    seed, epoch = philox_key(2**40 + 9, 4, "cpu")
+    by_value = common.philox_key_args(seed, epoch, torch.device("meta"))
     assert (by_value["seed_ptr"], by_value["seed"], by_value["SEED_IN_MEMORY"]) == (None, 2**40 + 9, False)
     assert (by_value["epoch_ptr"], by_value["epoch"], by_value["EPOCH_IN_MEMORY"]) == (None, 4, False)
     ids, _, maskable = make_batch(3, 40, torch.Generator().manual_seed(19))
     in_memory = _all_masks(ids, maskable, seed, epoch, backend)
-    monkeypatch.setattr(masking, "stream_args", lambda seed, epoch, device: by_value)
+    monkeypatch.setattr(masking, "philox_key_args", lambda seed, epoch, device: by_value)
     for g, w in zip(_all_masks(ids, maskable, seed, epoch, backend), in_memory):
         assert torch.equal(g, w)
 
@@ -652,7 +652,7 @@ def test_cuda_graph_replays_fresh_masks(backend):
     replays gives the masks an eager call with that epoch gives (an int epoch would be baked in)."""
     ids, attn, _ = make_batch(8, 64, torch.Generator().manual_seed(20))
     specials = torch.tensor([CLS, SEP, PAD], device=DEVICE)
-    seed, epoch = stream(7, 0)
+    seed, epoch = philox_key(7, 0)
 
     def step():
         maskable = fastmask.maskable_mask(ids, attn, specials, backend=backend)

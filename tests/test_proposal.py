@@ -11,7 +11,7 @@ import torch
 import fastmask
 from fastmask import library, reference
 from conftest import (COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, RecordOps, backend_params, op_variant_params,
-                      stream)
+                      philox_key)
 
 MASK_ID, VOCAB = 4, 1000
 TOPK, POISSON, SYSTEMATIC = reference.SAMPLING_TOPK, reference.SAMPLING_POISSON, reference.SAMPLING_SYSTEMATIC
@@ -45,7 +45,7 @@ def random_case(g):
     count_den = [20, 2, randint(1, 2**31)][randint(0, 3)]
     args = (
         ids.to(DEVICE), scores.to(DEVICE), maskable.to(DEVICE), rows.to(DEVICE),
-        *stream(randint(-(2**62), 2**62), randint(0, 2**32)),
+        *philox_key(randint(-(2**62), 2**62), randint(0, 2**32)),
         randint(0, count_den + 1), count_den, [0.0, 0.1, 0.5, 1.0][randint(0, 4)], [0.3, 1.0, 5.0][randint(0, 3)],
     )
     return args
@@ -101,7 +101,7 @@ def test_triton_long_rows_match_reference(backend, triton_chunks):
             q, _, k = reference.proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, 1.0)
             assert ((q > 0).sum(1) < k)[:2].all()
         for batch in (4, 0):
-            args = (ids[:batch], scores[:batch], maskable[:batch], rows[:batch], *stream(3, 8), count_num, count_den,
+            args = (ids[:batch], scores[:batch], maskable[:batch], rows[:batch], *philox_key(3, 8), count_num, count_den,
                     uniform_mix, 1.0, sampling, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
             ids_out, labels, weights = library.op("proposal_mask", backend)(*args)
             want_ids, want_labels, want_weights = reference.proposal_mask(*args)
@@ -145,7 +145,7 @@ def test_systematic_edge_rows_match_reference(backend):
             if count_den > 1:
                 assert capping_rounds(w[0], int(k[0])) >= 3  # two rounds cap, the last finds none
             for sequence in (False, True):
-                args = (ids.to(DEVICE), scores.to(DEVICE), maskable.to(DEVICE), rows.to(DEVICE), *stream(5, 6),
+                args = (ids.to(DEVICE), scores.to(DEVICE), maskable.to(DEVICE), rows.to(DEVICE), *philox_key(5, 6),
                         count_num, count_den, uniform_mix, 1.0, SYSTEMATIC, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
                 ids_out, labels, weights = library.op("proposal_mask", backend)(*args)
                 want_ids, want_labels, want_weights = reference.proposal_mask(*args)
@@ -523,13 +523,13 @@ def test_opcheck(backend):
     rows = torch.arange(3, device=DEVICE)
     for sampling in SAMPLING_CODES:
         for sequence in (False, True):
-            args = (ids, scores, maskable, rows, *stream(1, 2, "cpu" if sampling == POISSON else DEVICE), 3, 10, 0.1,
+            args = (ids, scores, maskable, rows, *philox_key(1, 2, "cpu" if sampling == POISSON else DEVICE), 3, 10, 0.1,
                     1.0, sampling, sequence, T_MASK, T_RANDOM, MASK_ID, VOCAB)
             torch.library.opcheck(library.op("proposal_mask", backend), args)
 
 
 @pytest.mark.parametrize("backend", [*backend_params(), "reference"])
-def test_stream_tensors_give_the_samples_of_ints(backend):
+def test_philox_key_tensors_give_the_samples_of_ints(backend):
     g = torch.Generator().manual_seed(9)
     ids = torch.randint(5, VOCAB, (3, 30), generator=g).to(DEVICE)
     scores = torch.randn(3, 30, generator=g).to(DEVICE)
@@ -539,7 +539,7 @@ def test_stream_tensors_give_the_samples_of_ints(backend):
             ids, scores, maskable, MASK_ID, VOCAB, sampling=sampling, seed=seed, epoch=epoch, backend=backend)
         want = sample(2**40 + 3, 5)
         for device in {DEVICE, torch.device("cpu")}:
-            seed, epoch = stream(2**40 + 3, 5, device)
+            seed, epoch = philox_key(2**40 + 3, 5, device)
             for got_t, want_t in zip(sample(seed, epoch), want):
                 assert torch.equal(got_t, want_t)
             epoch.add_(1)  # advanced in place: the next call draws fresh samples
@@ -592,7 +592,7 @@ def test_long_rows_on_gpu(weighting):
     scores = torch.randn(2, 9000, generator=g).to(DEVICE)
     maskable = (torch.rand(2, 9000, generator=g) < 0.9).to(DEVICE)
     rows = torch.arange(2, device=DEVICE)
-    args = (ids, scores, maskable, rows, *stream(1, 2), COUNT_NUM, COUNT_DEN, 0.1, 1.0, POISSON, weighting == "sequence",
+    args = (ids, scores, maskable, rows, *philox_key(1, 2), COUNT_NUM, COUNT_DEN, 0.1, 1.0, POISSON, weighting == "sequence",
             T_MASK, T_RANDOM, MASK_ID, VOCAB)
     got, want = library.op("proposal_mask", "cuda")(*args), reference.proposal_mask(*args)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

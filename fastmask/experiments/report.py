@@ -33,7 +33,7 @@ def _variance_section(v: dict) -> list[str]:
         f"pretraining (batch {c['batch_size']}). At each state, {s['batches']} fixed batches of {s['batch']} training "
         f"sequences ({s['length']}-token prefixes), dropout off. Reference gradient: the mean over "
         f"{s['reference_masks']} exact-count uniform masks. Each arm: {s['repeats']} one-mask gradient estimates per "
-        f"batch, its own random stream; MSE = mean squared distance to the reference (the reference's own noise, "
+        f"batch, its own Philox seed; MSE = mean squared distance to the reference (the reference's own noise, "
         f"1/{s['reference_masks']} of uniform's, is in every arm alike). Proposal arms sample systematically "
         f"(exactly k, exact inclusion probabilities) with token weights. Oracle: q proportional to the true "
         f"per-token gradient norms ||g_i|| (every MLM parameter, each token masked once in its fully-explored view); "

@@ -53,8 +53,8 @@ class DataCollatorForLanguageModeling(transformers.DataCollatorForLanguageModeli
       reports ``eval_loss``), and an unpatched model fails loudly on the shape. Needs ``mlm=True``.
 
     Randomness is fastmask's counter-based Philox keyed by (seed word, epoch, row id, position):
-    row ids are the row indices 0..B-1 and epoch counts this process's calls, so masks are fresh
-    on every call without bookkeeping. The seed word is set at a process's first call (again
+    row ids are the row indices 0..B-1 and epoch (the mask counter) counts this process's calls,
+    so masks are fresh on every call without bookkeeping. The seed word is set at a process's first call (again
     whenever ``os.getpid()`` changes, as after a fork):
 
     - outside a DataLoader worker: ``seed``; with ``seed=None`` one draw from torch's global RNG,
@@ -85,11 +85,12 @@ class DataCollatorForLanguageModeling(transformers.DataCollatorForLanguageModeli
             raise ValueError("mask_in_model=True needs mlm=True: the patched model masks for masked language modeling")
         if self.seed is not None:
             checks.integer(type(self).__name__, "seed", self.seed, 0, checks.SEED_LIMIT)
-        self._stream_pid = None
+        self._seed_pid = None
 
-    def _philox_stream(self) -> tuple[int, int]:
-        """(seed word, epoch) of this call's masks, as the class docstring says."""
-        if self._stream_pid != os.getpid():
+    def _philox_key(self) -> tuple[int, int]:
+        """The Philox key (seed word, epoch) of this call's masks, as the class docstring says: the
+        process's seed word and its count of mask calls so far (the ops' epoch, the mask counter)."""
+        if self._seed_pid != os.getpid():
             worker, (rank, _) = torch.utils.data.get_worker_info(), rank_and_world()
             if worker is None and self.seed is None:
                 seed = int(torch.randint(checks.SEED_LIMIT - 1, ()))
@@ -99,9 +100,9 @@ class DataCollatorForLanguageModeling(transformers.DataCollatorForLanguageModeli
             if salt:
                 key = " ".join([str(seed), *salt]).encode()
                 seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
-            self._stream_seed, self._stream_pid, self._calls = seed, os.getpid(), 0
-        self._calls += 1
-        return self._stream_seed, self._calls - 1
+            self._process_seed, self._seed_pid, self._mask_calls = seed, os.getpid(), 0
+        self._mask_calls += 1
+        return self._process_seed, self._mask_calls - 1
 
     def torch_call(self, examples):
         return self._collate(examples, "pt") if self.mlm else super().torch_call(examples)
@@ -136,7 +137,7 @@ class DataCollatorForLanguageModeling(transformers.DataCollatorForLanguageModeli
             maskable = fastmask.maskable_mask(inputs, special_ids=self.tokenizer.all_special_ids)
         else:
             maskable = torch.as_tensor(special_tokens_mask) == 0
-        seed, epoch = self._philox_stream()
+        seed, epoch = self._philox_key()
         return fastmask.mask_tokens(
             inputs, maskable, self.tokenizer.mask_token_id, len(self.tokenizer), self.mlm_probability,
             self.mask_replace_prob, self.random_replace_prob, exact_count=self.exact_count, seed=seed, epoch=epoch,

@@ -38,7 +38,7 @@ RADIX = tl.constexpr(1 << 8)
 
 # Per-call values: specialising on them (== 1, divisible by 16) would only cost recompilations.
 CORRUPT_ARGS = ["mask_threshold", "random_threshold", "mask_token_id", "vocab_size"]
-DRAW_ARGS = ["seed", "epoch"]
+PHILOX_KEY_ARGS = ["seed", "epoch"]  # the Philox key: seed and the mask counter
 COUNT_ARGS = ["count_num", "count_den"]
 
 
@@ -65,9 +65,10 @@ def philox4x32_10(c0, c1, c2, c3, k0, k1):
 
 
 @triton.jit
-def stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr):
-    """The Philox key words (seed_lo, seed_hi) and the epoch word, read from memory when the op got
-    them as tensors on its device (so a captured graph reads the current values)."""
+def philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr):
+    """The Philox key of the op's draws: the seed words (seed_lo, seed_hi) and the mask counter word
+    (the op's `epoch`), read from memory when the op got them as tensors on its device (so a
+    captured graph reads the current values)."""
     if SEED_IN_MEMORY:
         seed = tl.load(seed_ptr)
     if EPOCH_IN_MEMORY:
@@ -214,9 +215,9 @@ def as_bytes(t: torch.Tensor) -> torch.Tensor:
     return t.view(torch.uint8) if t.dtype == torch.bool else t
 
 
-def stream_args(seed: torch.Tensor, epoch: torch.Tensor, device: torch.device) -> dict:
-    """Kernel arguments of the Philox stream (see ``stream_key``) from the op's 0-dim int64 seed and
-    epoch: a tensor on the kernel's device is passed by pointer and read by the kernel; a CPU
+def philox_key_args(seed: torch.Tensor, epoch: torch.Tensor, device: torch.device) -> dict:
+    """Kernel arguments of the Philox key (see ``philox_key``) from the op's 0-dim int64 seed and
+    epoch (the mask counter): a tensor on the kernel's device is passed by pointer and read by the kernel; a CPU
     tensor is read here (no device sync) and passed by value."""
     args = {}
     for name, t in (("seed", seed), ("epoch", epoch)):

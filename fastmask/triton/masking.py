@@ -39,7 +39,7 @@ from fastmask.triton import common
 from fastmask.triton.common import (
     CORRUPT_ARGS,
     COUNT_ARGS,
-    DRAW_ARGS,
+    PHILOX_KEY_ARGS,
     LOW32,
     RADIX,
     RADIX_BITS,
@@ -53,8 +53,8 @@ from fastmask.triton.common import (
     ranked_launch,
     replacement,
     row_block,
-    stream_args,
-    stream_key,
+    philox_key_args,
+    philox_key,
     sorted_rank_keys,
     take_first,
     token_draw,
@@ -115,7 +115,7 @@ def _maskable_mask_kernel(
     tl.store(out_ptr + base + offs, keep.to(tl.uint8), mask=in_row)
 
 
-@triton.jit(do_not_specialize=DRAW_ARGS + ["select_threshold"] + COUNT_ARGS + CORRUPT_ARGS)
+@triton.jit(do_not_specialize=PHILOX_KEY_ARGS + ["select_threshold"] + COUNT_ARGS + CORRUPT_ARGS)
 def _mask_tokens_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, L,
     select_threshold, count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
@@ -123,7 +123,7 @@ def _mask_tokens_kernel(
     EXACT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # Bernoulli: grid (B, cdiv(L, BLOCK)); exact count: grid (B, 1) with BLOCK >= L.
-    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     in_row = offs < L
@@ -143,7 +143,7 @@ def _mask_tokens_kernel(
                   mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
-@triton.jit(do_not_specialize=DRAW_ARGS + COUNT_ARGS + CORRUPT_ARGS)
+@triton.jit(do_not_specialize=PHILOX_KEY_ARGS + COUNT_ARGS + CORRUPT_ARGS)
 def _mask_tokens_chunked_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, L,
     count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
@@ -151,7 +151,7 @@ def _mask_tokens_chunked_kernel(
     BLOCK: tl.constexpr,
 ):
     # Exact count of long rows: one program per row, walking it in chunks of BLOCK lanes.
-    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     base = row * L
     row_id = tl.load(row_ids_ptr + row)
@@ -183,7 +183,7 @@ def _mask_tokens_chunked_kernel(
                       in_row, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
-@triton.jit(do_not_specialize=["B", "num_segments"] + DRAW_ARGS + CORRUPT_ARGS)
+@triton.jit(do_not_specialize=["B", "num_segments"] + PHILOX_KEY_ARGS + CORRUPT_ARGS)
 def _fully_explored_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, B, L, num_segments,
     mask_threshold, random_threshold, mask_token_id, vocab_size,
@@ -191,7 +191,7 @@ def _fully_explored_kernel(
     CONTIGUOUS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L.
-    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     lane = tl.arange(0, BLOCK)
     in_row = lane < L
@@ -229,7 +229,7 @@ def _fully_explored_kernel(
         tl.store(labels_ptr + offset, labels, mask=in_row)
 
 
-@triton.jit(do_not_specialize=["B", "num_segments"] + DRAW_ARGS + CORRUPT_ARGS)
+@triton.jit(do_not_specialize=["B", "num_segments"] + PHILOX_KEY_ARGS + CORRUPT_ARGS)
 def _fully_explored_blocked_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, B, L, num_segments,
     mask_threshold, random_threshold, mask_token_id, vocab_size,
@@ -237,7 +237,7 @@ def _fully_explored_blocked_kernel(
     CONTIGUOUS: tl.constexpr, BLOCK: tl.constexpr, SCAN_BLOCK: tl.constexpr,
 ):
     # Long rows: grid (B, cdiv(L, BLOCK)); each program scans its row SCAN_BLOCK lanes at a time.
-    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     first = tl.program_id(1) * BLOCK
     pos = first + tl.arange(0, BLOCK)
@@ -317,7 +317,7 @@ def mask_tokens(
     launch = ranked_launch(length)
     if exact and launch.chunked:
         _mask_tokens_chunked_kernel[(batch,)](
-            *inputs, int(count_num), int(count_den), *corruption, **stream_args(seed, epoch, device),
+            *inputs, int(count_num), int(count_den), *corruption, **philox_key_args(seed, epoch, device),
             BLOCK=launch.block, num_warps=launch.num_warps,
         )
         return out_ids, labels
@@ -328,7 +328,7 @@ def mask_tokens(
         block = min(_ELEMENTWISE_BLOCK, row_block(length))
         grid, warps = (batch, triton.cdiv(length, block)), 4
     _mask_tokens_kernel[grid](
-        *inputs, int(select_threshold), int(count_num), int(count_den), *corruption, **stream_args(seed, epoch, device),
+        *inputs, int(select_threshold), int(count_num), int(count_den), *corruption, **philox_key_args(seed, epoch, device),
         EXACT=bool(exact), BLOCK=block, num_warps=warps,
     )
     return out_ids, labels
@@ -354,17 +354,17 @@ def fully_explored_mask(
     launch = ranked_launch(length)
     if not launch.chunked:
         _fully_explored_kernel[(batch,)](
-            *args, **stream_args(seed, epoch, device), CONTIGUOUS=bool(contiguous), BLOCK=launch.block,
+            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=bool(contiguous), BLOCK=launch.block,
             num_warps=launch.num_warps,
         )
     elif contiguous:
         _fully_explored_blocked_kernel[(batch, triton.cdiv(length, launch.block))](
-            *args, **stream_args(seed, epoch, device), CONTIGUOUS=True, BLOCK=launch.block, SCAN_BLOCK=launch.block,
+            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=True, BLOCK=launch.block, SCAN_BLOCK=launch.block,
             num_warps=launch.num_warps,
         )
     else:
         _fully_explored_blocked_kernel[(batch, triton.cdiv(length, common.PAIR_BLOCK_I))](
-            *args, **stream_args(seed, epoch, device), CONTIGUOUS=False, BLOCK=common.PAIR_BLOCK_I,
+            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=False, BLOCK=common.PAIR_BLOCK_I,
             SCAN_BLOCK=common.PAIR_BLOCK_J, num_warps=common.PAIR_WARPS,
         )
     return out_ids, labels

@@ -49,7 +49,7 @@ from fastmask.triton import common
 from fastmask.triton.common import (
     CORRUPT_ARGS,
     COUNT_ARGS,
-    DRAW_ARGS,
+    PHILOX_KEY_ARGS,
     LOW32,
     RADIX,
     RADIX_BITS,
@@ -62,8 +62,8 @@ from fastmask.triton.common import (
     radix_narrow,
     ranked_launch,
     replacement,
-    stream_args,
-    stream_key,
+    philox_key_args,
+    philox_key,
     sorted_rank_keys,
     take_first,
     token_draw,
@@ -386,7 +386,7 @@ def _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before
 
 
 @triton.jit(
-    do_not_specialize=DRAW_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
+    do_not_specialize=PHILOX_KEY_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
 def _proposal_mask_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
@@ -394,7 +394,7 @@ def _proposal_mask_kernel(
     SAMPLING: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L.
-    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     in_row = offs < L
@@ -453,7 +453,7 @@ def _proposal_mask_kernel(
 
 
 @triton.jit(
-    do_not_specialize=DRAW_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
+    do_not_specialize=PHILOX_KEY_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
 def _proposal_mask_chunked_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
@@ -462,7 +462,7 @@ def _proposal_mask_chunked_kernel(
 ):
     # Long rows, top-k and Poisson: one program per row, walking it in chunks of BLOCK lanes; every
     # pass recomputes the chunk's q and pi from the row statistics of the first two.
-    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     base = row * L
     row_id = tl.load(row_ids_ptr + row)
@@ -510,7 +510,7 @@ def _proposal_mask_chunked_kernel(
 
 
 @triton.jit(
-    do_not_specialize=DRAW_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
+    do_not_specialize=PHILOX_KEY_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
 def _proposal_systematic_tiled_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, log_sums_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
@@ -521,7 +521,7 @@ def _proposal_systematic_tiled_kernel(
     # capping in passes of BLOCK lanes, then the cumulative weights of its BLOCK positions pair by
     # pair, SCAN_BLOCK others at a time (O(L) per position). Sequence mode: it writes 1 where
     # chosen and its share of the row's log sum; _sequence_weights_kernel then writes the weights.
-    seed_lo, seed_hi, epoch = stream_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     tile = tl.program_id(1)
     base = row * L
@@ -645,7 +645,7 @@ def proposal_mask(
         tiles = triton.cdiv(length, common.PAIR_BLOCK_I)
         log_sums = torch.empty((batch, tiles), dtype=torch.float32, device=device) if sequence_weights else weights
         _proposal_systematic_tiled_kernel[(batch, tiles)](
-            *inputs, log_sums, *scalars, **stream_args(seed, epoch, device), SEQUENCE_WEIGHTS=sequence_weights,
+            *inputs, log_sums, *scalars, **philox_key_args(seed, epoch, device), SEQUENCE_WEIGHTS=sequence_weights,
             BLOCK=common.PAIR_BLOCK_I, SCAN_BLOCK=max(common.PAIR_BLOCK_J // 2, 1), num_warps=common.PAIR_WARPS,
             enable_fp_fusion=False,
         )
@@ -657,7 +657,7 @@ def proposal_mask(
     else:
         kernel = _proposal_mask_chunked_kernel if launch.chunked else _proposal_mask_kernel
         kernel[(batch,)](
-            *inputs, *scalars, **stream_args(seed, epoch, device), SAMPLING=sampling,
+            *inputs, *scalars, **philox_key_args(seed, epoch, device), SAMPLING=sampling,
             SEQUENCE_WEIGHTS=sequence_weights, BLOCK=launch.block, num_warps=launch.num_warps, enable_fp_fusion=False,
         )
     return out_ids, labels, reference.divide_by_batch_mean(weights) if sequence_weights else weights
