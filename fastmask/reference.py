@@ -241,17 +241,18 @@ SQRT2 = 1.41421356
 FIXED_ONE = 2.0**40  # the fixed point of the exact softmax normaliser
 
 
-def _f32(value):
+def _f32_tensor(value):
+    """`value` rounded to float32, as a 0-dim float32 tensor (an operand of float32 arithmetic)."""
     return torch.tensor(value, dtype=torch.float32)
 
 
 def canonical_exp(x: torch.Tensor) -> torch.Tensor:
     """exp for float32 x < 88 from +, -, *, floor and exponent bits (about 2 ulp); 0 below -64."""
-    k = torch.floor(x * _f32(LOG2E) + _f32(0.5))
-    r = (x - k * _f32(LN2_HI)) - k * _f32(LN2_LO)
-    p = _f32(1.0 / 720)
+    k = torch.floor(x * _f32_tensor(LOG2E) + _f32_tensor(0.5))
+    r = (x - k * _f32_tensor(LN2_HI)) - k * _f32_tensor(LN2_LO)
+    p = _f32_tensor(1.0 / 720)
     for c in (1.0 / 120, 1.0 / 24, 1.0 / 6, 0.5, 1.0, 1.0):
-        p = p * r + _f32(c)
+        p = p * r + _f32_tensor(c)
     scale = ((k.clamp(min=-126).to(torch.int32) + 127) << 23).view(torch.float32)
     return torch.where(x < EXP_CUTOFF, torch.zeros_like(x), p * scale)
 
@@ -261,15 +262,15 @@ def canonical_log(u: torch.Tensor) -> torch.Tensor:
     bits = u.view(torch.int32)
     e = ((bits >> 23) & 0xFF) - 127
     m = ((bits & 0x7FFFFF) | (127 << 23)).view(torch.float32)  # mantissa in [1, 2)
-    big = m > _f32(SQRT2)
-    m = torch.where(big, m * _f32(0.5), m)
+    big = m > _f32_tensor(SQRT2)
+    m = torch.where(big, m * _f32_tensor(0.5), m)
     e = (e + big.to(torch.int32)).to(torch.float32)
-    s = (m - _f32(1.0)) / (m + _f32(1.0))
+    s = (m - _f32_tensor(1.0)) / (m + _f32_tensor(1.0))
     s2 = s * s
-    t = _f32(1.0 / 9)
+    t = _f32_tensor(1.0 / 9)
     for c in (1.0 / 7, 1.0 / 5, 1.0 / 3, 1.0):
-        t = t * s2 + _f32(c)
-    return (e * _f32(LN2_LO) + (s + s) * t) + e * _f32(LN2_HI)
+        t = t * s2 + _f32_tensor(c)
+    return (e * _f32_tensor(LN2_LO) + (s + s) * t) + e * _f32_tensor(LN2_HI)
 
 
 def proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temperature):
@@ -288,12 +289,12 @@ def proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temp
     top = x.max(1, keepdim=True).values if x.shape[1] else x.new_zeros(x.shape[0], 1)
     top = torch.where(n[:, None] > 0, top, torch.zeros_like(top))
     e = torch.where(maskable & finite, canonical_exp(x - top), torch.zeros_like(x))
-    fixed = torch.floor(e * _f32(FIXED_ONE)).to(torch.int64).sum(1, keepdim=True)
-    p = e / (fixed.to(torch.float32) * _f32(1.0 / FIXED_ONE)).clamp(min=1.0)
-    eps = torch.where(finite, _f32(uniform_mix), _f32(1.0))
+    fixed = torch.floor(e * _f32_tensor(FIXED_ONE)).to(torch.int64).sum(1, keepdim=True)
+    p = e / (fixed.to(torch.float32) * _f32_tensor(1.0 / FIXED_ONE)).clamp(min=1.0)
+    eps = torch.where(finite, _f32_tensor(uniform_mix), _f32_tensor(1.0))
     kf = exact_count(n, count_num, count_den).to(torch.float32)[:, None]
-    q = torch.where(maskable, (_f32(1.0) - eps) * p + eps / nf, torch.zeros_like(p))
-    a = kf * (_f32(1.0) - eps)
+    q = torch.where(maskable, (_f32_tensor(1.0) - eps) * p + eps / nf, torch.zeros_like(p))
+    a = kf * (_f32_tensor(1.0) - eps)
     b = (kf * eps) / nf
     pi = torch.where(maskable, torch.clamp(a * p + b, max=1.0), torch.zeros_like(p))
     return q, pi, kf[:, 0].to(torch.int64)
@@ -327,12 +328,12 @@ def proposal_mask(
     r0, r1, r2, r3 = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
     q, pi, k = proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temperature)
     if sampling == SAMPLING_POISSON:
-        u = (r0 >> 8).to(torch.float32) * _f32(2.0**-24)
+        u = (r0 >> 8).to(torch.float32) * _f32_tensor(2.0**-24)
         chosen = maskable & (u < pi)
     elif sampling == SAMPLING_SYSTEMATIC:
         chosen, pi = systematic_selection(q, maskable, k, r0, r3)
     else:
-        u = ((r0 >> 9).to(torch.float32) + _f32(0.5)) * _f32(2.0**-23)  # in (0, 1)
+        u = ((r0 >> 9).to(torch.float32) + _f32_tensor(0.5)) * _f32_tensor(2.0**-23)  # in (0, 1)
         key = -canonical_log(u) / q  # q = 0 gives inf; non-maskable rank last regardless
         bits = torch.where(q > 0, key, torch.full_like(key, float("inf"))).view(torch.int32).to(torch.int64)
         pos = torch.arange(input_ids.shape[1], device=input_ids.device)
@@ -345,7 +346,7 @@ def proposal_mask(
         weights = divide_by_batch_mean(clipped_sequence_weights(chosen, q, maskable))
     else:
         k_over_n = k[:, None].to(torch.float32) / maskable.sum(1, keepdim=True).to(torch.float32)
-        weights = torch.where(chosen, k_over_n / torch.where(chosen, pi, _f32(1.0)), torch.zeros_like(q))
+        weights = torch.where(chosen, k_over_n / torch.where(chosen, pi, _f32_tensor(1.0)), torch.zeros_like(q))
     return ids, labels, weights
 
 
@@ -354,7 +355,7 @@ def systematic_weights(q: torch.Tensor, maskable: torch.Tensor) -> torch.Tensor:
 
     Every maskable position keeps a positive weight, so a row can always fill its k positions.
     """
-    w = torch.floor(q * _f32(2.0**SYSTEMATIC_BITS)).to(torch.int64).clamp(min=1)
+    w = torch.floor(q * _f32_tensor(2.0**SYSTEMATIC_BITS)).to(torch.int64).clamp(min=1)
     return torch.where(maskable, w, 0)
 
 
@@ -415,14 +416,14 @@ def systematic_selection(q, maskable, k, r0, r3):
     drawn = (uncapped > 0) & (points_below(r * cumulative) > points_below(r * (cumulative - uncapped)))
     chosen = maskable & (capped | drawn)
     pi_uncapped = (r * uncapped).to(torch.float32) / divisor.to(torch.float32)
-    pi = torch.where(capped, _f32(1.0), torch.where(maskable, pi_uncapped, _f32(0.0)))
+    pi = torch.where(capped, _f32_tensor(1.0), torch.where(maskable, pi_uncapped, _f32_tensor(0.0)))
     return chosen, pi
 
 
 def clipped_sequence_weights(chosen: torch.Tensor, q: torch.Tensor, maskable: torch.Tensor) -> torch.Tensor:
     """The author's per-row weight exp(-sum over chosen i of log(n q_i)) clipped to [0.8, 1.2], on chosen tokens."""
     nf = maskable.sum(1, keepdim=True).to(torch.float32)
-    log_n_q = canonical_log(torch.where(chosen, nf * q, _f32(1.0)))  # log 1 = 0 where not chosen
+    log_n_q = canonical_log(torch.where(chosen, nf * q, _f32_tensor(1.0)))  # log 1 = 0 where not chosen
     row_log = torch.clamp(-log_n_q.sum(1, keepdim=True), -1.0, 1.0)  # the clip below needs no more
     row = torch.clamp(canonical_exp(row_log), 0.8, 1.2)
     return torch.where(chosen, row.expand_as(q), torch.zeros_like(q))

@@ -76,11 +76,11 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture
-def triton_chunks(monkeypatch):
+def triton_long_rows(monkeypatch):
     """Lowers the row length beyond which Triton's ranking kernels walk rows in chunks, and the
     chunk and tile sizes, so that rows of a few dozen tokens take the long-row kernels under the
     interpreter and span several chunks and tiles."""
     from fastmask.triton import common
 
-    for name, value in (("LONG_ROW", 32), ("CHUNK_BLOCK", 32), ("PAIR_BLOCK_I", 32), ("PAIR_BLOCK_J", 16)):
+    for name, value in (("LONG_ROW", 32), ("LONG_ROW_BLOCK", 32), ("PAIR_BLOCK_I", 32), ("PAIR_BLOCK_J", 16)):
         monkeypatch.setattr(common, name, value)

@@ -155,12 +155,12 @@ def test_triton_ranks_long_rows_in_chunks():
     launches = [tuple(common.ranked_launch(n)) for n in (1, 512, 513, 1024, 1025, 2048)]
     assert launches == [(False, 16, 4), (False, 512, 4), (False, 1024, 8), (False, 1024, 8), (False, 2048, 16),
                         (False, 2048, 16)]
-    assert tuple(common.ranked_launch(2049)) == tuple(common.ranked_launch(16384)) == (True, 1024, common.CHUNK_WARPS)
+    assert tuple(common.ranked_launch(2049)) == tuple(common.ranked_launch(16384)) == (True, 1024, common.LONG_ROW_WARPS)
 
 
 @pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
-def test_triton_long_rows_match_reference(backend, triton_chunks):
-    """Rows beyond the (lowered) long-row length take Triton's chunked kernels: exact counts by
+def test_triton_long_rows_match_reference(backend, triton_long_rows):
+    """Rows beyond the (lowered) long-row length take Triton's long-row kernels: exact counts by
     radix select, partitions by scanning the row; with k = n, k = 1, nothing maskable, no rows."""
     g = torch.Generator().manual_seed(21)
     for length, (count_num, count_den), num_segments in ((33, (COUNT_NUM, COUNT_DEN), 7), (70, (1, 1), 3)):

@@ -80,8 +80,8 @@ def long_rows(length, scale, g):
 
 
 @pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
-def test_triton_long_rows_match_reference(backend, triton_chunks):
-    """Rows beyond the (lowered) long-row length take the chunked kernel: top-k by radix select with
+def test_triton_long_rows_match_reference(backend, triton_long_rows):
+    """Rows beyond the (lowered) long-row length take the long-row kernels: top-k by radix select with
     ties at the k-th key taken in position order, Poisson, systematic, both weightings, k = n, no rows."""
     g = torch.Generator().manual_seed(9)
     cases = (  # length, score scale, count fraction, uniform mix, sampling, sequence weights

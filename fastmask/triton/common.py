@@ -7,9 +7,10 @@ argument conversions.
 
 Ranked rows (exact count, random partition, top-k) of up to ``LONG_ROW`` tokens are held whole in
 registers and sorted there. Longer rows would spill (kilobytes per thread at 16384 lanes), so they
-run chunked kernels that walk the row in chunks of ``CHUNK_BLOCK`` lanes: the k-th smallest 32-bit
-key is found by a radix select (one histogram pass over the row per ``RADIX_BITS`` digit), then a
-last pass takes the keys below it and, in position order, as many ties as are missing.
+run long-row kernels (``_*_long_row_kernel``) that walk the row in chunks of ``LONG_ROW_BLOCK``
+lanes (or, for pairwise ranks, in tiles): the k-th smallest 32-bit key is found by a radix select
+(one histogram pass over the row per ``RADIX_BITS`` digit), then a last pass takes the keys below
+it and, in position order, as many ties as are missing.
 """
 
 from __future__ import annotations
@@ -183,10 +184,10 @@ def row_warps(block: int) -> int:
 
 
 # Longest row held whole by a ranking kernel; read at launch (the tests lower these to reach the
-# chunked kernels under the interpreter).
+# long-row kernels under the interpreter).
 LONG_ROW = 2048
-CHUNK_BLOCK = 1024
-CHUNK_WARPS = 8
+LONG_ROW_BLOCK = 1024
+LONG_ROW_WARPS = 8
 # Tiles of the pairwise ranks of long rows' random partitions: PAIR_BLOCK_I positions per program,
 # compared with PAIR_BLOCK_J others at a time.
 PAIR_BLOCK_I = 64
@@ -195,9 +196,10 @@ PAIR_WARPS = 4
 
 
 class RowLaunch(NamedTuple):
-    """How a ranking kernel walks a row: whole (one block of `block` >= L lanes) or chunked."""
+    """How a ranking kernel walks a row: whole (one block of `block` >= L lanes) or, beyond
+    ``LONG_ROW``, with a long-row kernel (chunks of `block` lanes)."""
 
-    chunked: bool
+    long_row: bool
     block: int
     num_warps: int
 
@@ -205,7 +207,7 @@ class RowLaunch(NamedTuple):
 def ranked_launch(length: int) -> RowLaunch:
     """The launch of a kernel that ranks rows of `length` tokens."""
     if length > LONG_ROW:
-        return RowLaunch(True, CHUNK_BLOCK, CHUNK_WARPS)
+        return RowLaunch(True, LONG_ROW_BLOCK, LONG_ROW_WARPS)
     block = row_block(length)
     return RowLaunch(False, block, row_warps(block))
 

@@ -79,7 +79,7 @@ def _ranking_keys(row_maskable_ptr, offs, L, row_id, seed_lo, seed_hi, epoch):
 
 
 @triton.jit
-def _write_tokens(
+def _write_ids_labels(
     ids, chosen, r1, r2, out_ids_ptrs, labels_ptrs, in_row, mask_threshold, random_threshold, mask_token_id, vocab_size,
 ):
     """Stores the corrupted ids and the labels of tokens `ids` (pointers given per lane)."""
@@ -139,12 +139,12 @@ def _mask_tokens_kernel(
         chosen = maskable & (packed <= kth_smallest(ordered, offs, k)) & (k > 0)
     else:
         chosen = maskable & ((r0 >> 8).to(tl.int64) < select_threshold.to(tl.int64))
-    _write_tokens(ids, chosen, r1, r2, out_ids_ptr + base + offs, labels_ptr + base + offs, in_row,
+    _write_ids_labels(ids, chosen, r1, r2, out_ids_ptr + base + offs, labels_ptr + base + offs, in_row,
                   mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
 @triton.jit(do_not_specialize=PHILOX_KEY_ARGS + COUNT_ARGS + CORRUPT_ARGS)
-def _mask_tokens_chunked_kernel(
+def _mask_tokens_long_row_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, L,
     count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
@@ -179,7 +179,7 @@ def _mask_tokens_chunked_kernel(
         in_row, maskable, key, r1, r2 = _ranking_keys(maskable_ptr + base, offs, L, row_id, seed_lo, seed_hi, epoch)
         chosen, ties_before = take_first(key, in_row, kth, ties_to_take, ties_before)
         ids = tl.load(ids_ptr + base + offs, mask=in_row, other=0)
-        _write_tokens(ids, chosen & maskable & (k > 0), r1, r2, out_ids_ptr + base + offs, labels_ptr + base + offs,
+        _write_ids_labels(ids, chosen & maskable & (k > 0), r1, r2, out_ids_ptr + base + offs, labels_ptr + base + offs,
                       in_row, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
@@ -230,7 +230,7 @@ def _fully_explored_kernel(
 
 
 @triton.jit(do_not_specialize=["B", "num_segments"] + PHILOX_KEY_ARGS + CORRUPT_ARGS)
-def _fully_explored_blocked_kernel(
+def _fully_explored_long_row_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, B, L, num_segments,
     mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
@@ -272,7 +272,7 @@ def _fully_explored_blocked_kernel(
     plane = B.to(tl.int64) * L  # elements per view; int64 since K * B * L may exceed 2**31
     for view in range(num_segments):
         offset = view * plane + base + pos
-        _write_tokens(ids, maskable & (segment == view), r1, r2, out_ids_ptr + offset, labels_ptr + offset, in_row,
+        _write_ids_labels(ids, maskable & (segment == view), r1, r2, out_ids_ptr + offset, labels_ptr + offset, in_row,
                       mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
@@ -315,8 +315,8 @@ def mask_tokens(
     inputs = (input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(), out_ids, labels, length)
     corruption = (int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size))
     launch = ranked_launch(length)
-    if exact and launch.chunked:
-        _mask_tokens_chunked_kernel[(batch,)](
+    if exact and launch.long_row:
+        _mask_tokens_long_row_kernel[(batch,)](
             *inputs, int(count_num), int(count_den), *corruption, **philox_key_args(seed, epoch, device),
             BLOCK=launch.block, num_warps=launch.num_warps,
         )
@@ -328,8 +328,8 @@ def mask_tokens(
         block = min(_ELEMENTWISE_BLOCK, row_block(length))
         grid, warps = (batch, triton.cdiv(length, block)), 4
     _mask_tokens_kernel[grid](
-        *inputs, int(select_threshold), int(count_num), int(count_den), *corruption, **philox_key_args(seed, epoch, device),
-        EXACT=bool(exact), BLOCK=block, num_warps=warps,
+        *inputs, int(select_threshold), int(count_num), int(count_den), *corruption,
+        **philox_key_args(seed, epoch, device), EXACT=bool(exact), BLOCK=block, num_warps=warps,
     )
     return out_ids, labels
 
@@ -352,18 +352,18 @@ def fully_explored_mask(
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
     )
     launch = ranked_launch(length)
-    if not launch.chunked:
+    if not launch.long_row:
         _fully_explored_kernel[(batch,)](
             *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=bool(contiguous), BLOCK=launch.block,
             num_warps=launch.num_warps,
         )
     elif contiguous:
-        _fully_explored_blocked_kernel[(batch, triton.cdiv(length, launch.block))](
+        _fully_explored_long_row_kernel[(batch, triton.cdiv(length, launch.block))](
             *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=True, BLOCK=launch.block, SCAN_BLOCK=launch.block,
             num_warps=launch.num_warps,
         )
     else:
-        _fully_explored_blocked_kernel[(batch, triton.cdiv(length, common.PAIR_BLOCK_I))](
+        _fully_explored_long_row_kernel[(batch, triton.cdiv(length, common.PAIR_BLOCK_I))](
             *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=False, BLOCK=common.PAIR_BLOCK_I,
             SCAN_BLOCK=common.PAIR_BLOCK_J, num_warps=common.PAIR_WARPS,
         )

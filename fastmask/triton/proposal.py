@@ -21,12 +21,12 @@ One program per row. Rows of up to ``common.LONG_ROW`` tokens are held whole in 
   :mod:`fastmask.triton.common`'s; weights are written per token (token mode) or from a row sum
   of canonical logs (sequence mode), then divided by their batch mean after the kernel.
 
-Longer rows run a chunked kernel with the same helpers, never holding the row in registers: a pass
+Longer rows run a long-row kernel with the same helpers, never holding the row in registers: a pass
 for n, the non-finite check and the maximum, one for the fixed-point normaliser, then (top-k) one
 radix-select pass per digit of the k-th smallest key (see :mod:`fastmask.triton.common`), (sequence
 weights) one for the log sum, and a last one that writes; each recomputes its chunk's q and pi.
-Systematic long rows instead run a tiled kernel, grid (row, block of ``common.PAIR_BLOCK_I``
-positions): each program makes the row passes above, one for A and one per capping round, then
+Systematic long rows instead run their own long-row kernel, in tiles: grid (row, block of
+``common.PAIR_BLOCK_I`` positions); each program makes the row passes above, one for A and one per capping round, then
 sums the cumulative weight of its positions pair by pair (the uncapped weight of every position
 at or before it by (r0 >> 1, position), ``common.PAIR_BLOCK_J // 2`` at a time, as the long rows'
 random partitions rank). No program sees the whole row's choices, so in sequence mode each writes
@@ -70,31 +70,31 @@ from fastmask.triton.common import (
 )
 
 
-def _f32(value: float) -> float:
+def _f32_rounded(value: float) -> float:
     """The float32 rounding of `value`, as a Python float (exact, so no later rounding differs)."""
     return float(torch.tensor(value, dtype=torch.float32))
 
 
 # The reference's float32 constants (fastmask.reference: LN2_HI, ..., the Taylor coefficients).
-_LN2_HI = tl.constexpr(_f32(reference.LN2_HI))
-_LN2_LO = tl.constexpr(_f32(reference.LN2_LO))
-_LOG2E = tl.constexpr(_f32(reference.LOG2E))
-_EXP_CUTOFF = tl.constexpr(_f32(reference.EXP_CUTOFF))
-_SQRT2 = tl.constexpr(_f32(reference.SQRT2))
-_FIXED_ONE = tl.constexpr(_f32(reference.FIXED_ONE))
-_INV_FIXED_ONE = tl.constexpr(_f32(1.0 / reference.FIXED_ONE))
-_EXP_C720 = tl.constexpr(_f32(1.0 / 720))
-_EXP_C120 = tl.constexpr(_f32(1.0 / 120))
-_EXP_C24 = tl.constexpr(_f32(1.0 / 24))
-_EXP_C6 = tl.constexpr(_f32(1.0 / 6))
-_LOG_C9 = tl.constexpr(_f32(1.0 / 9))
-_LOG_C7 = tl.constexpr(_f32(1.0 / 7))
-_LOG_C5 = tl.constexpr(_f32(1.0 / 5))
-_LOG_C3 = tl.constexpr(_f32(1.0 / 3))
-_TWO_M23 = tl.constexpr(_f32(2.0**-23))
-_TWO_M24 = tl.constexpr(_f32(2.0**-24))
-_WEIGHT_MIN = tl.constexpr(_f32(0.8))
-_WEIGHT_MAX = tl.constexpr(_f32(1.2))
+_LN2_HI = tl.constexpr(_f32_rounded(reference.LN2_HI))
+_LN2_LO = tl.constexpr(_f32_rounded(reference.LN2_LO))
+_LOG2E = tl.constexpr(_f32_rounded(reference.LOG2E))
+_EXP_CUTOFF = tl.constexpr(_f32_rounded(reference.EXP_CUTOFF))
+_SQRT2 = tl.constexpr(_f32_rounded(reference.SQRT2))
+_FIXED_ONE = tl.constexpr(_f32_rounded(reference.FIXED_ONE))
+_INV_FIXED_ONE = tl.constexpr(_f32_rounded(1.0 / reference.FIXED_ONE))
+_EXP_C720 = tl.constexpr(_f32_rounded(1.0 / 720))
+_EXP_C120 = tl.constexpr(_f32_rounded(1.0 / 120))
+_EXP_C24 = tl.constexpr(_f32_rounded(1.0 / 24))
+_EXP_C6 = tl.constexpr(_f32_rounded(1.0 / 6))
+_LOG_C9 = tl.constexpr(_f32_rounded(1.0 / 9))
+_LOG_C7 = tl.constexpr(_f32_rounded(1.0 / 7))
+_LOG_C5 = tl.constexpr(_f32_rounded(1.0 / 5))
+_LOG_C3 = tl.constexpr(_f32_rounded(1.0 / 3))
+_TWO_M23 = tl.constexpr(_f32_rounded(2.0**-23))
+_TWO_M24 = tl.constexpr(_f32_rounded(2.0**-24))
+_WEIGHT_MIN = tl.constexpr(_f32_rounded(0.8))
+_WEIGHT_MAX = tl.constexpr(_f32_rounded(1.2))
 _EXP_FIELD = tl.constexpr(0x7F800000)  # float32 exponent bits: all set means inf or nan
 _INT32_TILE = tl.constexpr(2**31 >> reference.SYSTEMATIC_BITS)  # weights W <= 2**24 whose sum surely fits int32: fewer
 _SYSTEMATIC_ONE = tl.constexpr(float(1 << reference.SYSTEMATIC_BITS))  # W = floor(q * 2**24): exact scaling
@@ -231,7 +231,7 @@ def _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS: tl.constexpr):
 
 
 @triton.jit
-def _write_tokens(
+def _write_ids_labels_weights(
     ids_ptrs, out_ids_ptrs, labels_ptrs, weights_ptrs, in_row, chosen, weights, r1, r2,
     mask_threshold, random_threshold, mask_token_id, vocab_size,
 ):
@@ -447,14 +447,14 @@ def _proposal_mask_kernel(
 
     # 5. Corruption and weights (the float sum's order only moves the last bits of the log sum).
     log_sum = _chosen_log_sum(chosen, q, nf) if SEQUENCE_WEIGHTS else 0.0
-    _write_tokens(ids_ptr + base + pos, out_ids_ptr + base + pos, labels_ptr + base + pos,
+    _write_ids_labels_weights(ids_ptr + base + pos, out_ids_ptr + base + pos, labels_ptr + base + pos,
                   weights_ptr + base + pos, in_row, chosen, _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS),
                   r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
 @triton.jit(
     do_not_specialize=PHILOX_KEY_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
-def _proposal_mask_chunked_kernel(
+def _proposal_mask_long_row_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
@@ -504,14 +504,14 @@ def _proposal_mask_chunked_kernel(
             scores_ptr, maskable_ptr, base, offs, L, row_id, seed_lo, seed_hi, epoch,
             temperature, uniform_mix, row_max, fixed, finite, kf, nf)
         chosen, ties_before = _chunk_chosen(r0, q, pi, maskable, in_row, k, kth, ties_to_take, ties_before, SAMPLING)
-        _write_tokens(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
+        _write_ids_labels_weights(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
                       weights_ptr + base + offs, in_row, chosen, _weights(chosen, pi, kf, nf, log_sum, SEQUENCE_WEIGHTS),
                       r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
 @triton.jit(
     do_not_specialize=PHILOX_KEY_ARGS + COUNT_ARGS + ["uniform_mix", "temperature"] + CORRUPT_ARGS)
-def _proposal_systematic_tiled_kernel(
+def _proposal_systematic_long_row_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, log_sums_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
@@ -585,7 +585,7 @@ def _proposal_systematic_tiled_kernel(
         weights = tl.where(chosen, 1.0, 0.0)
     else:
         weights = _weights(chosen, pi, kf, nf, 0.0, False)
-    _write_tokens(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
+    _write_ids_labels_weights(ids_ptr + base + offs, out_ids_ptr + base + offs, labels_ptr + base + offs,
                   weights_ptr + base + offs, in_row, chosen, weights,
                   r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
@@ -593,7 +593,7 @@ def _proposal_systematic_tiled_kernel(
 @triton.jit
 def _sequence_weights_kernel(weights_ptr, log_sums_ptr, L, T, BLOCK: tl.constexpr, T_BLOCK: tl.constexpr):
     # Grid (B, cdiv(L, BLOCK)): the row's clipped weight, from the log sums of its T tiles, on the
-    # tokens marked chosen (weight 1) by _proposal_systematic_tiled_kernel.
+    # tokens marked chosen (weight 1) by _proposal_systematic_long_row_kernel.
     row = tl.program_id(0).to(tl.int64)
     log_sum = tl.zeros((), tl.float32)
     for start in range(0, T, T_BLOCK):
@@ -637,25 +637,25 @@ def proposal_mask(
     scalars = (
         length, int(count_num), int(count_den),
         # Rounded to float32 here, as the reference does.
-        _f32(uniform_mix), _f32(temperature),
+        _f32_rounded(uniform_mix), _f32_rounded(temperature),
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
     )
     launch = ranked_launch(length)
-    if launch.chunked and sampling == reference.SAMPLING_SYSTEMATIC:
+    if launch.long_row and sampling == reference.SAMPLING_SYSTEMATIC:
         tiles = triton.cdiv(length, common.PAIR_BLOCK_I)
         log_sums = torch.empty((batch, tiles), dtype=torch.float32, device=device) if sequence_weights else weights
-        _proposal_systematic_tiled_kernel[(batch, tiles)](
+        _proposal_systematic_long_row_kernel[(batch, tiles)](
             *inputs, log_sums, *scalars, **philox_key_args(seed, epoch, device), SEQUENCE_WEIGHTS=sequence_weights,
             BLOCK=common.PAIR_BLOCK_I, SCAN_BLOCK=max(common.PAIR_BLOCK_J // 2, 1), num_warps=common.PAIR_WARPS,
             enable_fp_fusion=False,
         )
         if sequence_weights:
-            _sequence_weights_kernel[(batch, triton.cdiv(length, common.CHUNK_BLOCK))](
-                weights, log_sums, length, tiles, BLOCK=common.CHUNK_BLOCK, T_BLOCK=_LOG_SUMS_BLOCK,
-                num_warps=common.CHUNK_WARPS, enable_fp_fusion=False,
+            _sequence_weights_kernel[(batch, triton.cdiv(length, common.LONG_ROW_BLOCK))](
+                weights, log_sums, length, tiles, BLOCK=common.LONG_ROW_BLOCK, T_BLOCK=_LOG_SUMS_BLOCK,
+                num_warps=common.LONG_ROW_WARPS, enable_fp_fusion=False,
             )
     else:
-        kernel = _proposal_mask_chunked_kernel if launch.chunked else _proposal_mask_kernel
+        kernel = _proposal_mask_long_row_kernel if launch.long_row else _proposal_mask_kernel
         kernel[(batch,)](
             *inputs, *scalars, **philox_key_args(seed, epoch, device), SAMPLING=sampling,
             SEQUENCE_WEIGHTS=sequence_weights, BLOCK=launch.block, num_warps=launch.num_warps, enable_fp_fusion=False,

@@ -21,6 +21,6 @@ run() {  # run BACKEND TOOL [lengths...]
     $PY scripts/exercise_cuda_kernels.py --backend "$backend" ${1:+--lengths "$@"} || rc=1
 }
 for tool in ${TOOLS:-memcheck racecheck}; do run cuda "$tool"; done
-# Triton: the whole-row kernels (up to 2048) and the chunked long-row ones (beyond).
+# Triton: the whole-row kernels (up to 2048) and the long-row ones (beyond).
 for tool in ${TRITON_TOOLS:-memcheck}; do run triton "$tool" ${TRITON_LENGTHS:-1 37 300 700 1500 3000 9001}; done
 exit $rc
