@@ -82,8 +82,9 @@ def _row_ids(op: str, row_ids, input_ids: torch.Tensor) -> None:
 
 
 def _philox_key(op: str, seed, epoch, input_ids: torch.Tensor) -> None:
-    """The Philox key, seed and epoch (the mask counter): 0-dim int64 tensors, on the device of input_ids
-    (read by the kernel when it runs: graph-safe) or on the CPU (read at launch, like an int)."""
+    """The Philox key, seed and epoch (the mask counter): 0-dim int64 tensors, on the device of
+    input_ids (read by the kernel when it runs: graph-safe) or on the CPU (read at launch, like an
+    int)."""
     for name, t in (("seed", seed), ("epoch", epoch)):
         _tensor(op, name, t, (torch.int64,), 0)
         _require(t.device == input_ids.device or t.device.type == "cpu", ValueError,

@@ -32,8 +32,9 @@ def _row_ids(row_ids: torch.Tensor | None, input_ids) -> torch.Tensor | None:
 
 
 def _philox_key(op: str, seed, epoch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Philox key, seed and epoch (the mask counter), as the op takes them: tensors as given (the op checks them); ints checked,
-    then held in 0-dim CPU tensors, which the kernels read at launch (no host-to-device copy)."""
+    """The Philox key, seed and epoch (the mask counter), as the op takes them: tensors as given (the
+    op checks them); ints checked, then held in 0-dim CPU tensors, which the kernels read at launch
+    (no host-to-device copy)."""
     def word(name: str, value, limit: int) -> torch.Tensor:
         if isinstance(value, torch.Tensor):
             return value
@@ -127,8 +128,9 @@ def mask_tokens(
     exactly :func:`fastmask.masked_count` (n, p) = min(n, max(1, floor(p n + 1/2))) of the n
     maskable tokens of each row, uniformly, with p exactly as written.
     Randomness is Philox keyed by (seed, epoch, row id, position): a row's masks depend only on
-    its row id (default: its index), identically on every backend. No host sync. ``seed`` and
-    ``epoch`` may be 0-dim int64 tensors on the device of ``input_ids``: the kernel reads them
+    its row id (the row key, default: its index), identically on every backend; ``epoch`` is the
+    mask counter (any count that changes between calls: a data epoch, a step, a call index). No
+    host sync. ``seed`` and ``epoch`` may be 0-dim int64 tensors on the device of ``input_ids``: the kernel reads them
     when it runs, so a compiled or CUDA-graph-captured step that advances them in place
     (``epoch.add_(1)``) gets fresh masks without recompiling; ints give the same masks.
     """

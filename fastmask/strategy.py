@@ -7,9 +7,10 @@ weights), then turns the encoder's hidden states into the loss with the vocabula
 those slots only. It never reads a value back from the device: labelled tokens dropped for
 capacity (Bernoulli masks have no exact capacity) are counted on the device and read at log time.
 
-The caller keys the randomness: Philox by (seed, epoch, row id, position). ``fastmask pretrain``
-passes global sample ids and the data epoch; the Hugging Face integration a device-side call
-counter, so data-parallel ranks and accumulation micro-steps never share a mask.
+The caller keys the randomness: Philox by (seed, epoch, row id, position), where ``epoch`` is the
+mask counter and ``row_ids`` the row key. ``fastmask pretrain`` passes global sample ids and the
+data epoch; the Hugging Face integration the rows' places in the batch (with the rank) and a
+device-side call counter, so data-parallel ranks and accumulation micro-steps never share a mask.
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ class MaskingStrategy(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 row_ids: torch.Tensor, epoch: torch.Tensor | int) -> MaskedStep:
-        """Masks uncorrupted ids (B, L) with this strategy; `row_ids` (B,) and `epoch` key the masks."""
+        """Masks uncorrupted ids (B, L) with this strategy; `row_ids` (B,), the row key, and `epoch`,
+        the mask counter, key the masks (with the strategy's seed: the Philox key)."""
         maskable = self.maskable(input_ids, attention_mask)
         op_args = dict(mask_token_id=self.mask_token_id, vocab_size=self.vocab_size, seed=self.seed, row_ids=row_ids,
                        epoch=epoch, **self.replace)  # what every masking op takes: tokens, Philox key, 80/10/10

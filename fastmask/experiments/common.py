@@ -84,18 +84,20 @@ class GradientProbe:
         loss = fastmask.sparse_mlm_loss(hidden, labels, self.model.mlm.cls, capacity=self.capacity, weights=weights)
         return torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, self.params)]).double()
 
-    def mask(self, seed: int, epoch: int = 0, rows: torch.Tensor | None = None):
-        """An exact-count random mask (ids, labels) of `rows` (default: the probe's)."""
+    def mask(self, seed: int, repeat: int = 0, rows: torch.Tensor | None = None):
+        """An exact-count random mask (ids, labels) of `rows` (default: the probe's), keyed by `seed`
+        and the arm's `repeat` index (the ops' epoch)."""
         masking = self.model.masking
         rows = self.rows if rows is None else rows
         maskable = fastmask.maskable_mask(rows, special_ids=masking.special_ids)
         return fastmask.mask_tokens(rows, maskable, masking.mask_token_id, masking.vocab_size,
-                                    self.model.cfg.mlm_probability, exact_count=True, seed=seed, epoch=epoch)
+                                    self.model.cfg.mlm_probability, exact_count=True, seed=seed, epoch=repeat)
 
-    def propose(self, scores: torch.Tensor, uniform_mix: float, seed: int, epoch: int) -> fastmask.ProposalBatch:
+    def propose(self, scores: torch.Tensor, uniform_mix: float, seed: int, repeat: int) -> fastmask.ProposalBatch:
+        """A proposal draw from `scores`, keyed by `seed` and the arm's `repeat` index (the ops' epoch)."""
         masking = self.model.masking
         return fastmask.proposal_mask(self.rows, scores, self.maskable, masking.mask_token_id, masking.vocab_size,
-                                      self.model.cfg.mlm_probability, uniform_mix, seed=seed, epoch=epoch)
+                                      self.model.cfg.mlm_probability, uniform_mix, seed=seed, epoch=repeat)
 
 
 def total_variance(gram: torch.Tensor, rows: torch.Tensor) -> float:

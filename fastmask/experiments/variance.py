@@ -83,8 +83,8 @@ def train_proposal(model, prepared, objective: str, args, seed: int) -> fastmask
     g = torch.Generator().manual_seed(seed)
     try:
         for step in range(args.proposal_steps):
-            index = torch.randint(len(prepared.train), (args.proposal_batch,), generator=g)
-            masked = strategy(prepared.train[index, :args.length].long(), row_ids=index, epoch=step)
+            sample_ids = torch.randint(len(prepared.train), (args.proposal_batch,), generator=g)
+            masked = strategy(prepared.train[sample_ids, :args.length].long(), row_ids=sample_ids, epoch=step)
             with torch.no_grad():
                 hidden = model.mlm.bert(input_ids=masked.input_ids)[0]
             losses = strategy.losses(masked, hidden, model.mlm.cls)
@@ -134,7 +134,7 @@ def measure_mse(model, prepared, proposals: dict, args, state_seed: int) -> dict
         signal_stats.append(dict(norm_cv=cv, ceiling=1 / (1 + cv * cv),
                                  signal=correlations(tokens["signal"][m], norms[m]),
                                  token_loss=correlations(tokens["loss"][m], norms[m])))
-        reference = sum(probe.grad(*probe.mask(ARM_SEEDS["reference"] + state_seed + b, epoch=r))
+        reference = sum(probe.grad(*probe.mask(ARM_SEEDS["reference"] + state_seed + b, repeat=r))
                         for r in range(args.reference_masks)) / args.reference_masks
         proposal_scores = {
             "oracle": (torch.where(m, norms.clamp(min=1e-30).log(), 0.0).float(), 0.0),
@@ -146,7 +146,7 @@ def measure_mse(model, prepared, proposals: dict, args, state_seed: int) -> dict
         results = {}
         errors = []
         for r in range(args.repeats):
-            errors.append((probe.grad(*probe.mask(ARM_SEEDS["uniform"] + state_seed + b, epoch=r)) - reference)
+            errors.append((probe.grad(*probe.mask(ARM_SEEDS["uniform"] + state_seed + b, repeat=r)) - reference)
                           .pow(2).sum().item())
         results["uniform"] = dict(mse=sum(errors) / len(errors))
         for arm, (scores, uniform_mix) in proposal_scores.items():
@@ -183,11 +183,11 @@ def measure_fair_split(model, prepared, args, state_seed: int) -> dict:
         strategy = model.masking.derived(arm_config(cfg, arm), seed=ARM_SEEDS[arm.replace("-", "_")] + state_seed)
         means, within = [], []
         for d in range(args.data_batches):
-            index = torch.randint(len(prepared.train), (sequences[arm],), generator=g)
-            rows = prepared.train[index].long()
+            sample_ids = torch.randint(len(prepared.train), (sequences[arm],), generator=g)
+            rows = prepared.train[sample_ids].long()
             grads = []
-            for m in range(args.masks):
-                step = strategy(rows, row_ids=index, epoch=m)
+            for mask in range(args.masks):
+                step = strategy(rows, row_ids=sample_ids, epoch=mask)
                 grads.append(probe.grad(step.input_ids, step.labels))
             stacked = torch.stack(grads)
             mean = stacked.mean(0)

@@ -82,7 +82,7 @@ def rank_and_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def _content_ids(input_ids: torch.Tensor) -> torch.Tensor:
+def _content_hashes(input_ids: torch.Tensor) -> torch.Tensor:
     """A hash of each row's tokens (B,): evaluation masks keyed by it depend on the sequence alone,
     not on its batch, the batch order or the rank. Products stay below 2**53: no int64 overflow."""
     length = input_ids.shape[1]
@@ -94,10 +94,11 @@ class FastMaskState(nn.Module):
     """What ``apply_fastmask`` attaches to a model as ``model.fastmask``.
 
     ``masking`` is the strategy (its proposal net, for MAPNet, is trained with the model). In
-    training, call t of rank r is keyed by epoch t * world + r, from a device-side counter
-    advanced in place (fresh masks every call, no host sync, no recompilation), so ranks and
-    accumulation micro-steps never share a mask. In evaluation a row's masks are keyed by its
-    tokens: every evaluation of a sequence masks it the same way.
+    training, call t of rank r is keyed by the mask counter (the ops' epoch) t * world + r, from a
+    device-side counter advanced in place (fresh masks every call, no host sync, no
+    recompilation), so ranks and accumulation micro-steps never share a mask. In evaluation a
+    row's masks are keyed by a hash of its tokens: every evaluation of a sequence masks it the
+    same way.
     """
 
     def __init__(self, masking: MaskingStrategy, mapnet_weight: float, settings: dict):
@@ -112,7 +113,8 @@ class FastMaskState(nn.Module):
 
     def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, training: bool) -> MaskedStep:
         if not training:
-            return self.masking.evaluation(input_ids, attention_mask, row_ids=_content_ids(input_ids))
+            content_hashes = _content_hashes(input_ids)  # the row key: a row's masks follow its tokens
+            return self.masking.evaluation(input_ids, attention_mask, row_ids=content_hashes)
         rank, world = rank_and_world()
         # The Philox key: row = the row's place in the batch + rank << 32; the ops' "epoch" word = this
         # rank's call index among every rank's calls (call t of rank r: t * world + r).

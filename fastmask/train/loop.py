@@ -2,7 +2,8 @@
 
 One process trains on a CPU or a GPU; under torchrun every rank trains on its own shard with
 DDP (nccl on GPUs, gloo on CPUs). Masks are made on the training device inside the step, keyed
-by (seed, epoch, global sample id): they do not depend on the number of ranks. ``--masking hf``
+by (seed, data epoch, global sample id): the data epoch is the masks' epoch (the ops' mask
+counter), so they do not depend on the number of ranks. ``--masking hf``
 (the baseline) trains the same model the way most users do today (Hugging Face's collator on the CPU,
 ``BertForMaskedLM``'s dense head), on the same data, for comparison.
 """
@@ -41,7 +42,7 @@ from fastmask.train.run_folder import (
 
 
 class Batches:
-    """Micro-batch m of this rank, as (global sample ids, rows): a pure function of (seed, m)."""
+    """Micro-batch m of this rank, as (data epoch, global sample ids, rows): a pure function of (seed, m)."""
 
     def __init__(self, rows: torch.Tensor, batch_size: int, seed: int, rank: int, world: int):
         self.rows, self.batch_size, self.seed, self.rank, self.world = rows, batch_size, seed, rank, world
@@ -50,11 +51,12 @@ class Batches:
             raise ValueError(f"{len(rows)} training sequences are too few for --batch-size {batch_size} on {world} rank(s)")
 
     def __call__(self, micro_step: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-        epoch, offset = divmod(micro_step, self.per_epoch)
-        order = torch.randperm(len(self.rows), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        data_epoch, offset = divmod(micro_step, self.per_epoch)
+        shuffle = torch.Generator().manual_seed(self.seed * 100_003 + data_epoch)
+        order = torch.randperm(len(self.rows), generator=shuffle)
         shard = order[self.rank::self.world]
         ids = shard[offset * self.batch_size:(offset + 1) * self.batch_size]
-        return epoch, ids, self.rows[ids]
+        return data_epoch, ids, self.rows[ids]
 
 
 def _setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
@@ -199,7 +201,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     # evaluated, logged and checkpointed.
     progress = Progress(cfg, main, world, step, device, model)
     window_loss = torch.zeros((), device=device)
-    epoch_tensor = torch.zeros((), dtype=torch.int64, device=device)
+    data_epoch_tensor = torch.zeros((), dtype=torch.int64, device=device)
     first_step, good_step = step, step
     with _stop_on_signals(main or world == 1) as stop, progress:
         while step < cfg.steps:
@@ -209,11 +211,12 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
             if cfg.sync_debug and device.type == "cuda" and not (cfg.compile and step == first_step):
                 torch.cuda.set_sync_debug_mode("error")
             for micro in range(cfg.grad_accum):
-                epoch, sample_ids, rows = batches(step * cfg.grad_accum + micro)
+                data_epoch, sample_ids, rows = batches(step * cfg.grad_accum + micro)
                 ids, hf_labels = to_device(rows)
-                epoch_tensor.fill_(epoch)  # in place, no host sync: the kernels read it on the device
+                data_epoch_tensor.fill_(data_epoch)  # in place, no host sync: the kernels read it on the device
                 with autocast:
-                    loss, objective = forward(ids, sample_ids.to(device, non_blocking=True), epoch_tensor, hf_labels)
+                    loss, objective = forward(ids, sample_ids.to(device, non_blocking=True), data_epoch_tensor,
+                                              hf_labels)
                 (loss + cfg.mapnet_weight * objective).div(cfg.grad_accum).backward()
                 window_loss += loss.detach().float() / cfg.grad_accum
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)

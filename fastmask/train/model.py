@@ -36,18 +36,19 @@ class Pretrainer(nn.Module):
             special_ids=sorted(set(tokenizer.all_special_ids)),  # never masked, on either path
             seed=cfg.seed, proposal=proposal)
 
-    def forward(self, ids: torch.Tensor, sample_ids: torch.Tensor, epoch: torch.Tensor,
+    def forward(self, ids: torch.Tensor, sample_ids: torch.Tensor, data_epoch: torch.Tensor,
                 hf_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(MLM loss, MAPNet objective) of one micro-batch; ids are uncorrupted (B, L).
 
-        `epoch` is a 0-dim int64 tensor on the device, read by the masking kernels: a compiled
-        forward does not specialise on it (one graph for every epoch).
+        The masks are keyed by the sample ids and `data_epoch` (the ops' epoch, the mask counter), a
+        0-dim int64 tensor on the device, read by the masking kernels: a compiled forward does not
+        specialise on it (one graph for every data epoch).
 
         With `hf_labels` (the baseline), ids are already masked and the dense head computes the loss.
         """
         if hf_labels is not None:
             return self.mlm(input_ids=ids, labels=hf_labels).loss, ids.new_zeros((), dtype=torch.float32)
-        step = self.masking(ids, row_ids=sample_ids, epoch=epoch)
+        step = self.masking(ids, row_ids=sample_ids, epoch=data_epoch)
         losses = self.masking.losses(step, self.mlm.bert(input_ids=step.input_ids)[0], self.mlm.cls)
         return losses.loss, losses.objective
 

@@ -24,7 +24,7 @@ import harness  # noqa: E402
 
 import fastmask  # noqa: E402
 
-SEED, EPOCH = 11, 3  # the epoch the first replay reads
+SEED, EPOCH = 11, 3  # the epoch (the ops' mask counter) the first replay reads; each replay advances it
 
 
 def check(backend: str, device: torch.device, replays: int, batch: int, length: int, width: int) -> dict:
