@@ -72,8 +72,8 @@ inline void check_mask_args(const char* op, const at::Tensor& input_ids, const a
 
 // A seed or epoch: a 0-dim int64 tensor, read now when on the CPU (like an int); on the device of
 // input_ids it is left to the kernel to read (returns the pointer).
-inline const int64_t* stream_word(const char* op, const char* name, const at::Tensor& word,
-                                  const at::Tensor& input_ids, int64_t* value) {
+inline const int64_t* philox_key_word(const char* op, const char* name, const at::Tensor& word,
+                                      const at::Tensor& input_ids, int64_t* value) {
   TORCH_CHECK_TYPE(word.scalar_type() == at::kLong, op, ": ", name, " must be an int64 tensor, got ",
                    word.scalar_type());
   TORCH_CHECK_VALUE(word.dim() == 0, op, ": ", name, " must be 0-dim, got shape ", word.sizes());
@@ -95,8 +95,8 @@ inline MaskArgs make_mask_args(const char* op, const at::Tensor& input_ids, cons
   constexpr int64_t max_den = (int64_t{1} << 31) - 1;
   int64_t seed_value = 0;
   int64_t epoch_value = 0;
-  const int64_t* seed_ptr = stream_word(op, "seed", seed, input_ids, &seed_value);
-  const int64_t* epoch_ptr = stream_word(op, "epoch", epoch, input_ids, &epoch_value);
+  const int64_t* seed_ptr = philox_key_word(op, "seed", seed, input_ids, &seed_value);
+  const int64_t* epoch_ptr = philox_key_word(op, "epoch", epoch, input_ids, &epoch_value);
   TORCH_CHECK_VALUE(select_threshold >= 0 && select_threshold <= one, op,
                     ": select_threshold must be in [0, 2^24], got ", select_threshold);
   TORCH_CHECK_VALUE(count_den >= 1 && count_den <= max_den, op, ": count_den must be in [1, 2^31), got ", count_den);

@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
                           const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
                           int64_t* __restrict__ labels, int64_t total, int64_t length,
                           MaskArgs args) {
-  read_stream(&args);
+  read_philox_key(&args);
   // 32-bit division is much cheaper than the emulated 64-bit one; the branch is uniform.
   const bool small = total <= static_cast<int64_t>(UINT32_MAX);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -143,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
                        const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
                        int64_t* __restrict__ labels, int64_t rows, int64_t length,
                        int64_t num_segments, MaskArgs args) {
-  read_stream(&args);
+  read_philox_key(&args);
   static_assert(kItems <= 32, "maskable flags are packed in one uint32");
   using Ranker = RowRanker<kThreads, kItems>;
   using Reduce = cub::BlockReduce<int, kThreads>;
@@ -244,7 +244,7 @@ __global__ void __launch_bounds__(kScanThreads)
                               const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
                               int64_t* __restrict__ labels, int64_t rows, int64_t length,
                               int64_t num_segments, MaskArgs args) {
-  read_stream(&args);
+  read_philox_key(&args);
   using Reduce = cub::BlockReduce<int64_t, kScanThreads>;
   using Scan = cub::BlockScan<int, kScanThreads>;
   __shared__ union {

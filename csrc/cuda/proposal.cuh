@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kThreads)
                          IdT* __restrict__ out_ids, int64_t* __restrict__ labels,
                          float* __restrict__ weights, int64_t rows, int64_t length, MaskArgs args,
                          float uniform_mix, float temperature, bool sequence_weights) {
-  read_stream(&args);
+  read_philox_key(&args);
   static_assert(kItems <= 32, "per-item flags are packed in one uint32");
 
   const int tid = static_cast<int>(threadIdx.x);
@@ -362,13 +362,13 @@ __global__ void __launch_bounds__(kThreads)
 // the row's weight (each thread rereads only its own writes).
 template <typename IdT, typename ScoreT>
 __global__ void __launch_bounds__(kProposalStreamThreads)
-    proposal_poisson_stream_kernel(const IdT* __restrict__ ids, const ScoreT* __restrict__ scores,
+    proposal_poisson_long_row_kernel(const IdT* __restrict__ ids, const ScoreT* __restrict__ scores,
                                    const bool* __restrict__ maskable,
                                    const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
                                    int64_t* __restrict__ labels, float* __restrict__ weights,
                                    int64_t rows, int64_t length, MaskArgs args, float uniform_mix,
                                    float temperature, bool sequence_weights) {
-  read_stream(&args);
+  read_philox_key(&args);
   constexpr int kThreads = kProposalStreamThreads;
 
   const int64_t tid = threadIdx.x;
@@ -464,7 +464,7 @@ cudaError_t launch_proposal_tile(const IdT* ids, const ScoreT* scores, const boo
 
 // Smallest block shape that covers the row (static shared memory stays under 48 KiB; 512-thread
 // shapes keep kItems <= 16 so the per-token registers fit the 128 a thread may use). Poisson rows
-// longer than kMaxRankedLength take the streaming kernel; top-k and systematic rows must fit one
+// longer than kMaxRankedLength take the long-row kernel; top-k and systematic rows must fit one
 // block's sort.
 template <typename IdT, typename ScoreT, int kSampling>
 cudaError_t launch_proposal_shaped(const IdT* ids, const ScoreT* scores, const bool* maskable,
@@ -486,7 +486,7 @@ cudaError_t launch_proposal_shaped(const IdT* ids, const ScoreT* scores, const b
   if constexpr (kSampling != kSamplingPoisson) {
     return cudaErrorInvalidValue;
   } else {
-    proposal_poisson_stream_kernel<IdT, ScoreT>
+    proposal_poisson_long_row_kernel<IdT, ScoreT>
         <<<row_blocks(rows), kProposalStreamThreads, 0, stream>>>(
             ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args,
             uniform_mix, temperature, sequence_weights);

@@ -33,8 +33,8 @@ struct MaskArgs {
   int64_t vocab_size;
 };
 
-// Settles the Philox stream of a kernel: call once at its start, before any token_draw.
-FASTMASK_HD void read_stream(MaskArgs* a) {
+// Settles the Philox key of a kernel: call once at its start, before any token_draw.
+FASTMASK_HD void read_philox_key(MaskArgs* a) {
   if (a->seed_ptr != nullptr) a->seed = static_cast<uint64_t>(*a->seed_ptr);
   if (a->epoch_ptr != nullptr) a->epoch = static_cast<uint32_t>(*a->epoch_ptr);  // mod 2^32
   a->seed_ptr = nullptr;
