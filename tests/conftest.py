@@ -23,7 +23,8 @@ T_MASK, T_RANDOM = counts.replacement_thresholds(0.8, 0.1)
 
 
 def philox_key(seed: int, epoch: int, device: torch.device = DEVICE) -> tuple[torch.Tensor, torch.Tensor]:
-    """The Philox key, seed and epoch (the mask counter), as the ops take them: 0-dim int64 tensors on the inputs' device."""
+    """The Philox key, seed and epoch (the mask counter), as the ops take them: 0-dim int64
+    tensors on the inputs' device."""
     return (torch.tensor(seed, dtype=torch.int64, device=device),
             torch.tensor(epoch, dtype=torch.int64, device=device))
 

@@ -585,7 +585,7 @@ def test_torch_compile_fullgraph():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("weighting", ["token", "sequence"])
 def test_long_rows_on_gpu(weighting):
-    """Poisson rows beyond the CUDA sort limit take the streaming kernel; top-k and systematic leave
+    """Poisson rows beyond the CUDA sort limit take the long-row kernel; top-k and systematic leave
     CUDA (auto), and the CUDA kernel refuses them by name."""
     g = torch.Generator().manual_seed(8)
     ids = torch.randint(5, VOCAB, (2, 9000), generator=g).to(DEVICE)
