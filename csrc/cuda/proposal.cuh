@@ -21,7 +21,7 @@
 namespace fastmask {
 namespace kernels {
 
-constexpr int kProposalStreamThreads = 512;
+constexpr int kProposalLongRowThreads = 512;
 
 // Exact widening of the score (torch's .to(float32)); the intrinsics also work under
 // __CUDA_NO_HALF_CONVERSIONS__, which torch extension builds define.
@@ -361,7 +361,7 @@ __global__ void __launch_bounds__(kThreads)
 // outputs; in sequence mode it marks sampled weights with 1 and pass 4 overwrites the marks with
 // the row's weight (each thread rereads only its own writes).
 template <typename IdT, typename ScoreT>
-__global__ void __launch_bounds__(kProposalStreamThreads)
+__global__ void __launch_bounds__(kProposalLongRowThreads)
     proposal_poisson_long_row_kernel(const IdT* __restrict__ ids, const ScoreT* __restrict__ scores,
                                    const bool* __restrict__ maskable,
                                    const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
@@ -369,7 +369,7 @@ __global__ void __launch_bounds__(kProposalStreamThreads)
                                    int64_t rows, int64_t length, MaskArgs args, float uniform_mix,
                                    float temperature, bool sequence_weights) {
   read_philox_key(&args);
-  constexpr int kThreads = kProposalStreamThreads;
+  constexpr int kThreads = kProposalLongRowThreads;
 
   const int64_t tid = threadIdx.x;
 
@@ -487,7 +487,7 @@ cudaError_t launch_proposal_shaped(const IdT* ids, const ScoreT* scores, const b
     return cudaErrorInvalidValue;
   } else {
     proposal_poisson_long_row_kernel<IdT, ScoreT>
-        <<<row_blocks(rows), kProposalStreamThreads, 0, stream>>>(
+        <<<row_blocks(rows), kProposalLongRowThreads, 0, stream>>>(
             ids, scores, maskable, row_ids, out_ids, labels, weights, rows, length, args,
             uniform_mix, temperature, sequence_weights);
     return cudaGetLastError();
