@@ -145,11 +145,35 @@ class _Settings(dict):
         return super().__getitem__(key)
 
 
+SHAPED_INPUTS = ("attention_mask", "token_type_ids", "special_tokens_mask")  # each (B, L), as input_ids
+
+
+def _check_shapes(input_ids, labels, inputs: dict):
+    """ValueError for ``labels`` whose shape is neither input_ids' (B, L) nor the width-0 marker (B, 0),
+    and for any of SHAPED_INPUTS not (B, L). Host metadata only: nothing is read back from the device."""
+    if input_ids is not None:
+        expected, source = tuple(input_ids.shape), "the shape of input_ids"
+    elif inputs.get("inputs_embeds") is not None:
+        expected = tuple(inputs["inputs_embeds"].shape[:-1])
+        source = "the shape of inputs_embeds less its last dimension"
+    else:
+        return
+    marker = expected[:1] + (0,)  # the drop-in collator's mask_in_model=True labels
+    if labels is not None and tuple(labels.shape) not in (expected, marker):
+        raise ValueError(f"labels has shape {tuple(labels.shape)}; expected {expected}, {source}, or {marker}, "
+                         "the width-0 labels of DataCollatorForLanguageModeling(mask_in_model=True)")
+    for name in SHAPED_INPUTS:
+        value = inputs.get(name)
+        if value is not None and tuple(value.shape) != expected:
+            raise ValueError(f"{name} has shape {tuple(value.shape)}; expected {expected}, {source}")
+
+
 def _patched_forward(original_forward, head):
     @functools.wraps(original_forward)  # the Trainer reads the signature: it stays the model's own
     def forward(self, input_ids=None, attention_mask=None, labels=None, return_dict=None, num_items_in_batch=None,
                 **kwargs):
         state: FastMaskState = self.fastmask
+        _check_shapes(input_ids, labels, dict(kwargs, attention_mask=attention_mask))
         if labels is None or labels.shape[-1] == 0:  # width 0: the drop-in collator's mask_in_model batches
             if input_ids is None:
                 raise ValueError("a model patched by apply_fastmask masks input_ids: pass input_ids (or labels "
@@ -300,3 +324,18 @@ class FastMaskCallback(TrainerCallback):
             state.log_history[-1]["fastmask_dropped_labels"] = dropped
             logger.warning(f"fastmask: {dropped} labelled tokens exceeded the gather capacity since the last log and "
                            "were left out of the loss (raise mlm_probability to the collator's, or use exact counts)")
+
+    _said_no_eval_loss = False  # once per callback: set on the instance by on_evaluate
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+        """Says once that an evaluation reported no loss: its batches carried no ``labels`` (the Trainer
+        computes a loss only for labelled batches; transformers' DataCollatorWithPadding gives none)."""
+        patched = isinstance(getattr(model, "fastmask", None), FastMaskState)
+        if self._said_no_eval_loss or metrics is None or not patched:
+            return
+        prefixes = {k[:-len("_runtime")] for k in metrics if k.endswith("_runtime")} or {"eval"}
+        if any(f"{prefix}_loss" not in metrics for prefix in prefixes):
+            self._said_no_eval_loss = True
+            warnings.warn("fastmask: the evaluation's batches carry no labels, so the Trainer reports no eval_loss; "
+                          "use fastmask.hf.DataCollatorForLanguageModeling(tokenizer, mask_in_model=True), whose "
+                          "width-0 labels make the patched model's loss the eval_loss", UserWarning, stacklevel=2)
