@@ -87,3 +87,58 @@ def test_examples_refuse_to_overwrite_a_run(examples, tmp_path):
     with pytest.raises(SystemExit):
         examples("plain_loop", "--out", str(tmp_path / "old"))
     assert (tmp_path / "old" / "model.safetensors").read_text() == "a previous run"
+
+
+class _Record(T.TrainerCallback):
+    """Records every training micro-step's loss and mask positions (a host sync: tests only); stops at `stop`."""
+
+    def __init__(self, model, stop=None):
+        self.stop, self.steps = stop, []
+        model.register_forward_hook(lambda module, args, out: self.steps.append(
+            (out.loss.detach().clone(), out.positions.clone())) if module.training else None)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.stop:
+            control.should_training_stop = True  # an interrupted run: its checkpoint at `stop` is the last
+
+
+def _resumable_run(tokenizer, out, masking, stop=None, resume=False, callback=True):
+    """8 optimizer steps (gradient accumulation 2, 44 rows of 4: the epoch's last step has one micro-step),
+    a checkpoint every 4; dropout off. Returns (model, recorder, trainer)."""
+    model = apply_fastmask(tiny_model("BertForMaskedLM", tokenizer), tokenizer, masking=masking)
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    recorder = _Record(model, stop)
+    args = T.TrainingArguments(output_dir=str(out), max_steps=8, per_device_train_batch_size=4,
+                               gradient_accumulation_steps=2, logging_steps=1, save_strategy="steps", save_steps=4,
+                               report_to=[], use_cpu=True, disable_tqdm=True, learning_rate=1e-3, seed=0)
+    trainer = T.Trainer(model=model, args=args, train_dataset=features(tokenizer, count=44),
+                        data_collator=DataCollatorForLanguageModeling(tokenizer, mask_in_model=True),
+                        callbacks=[recorder] + ([FastMaskCallback()] if callback else []))
+    trainer.train(resume_from_checkpoint=resume or None)
+    return model, recorder, trainer
+
+
+@pytest.mark.parametrize("masking", ["random", "mapnet"])
+def test_trainer_resume_from_checkpoint_continues_the_uninterrupted_run(masking, tokenizer, tmp_path):
+    whole, straight, uninterrupted = _resumable_run(tokenizer, tmp_path / "whole", masking)
+    _resumable_run(tokenizer, tmp_path / "resumed", masking, stop=4)
+    resumed, continued, trainer = _resumable_run(tokenizer, tmp_path / "resumed", masking, resume=True)
+    assert len(straight.steps) == 15 and len(continued.steps) == 7  # micro-steps 9-15 after the resume at step 4
+    for (loss, positions), (want_loss, want_positions) in zip(continued.steps, straight.steps[8:]):
+        assert torch.equal(positions, want_positions)  # the masks continue: none repeats steps 1-4's
+        assert torch.equal(loss, want_loss)
+    logged = [(r["step"], r["loss"]) for r in trainer.state.log_history if "loss" in r]
+    assert len(logged) == 8 and logged == [(r["step"], r["loss"]) for r in uninterrupted.state.log_history if "loss" in r]
+    for key, value in whole.state_dict().items():  # the proposal net's too: its weights and Adam's state came back
+        assert torch.equal(resumed.state_dict()[key], value), key
+
+
+def test_trainer_resume_without_the_callback_warns_once_what_it_cannot_restore(tokenizer, tmp_path, caplog):
+    _resumable_run(tokenizer, tmp_path, "mapnet", stop=4)
+    with pytest.warns(UserWarning, match="FastMaskCallback") as said:
+        _resumable_run(tokenizer, tmp_path, "mapnet", resume=True, callback=False)
+    assert len([w for w in said if "fastmask" in str(w.message)]) == 1
+    assert "proposal net" in str(said[0].message)
+    assert "fastmask." not in caplog.text  # transformers' missing-keys warning no longer names fastmask's state

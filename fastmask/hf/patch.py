@@ -99,6 +99,14 @@ class FastMaskState(nn.Module):
     recompilation), so ranks and accumulation micro-steps never share a mask. In evaluation a
     row's masks are keyed by a hash of its tokens: every evaluation of a sequence masks it the
     same way.
+
+    Its state — the mask counter (the ``fastmask._extra_state`` entry) and, for MAPNet, the
+    proposal net's weights — is in ``model.state_dict()`` (never in ``save_pretrained``'s
+    ``model.safetensors``): a loop that saves and loads the model's state dict (and its
+    optimizer's) resumes with the masks and the proposal of the uninterrupted run. The Trainer
+    reloads ``model.safetensors`` only; :class:`FastMaskCallback` restores the rest on
+    ``resume_from_checkpoint``. A load that leaves this state out warns once (unless a
+    FastMaskCallback is attached), and is not an error.
     """
 
     def __init__(self, masking: MaskingStrategy, mapnet_weight: float, settings: dict):
@@ -106,10 +114,19 @@ class FastMaskState(nn.Module):
         self.masking, self.mapnet_weight, self.settings = masking, mapnet_weight, _Settings(settings)
         # Not a buffer (DDP would broadcast it every step); moved with the module (see _apply).
         self.train_calls = torch.zeros((), dtype=torch.int64)
+        self._restored_by_callback = False  # a FastMaskCallback's Trainer restores what its checkpoint load leaves out
+        self._said_unrestored = False
 
     def _apply(self, fn, *args, **kwargs):
         self.train_calls = fn(self.train_calls)
         return super()._apply(fn, *args, **kwargs)
+
+    def get_extra_state(self) -> torch.Tensor:
+        """The mask counter (training calls made by this process), saved in the state dict."""
+        return self.train_calls.detach().clone()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.train_calls.copy_(torch.as_tensor(state))  # in place: a compiled forward keeps reading the same tensor
 
     def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, training: bool) -> MaskedStep:
         if not training:
@@ -279,10 +296,31 @@ def apply_fastmask(model, tokenizer=None, config: MaskingConfig | None = None, *
     model.fastmask = FastMaskState(strategy, config.mapnet_weight, dict(config.to_dict(), seed=seed)).to(device)
     model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | {
         f"fastmask.{k}" for k in model.fastmask.state_dict()}
+    model.register_load_state_dict_post_hook(_after_load_state_dict)
     model.accepts_loss_kwargs = False
     model.forward = types.MethodType(_patched_forward(type(model).forward, head), model)
     model.save_pretrained = types.MethodType(_patched_save_pretrained(model.save_pretrained), model)
     return model
+
+
+def _after_load_state_dict(model, incompatible_keys) -> None:
+    """A state dict without model.fastmask's entries (model.safetensors, an unpatched model's) loads
+    (strict or not) and leaves the mask counter and the proposal net as they are; said once."""
+    missing = [k for k in incompatible_keys.missing_keys if ".fastmask." in f".{k}"]
+    if not missing:
+        return
+    for key in missing:
+        incompatible_keys.missing_keys.remove(key)
+    state = getattr(model, "fastmask", None)
+    if not isinstance(state, FastMaskState) or state._restored_by_callback or state._said_unrestored:
+        return
+    state._said_unrestored = True
+    warnings.warn("fastmask: the loaded state dict holds none of model.fastmask's state (the mask counter"
+                  + (" and the MAPNet proposal net" if state.masking.proposal is not None else "")
+                  + "), which keeps its current value: a resumed run's masks will not continue the interrupted "
+                  "run's. With the Trainer's resume_from_checkpoint, pass callbacks=[FastMaskCallback()], which "
+                  "restores it; in your own loop, save and load model.state_dict() whole (it holds it)",
+                  UserWarning, stacklevel=2)
 
 
 def _proposal_net(model, config: MaskingConfig) -> tuple[MaskingConfig, MaskProposalNet]:
@@ -315,6 +353,33 @@ class FastMaskCallback(TrainerCallback):
     ``fastmask_dropped_labels`` in ``trainer.state.log_history``.
     """
 
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        if isinstance(getattr(model, "fastmask", None), FastMaskState):
+            model.fastmask._restored_by_callback = True  # the Trainer's checkpoint load need not warn
+
+    def on_train_begin(self, args, state, control, model=None, train_dataloader=None, **kwargs):
+        """On ``resume_from_checkpoint`` (``global_step`` > 0 here): the mask counter set to the micro-steps
+        the interrupted run made, and MAPNet's proposal net read from the checkpoint's
+        ``fastmask_proposal.safetensors`` (its optimiser state is the Trainer's: the net's parameters
+        are the model's)."""
+        fastmask_state = getattr(model, "fastmask", None)
+        if not isinstance(fastmask_state, FastMaskState) or state.global_step == 0:
+            return
+        fastmask_state.train_calls.fill_(_micro_steps(args, state.global_step, train_dataloader))
+        proposal = fastmask_state.masking.proposal
+        if proposal is None:
+            return
+        folder = _checkpoint_folder(args, state.global_step)
+        if folder is None:
+            warnings.warn(f"fastmask: resuming at step {state.global_step}, but no checkpoint of that step with "
+                          f"{PROPOSAL_FILE} was found (looked in args.resume_from_checkpoint and "
+                          f"{os.path.join(args.output_dir, f'checkpoint-{state.global_step}')}): the MAPNet proposal "
+                          "net keeps its current weights", UserWarning, stacklevel=2)
+            return
+        from safetensors.torch import load_file
+
+        proposal.load_state_dict(load_file(os.path.join(folder, PROPOSAL_FILE)))  # in place: the optimizer's tensors
+
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
         fastmask_state = getattr(model, "fastmask", None)
         if not isinstance(fastmask_state, FastMaskState):
@@ -339,3 +404,33 @@ class FastMaskCallback(TrainerCallback):
             warnings.warn("fastmask: the evaluation's batches carry no labels, so the Trainer reports no eval_loss; "
                           "use fastmask.hf.DataCollatorForLanguageModeling(tokenizer, mask_in_model=True), whose "
                           "width-0 labels make the patched model's loss the eval_loss", UserWarning, stacklevel=2)
+
+
+def _micro_steps(args, global_step: int, train_dataloader) -> int:
+    """The training forwards (one per micro-step) a Trainer makes in its first ``global_step`` optimizer
+    steps: every epoch's last step takes the micro-steps left over (transformers' own count)."""
+    accumulation = args.gradient_accumulation_steps
+    try:
+        per_epoch = len(train_dataloader)
+    except TypeError:  # no length (an IterableDataset): every step takes `accumulation`
+        per_epoch = 0
+    if not per_epoch:
+        return global_step * accumulation
+    steps_per_epoch = max(per_epoch // accumulation + int(per_epoch % accumulation > 0), 1)
+    return global_step // steps_per_epoch * per_epoch + global_step % steps_per_epoch * accumulation
+
+
+def _checkpoint_folder(args, global_step: int) -> str | None:
+    """The Trainer checkpoint of ``global_step`` holding a proposal net: ``args.resume_from_checkpoint``,
+    else ``output_dir/checkpoint-<step>`` (where ``resume_from_checkpoint=True`` finds it)."""
+    candidates = [args.resume_from_checkpoint] if isinstance(args.resume_from_checkpoint, str) else []
+    candidates.append(os.path.join(args.output_dir, f"checkpoint-{global_step}"))
+    for folder in candidates:
+        try:
+            with open(os.path.join(folder, "trainer_state.json")) as f:
+                step = json.load(f).get("global_step")
+        except (OSError, ValueError):
+            continue
+        if step == global_step and os.path.isfile(os.path.join(folder, PROPOSAL_FILE)):
+            return folder
+    return None
