@@ -142,3 +142,16 @@ def test_trainer_resume_without_the_callback_warns_once_what_it_cannot_restore(t
     assert len([w for w in said if "fastmask" in str(w.message)]) == 1
     assert "proposal net" in str(said[0].message)
     assert "fastmask." not in caplog.text  # transformers' missing-keys warning no longer names fastmask's state
+
+
+@pytest.mark.parametrize("name", ["plain_loop"])
+def test_examples_resume_exactly(examples, name, tmp_path):
+    whole = examples(name, "--masking", "mapnet", "--steps", "6", "--out", str(tmp_path / "whole"))
+    examples(name, "--masking", "mapnet", "--steps", "3", "--out", str(tmp_path / "first"))
+    resumed = examples(name, "--masking", "mapnet", "--steps", "6", "--out", str(tmp_path / "resumed"),
+                       "--resume", str(tmp_path / "first" / "checkpoint.pt"))
+    assert len(resumed["train_losses"]) == 3 and resumed["train_losses"] == whole["train_losses"][3:]
+    assert resumed["eval_loss"] == whole["eval_loss"]
+    got = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
+    for key, value in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"].items():
+        assert torch.equal(got[key], value), key  # the proposal net's and the mask counter (fastmask._extra_state)
