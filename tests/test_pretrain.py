@@ -309,7 +309,7 @@ def test_hf_baseline_masks_no_special_token_of_the_tokenizer():
 
 
 def test_ddp_on_two_cpu_processes(corpus, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "fastmask", "pretrain",
            *micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "mapnet"), "--device", "cpu"]  # gloo on CPU processes, also where GPUs exist (rank 1 would ask for cuda:1)
     env = dict(os.environ, OMP_NUM_THREADS="1")
