@@ -144,14 +144,51 @@ def test_trainer_resume_without_the_callback_warns_once_what_it_cannot_restore(t
     assert "fastmask." not in caplog.text  # transformers' missing-keys warning no longer names fastmask's state
 
 
-@pytest.mark.parametrize("name", ["plain_loop"])
+# What each example saves to resume from, and the model state dict in it.
+RESUMABLE = {
+    "plain_loop": ("checkpoint.pt", lambda out: torch.load(out / "checkpoint.pt", weights_only=True)["model"]),
+    "accelerate_loop": ("state", lambda out: torch.load(out / "state" / "pytorch_model.bin", weights_only=True)),
+}
+
+
+def test_load_best_model_at_end_brings_back_the_best_checkpoints_proposal_net(tokenizer, tmp_path):
+    from safetensors.torch import load_file
+
+    model = apply_fastmask(tiny_model("BertForMaskedLM", tokenizer), tokenizer, masking="mapnet")
+    data = features(tokenizer, count=48)
+    # greater_is_better: the worst eval loss (an early checkpoint) is "best", so the best is not the last.
+    args = T.TrainingArguments(output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=8,
+                               eval_strategy="steps", eval_steps=2, save_strategy="steps", save_steps=2,
+                               load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=True,
+                               report_to=[], use_cpu=True, disable_tqdm=True, learning_rate=1e-2)
+    trainer = T.Trainer(model=model, args=args, train_dataset=data, eval_dataset=data[:8],
+                        data_collator=DataCollatorForLanguageModeling(tokenizer, mask_in_model=True),
+                        callbacks=[FastMaskCallback()])
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    assert best is not None and not best.endswith("checkpoint-6")
+    got = model.fastmask.masking.proposal.state_dict()
+    for name, folder in (("best", best), ("last", str(tmp_path / "checkpoint-6"))):
+        saved = load_file(os.path.join(folder, "fastmask_proposal.safetensors"))
+        same = all(torch.equal(got[key], value) for key, value in saved.items())
+        assert same == (name == "best"), name
+
+
+@pytest.mark.parametrize("name", sorted(RESUMABLE))
 def test_examples_resume_exactly(examples, name, tmp_path):
-    whole = examples(name, "--masking", "mapnet", "--steps", "6", "--out", str(tmp_path / "whole"))
-    examples(name, "--masking", "mapnet", "--steps", "3", "--out", str(tmp_path / "first"))
-    resumed = examples(name, "--masking", "mapnet", "--steps", "6", "--out", str(tmp_path / "resumed"),
-                       "--resume", str(tmp_path / "first" / "checkpoint.pt"))
-    assert len(resumed["train_losses"]) == 3 and resumed["train_losses"] == whole["train_losses"][3:]
-    assert resumed["eval_loss"] == whole["eval_loss"]
-    got = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["model"]
-    for key, value in torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"].items():
+    """6 steps vs 3 + a resume to 6, with mapnet; 40 texts (5 batches an epoch, the last one short), so the
+    accelerate loop's micro-steps cross two epoch ends (each ends a step early) and its resume lands mid-epoch."""
+    saved, state_dict = RESUMABLE[name]
+    flags = ("--masking", "mapnet", "--texts", "40")
+    whole = examples(name, *flags, "--steps", "6", "--out", str(tmp_path / "whole"))
+    first = examples(name, *flags, "--steps", "3", "--out", str(tmp_path / "first"))
+    resumed = examples(name, *flags, "--steps", "6", "--out", str(tmp_path / "resumed"),
+                       "--resume", str(tmp_path / "first" / saved))
+    done = len(first["train_losses"])
+    assert first["train_losses"] == whole["train_losses"][:done]
+    assert resumed["train_losses"] == whole["train_losses"][done:] and len(resumed["train_losses"]) >= 3
+    assert resumed.get("eval_loss") == whole.get("eval_loss")
+    got = state_dict(tmp_path / "resumed")
+    for key, value in state_dict(tmp_path / "whole").items():
         assert torch.equal(got[key], value), key  # the proposal net's and the mask counter (fastmask._extra_state)
+    assert "fastmask._extra_state" in got

@@ -376,9 +376,21 @@ class FastMaskCallback(TrainerCallback):
                           f"{os.path.join(args.output_dir, f'checkpoint-{state.global_step}')}): the MAPNet proposal "
                           "net keeps its current weights", UserWarning, stacklevel=2)
             return
-        from safetensors.torch import load_file
+        _load_proposal(proposal, folder)
 
-        proposal.load_state_dict(load_file(os.path.join(folder, PROPOSAL_FILE)))  # in place: the optimizer's tensors
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        """With ``load_best_model_at_end``, the Trainer has reloaded the best checkpoint's model weights:
+        MAPNet's proposal net comes back from the same checkpoint (the mask counter runs on)."""
+        proposal = getattr(getattr(model, "fastmask", None), "masking", None)
+        proposal = getattr(proposal, "proposal", None)
+        folder = state.best_model_checkpoint
+        if proposal is None or not args.load_best_model_at_end or folder is None:
+            return
+        if os.path.isfile(os.path.join(folder, PROPOSAL_FILE)):
+            _load_proposal(proposal, folder)
+        else:
+            warnings.warn(f"fastmask: the best checkpoint {folder} holds no {PROPOSAL_FILE}: the MAPNet proposal "
+                          "net keeps the last step's weights", UserWarning, stacklevel=2)
 
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
         fastmask_state = getattr(model, "fastmask", None)
@@ -418,6 +430,12 @@ def _micro_steps(args, global_step: int, train_dataloader) -> int:
         return global_step * accumulation
     steps_per_epoch = max(per_epoch // accumulation + int(per_epoch % accumulation > 0), 1)
     return global_step // steps_per_epoch * per_epoch + global_step % steps_per_epoch * accumulation
+
+
+def _load_proposal(proposal: torch.nn.Module, folder: str) -> None:
+    from safetensors.torch import load_file
+
+    proposal.load_state_dict(load_file(os.path.join(folder, PROPOSAL_FILE)))  # in place: the optimizer's tensors
 
 
 def _checkpoint_folder(args, global_step: int) -> str | None:
