@@ -181,3 +181,36 @@ def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, 
     _require(_real(temperature) and 0.0 < temperature < float("inf"), ValueError,
              lambda: f"{op}: temperature must be a finite number > 0, got {temperature!r}")
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
+def whole_word_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_threshold, count_num, count_den,
+                    mask_threshold, random_threshold, mask_token_id, vocab_size, exact) -> None:
+    op = "whole_word_mask"
+    _ids(op, input_ids)
+    _companion(op, "maskable", maskable, input_ids, (torch.bool,))
+    _companion(op, "word_start", word_start, input_ids, (torch.bool,))
+    _row_ids(op, row_ids, input_ids)
+    _philox_key(op, seed, epoch, input_ids)
+    integer(op, "select_threshold", select_threshold, 0, reference.PROB_ONE + 1)
+    _count_fraction(op, count_num, count_den)
+    _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
+def span_mask(input_ids, maskable, word_start, row_ids, seed, epoch, count_num, count_den, length_thresholds,
+              per_span, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
+    op = "span_mask"
+    _ids(op, input_ids)
+    _companion(op, "maskable", maskable, input_ids, (torch.bool,))
+    _companion(op, "word_start", word_start, input_ids, (torch.bool,))
+    _row_ids(op, row_ids, input_ids)
+    _philox_key(op, seed, epoch, input_ids)
+    _count_fraction(op, count_num, count_den)
+    thresholds = list(length_thresholds) if isinstance(length_thresholds, (list, tuple)) else None
+    _require(thresholds is not None and len(thresholds) < reference.MAX_SPAN_WORDS, ValueError,
+             lambda: f"{op}: length_thresholds must be a list of fewer than {reference.MAX_SPAN_WORDS} ints, "
+                     f"got {_describe(length_thresholds)}")
+    for t in thresholds:
+        integer(op, "length_thresholds", t, 0, reference.PROB_ONE + 1)
+    _require(all(a <= b for a, b in zip(thresholds, thresholds[1:])), ValueError,
+             lambda: f"{op}: length_thresholds must be non-decreasing, got {thresholds}")
+    _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)

@@ -139,3 +139,40 @@ def gather_capacity(length: int, mlm_probability: float = 0.15, exact_count: boo
     if exact_count:
         return max(1, masked_count(length, p))
     return max(1, _bernoulli_quantile(length, p, BERNOULLI_OVERFLOW_PROBABILITY))
+
+
+SPAN_LENGTHS = ("geometric", "ngram")
+
+
+def span_length_distribution(lengths: str = "geometric", span_p: float = 0.2, max_span: int = 10,
+                             max_ngram: int = 3) -> list[float]:
+    """P(l) for span lengths l = 1, 2, ... in words, as :func:`fastmask.span_mask` draws them (before the
+    2**-24 quantisation of :func:`span_length_thresholds`).
+
+    * ``"geometric"`` (SpanBERT): P(l) proportional to p (1 - p)^(l - 1) for l <= max_span, p = span_p.
+    * ``"ngram"`` (Megatron-LM's BERT data): P(n) proportional to 1 / n for n <= max_ngram.
+    """
+    if lengths not in SPAN_LENGTHS:
+        raise ValueError(f"lengths must be one of {SPAN_LENGTHS}, got {lengths!r}")
+    longest = max_span if lengths == "geometric" else max_ngram
+    name = "max_span" if lengths == "geometric" else "max_ngram"
+    if isinstance(longest, bool) or not isinstance(longest, int) or not 1 <= longest <= reference.MAX_SPAN_WORDS:
+        raise ValueError(f"{name} must be an int in [1, {reference.MAX_SPAN_WORDS}], got {longest!r}")
+    if lengths == "geometric":
+        p = check_probability("span_p", span_p)
+        if p == 0.0:
+            raise ValueError("span_p must be in (0, 1], got 0.0")
+        weights = [p * (1.0 - p) ** (length - 1) for length in range(1, longest + 1)]
+    else:
+        weights = [1.0 / n for n in range(1, longest + 1)]
+    total = math.fsum(weights)
+    return [w / total for w in weights]
+
+
+def span_length_thresholds(distribution: list[float]) -> list[int]:
+    """The op's ``length_thresholds`` of a length distribution: round(2**24 * P(l <= m)) for m = 1 .. M-1."""
+    cumulative, thresholds = 0.0, []
+    for p in distribution[:-1]:
+        cumulative += p
+        thresholds.append(min(reference.PROB_ONE, round(cumulative * reference.PROB_ONE)))
+    return thresholds

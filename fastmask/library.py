@@ -142,6 +142,23 @@ def _fully_explored_mask_example(device):
     return (*_example_rows(device), 3, False, *_REPLACE, 4, 10)
 
 
+def _word_rows(device) -> tuple:
+    """(input_ids, maskable, word_start, row_ids, seed, epoch): the example rows, a word starting every other token."""
+    ids, ok, rows, seed, epoch = _example_rows(device)
+    return ids, ok, (torch.arange(6, device=device) % 2 == 0).expand(2, 6).contiguous(), rows, seed, epoch
+
+
+def _whole_word_mask_example(device):
+    return (*_word_rows(device), _T_SELECT, *_COUNT, *_REPLACE, 4, 10, True)
+
+
+_SPAN_THRESHOLDS = counts.span_length_thresholds(counts.span_length_distribution("geometric"))
+
+
+def _span_mask_example(device):
+    return (*_word_rows(device), *_COUNT, list(_SPAN_THRESHOLDS), True, *_REPLACE, 4, 10)
+
+
 def _proposal_mask_example(device):
     ids, ok, rows, seed, epoch = _example_rows(device)
     return ids, torch.zeros(2, 6, device=device), ok, rows, seed, epoch, *_COUNT, 0.1, 1.0, 2, False, *_REPLACE, 4, 10
@@ -215,6 +232,26 @@ def _proposal_mask_cases(length, device, generator, ranked):
             for sequence_weights in (False, True)]
 
 
+def _san_word_rows(length, device, generator):
+    """(ids, maskable, word_start, row_ids): the sanitizer rows, about 70% of positions starting a word."""
+    ids, maskable, row_ids = _san_rows(length, device, generator)
+    return ids, maskable, (torch.rand(ids.shape, generator=generator) < 0.7).to(device), row_ids
+
+
+def _whole_word_mask_cases(length, device, generator, ranked):
+    ids, maskable, word_start, row_ids = _san_word_rows(length, device, generator)
+    return [(ids, maskable, word_start, row_ids, *_san_philox_key(device), _T_SELECT, *_COUNT, *_san_scalars(), exact)
+            for exact in (False, True) if not exact or ranked]
+
+
+def _span_mask_cases(length, device, generator, ranked):
+    ids, maskable, word_start, row_ids = _san_word_rows(length, device, generator)
+    ngram = counts.span_length_thresholds(counts.span_length_distribution("ngram"))
+    return [(ids, maskable, word_start, row_ids, *_san_philox_key(device), *_COUNT, list(thresholds), per_span,
+             *_san_scalars())
+            for thresholds, per_span in ((_SPAN_THRESHOLDS, True), (ngram, False)) if ranked]
+
+
 def _masked_positions_cases(length, device, generator, ranked):
     """The labels of an exact-count mask (the reference's) and the capacity that holds them."""
     from fastmask import ops
@@ -286,6 +323,29 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
         bad=(BadCase("seed", lambda a: a.to("meta")),  # neither the inputs' device nor the CPU
              BadCase("num_segments", 0, "got 0"), BadCase("vocab_size", 2**31, "got 2147483648")),
         sanitizer_cases=_fully_explored_mask_cases,
+    ),
+    OpSpec(
+        "whole_word_mask",
+        "(Tensor input_ids, Tensor maskable, Tensor word_start, Tensor row_ids, Tensor seed, Tensor epoch, "
+        f"int select_threshold, int count_num, int count_den, {_MASKING_SCALARS}, bool exact) -> (Tensor, Tensor)",
+        summary="whole words, each with probability p or under an exact budget",
+        check=checks.whole_word_mask, fake=_masked_ids_fake, triton_module="words", bench="words",
+        example=_whole_word_mask_example,
+        bad=(BadCase("word_start", _tensor.long), BadCase("word_start", lambda a: a[:, :2], "got [2, 2]"),
+             BadCase("select_threshold", reference.PROB_ONE + 1, "got 16777217")),
+        sanitizer_cases=_whole_word_mask_cases,
+    ),
+    OpSpec(
+        "span_mask",
+        "(Tensor input_ids, Tensor maskable, Tensor word_start, Tensor row_ids, Tensor seed, Tensor epoch, "
+        f"int count_num, int count_den, int[] length_thresholds, bool per_span, {_MASKING_SCALARS}) -> (Tensor, Tensor)",
+        summary="spans of whole words under an exact budget",
+        check=checks.span_mask, fake=_masked_ids_fake, triton_module="words", bench="words",
+        example=_span_mask_example,
+        bad=(BadCase("word_start", lambda a: a[0], "got 1-D"), BadCase("count_den", 0, "got 0"),
+             BadCase("length_thresholds", lambda a: a[::-1]),
+             BadCase("length_thresholds", [reference.PROB_ONE + 1], "got 16777217")),
+        sanitizer_cases=_span_mask_cases,
     ),
     OpSpec(
         "masked_positions",

@@ -15,7 +15,8 @@ from typing import NamedTuple, Sequence
 import torch
 
 from fastmask import backends, checks, library, reference
-from fastmask.counts import count_fraction, probability_threshold, replacement_thresholds
+from fastmask.counts import (count_fraction, probability_threshold, replacement_thresholds, span_length_distribution,
+                             span_length_thresholds)
 
 
 def _ranked_skip(input_ids, ranked: bool) -> tuple[str, ...]:
@@ -172,6 +173,91 @@ def fully_explored_mask(
     args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_philox_key("fully_explored_mask", seed, epoch),
             num_segments, partition == "contiguous", t_mask, t_random, mask_token_id, vocab_size)
     return MaskedBatch(*_call("fully_explored_mask", backend, args, ranked=partition == "random"))
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-word and span masking.
+
+
+def whole_word_mask(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    word_start: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    exact_count: bool = False,
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    seed: int | torch.Tensor = 0,
+    row_ids: torch.Tensor | None = None,
+    epoch: int | torch.Tensor = 0,
+    backend: str = "auto",
+) -> MaskedBatch:
+    """Whole-word masking: every word is masked whole or not at all, with the 80/10/10 rule per token.
+
+    A word is a maskable token flagged in ``word_start`` (bool (B, L), e.g.
+    ``fastmask.word_start_table(tokenizer)[input_ids]``), or one after a special or padding, and
+    the maskable tokens after it up to the next such token. ``exact_count=False``: each word is
+    chosen with probability ``mlm_probability`` (transformers' semantics). ``exact_count=True``:
+    words in a random order while their tokens fit the row's budget k =
+    :func:`fastmask.masked_count` (n, p); the first word that would exceed k ends the row's
+    selection (it and every later word stay unmasked), so a row masks at most k tokens (the
+    capacity :func:`fastmask.gather_capacity` (L, p) holds) and at least k minus the length of one
+    word plus one. Linear work per row after one sort; no host sync. ``seed``, ``epoch``, row ids:
+    as in :func:`mask_tokens`.
+    """
+    t_select = probability_threshold("mlm_probability", mlm_probability)
+    t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
+    args = (input_ids, maskable, word_start, _row_ids(row_ids, input_ids),
+            *_philox_key("whole_word_mask", seed, epoch), t_select, *count_fraction(mlm_probability),
+            t_mask, t_random, mask_token_id, vocab_size, bool(exact_count))
+    return MaskedBatch(*_call("whole_word_mask", backend, args, ranked=bool(exact_count)))
+
+
+REPLACE_PER = ("span", "token")
+
+
+def span_mask(
+    input_ids: torch.Tensor,
+    maskable: torch.Tensor,
+    word_start: torch.Tensor,
+    mask_token_id: int,
+    vocab_size: int,
+    mlm_probability: float = 0.15,
+    lengths: str = "geometric",
+    span_p: float = 0.2,
+    max_span: int = 10,
+    max_ngram: int = 3,
+    replace_per: str = "span",
+    mask_replace_prob: float = 0.8,
+    random_replace_prob: float = 0.1,
+    seed: int | torch.Tensor = 0,
+    row_ids: torch.Tensor | None = None,
+    epoch: int | torch.Tensor = 0,
+    backend: str = "auto",
+) -> MaskedBatch:
+    """Span masking: spans of whole words, within an exact token budget per row.
+
+    Words as in :func:`whole_word_mask`. Span lengths, in words: ``lengths="geometric"``
+    (SpanBERT: P(l) proportional to span_p (1 - span_p)^(l-1), l <= max_span) or ``"ngram"``
+    (Megatron-LM: P(n) proportional to 1/n, n <= max_ngram); :func:`fastmask.span_length_distribution`.
+    The row's words are cut into consecutive spans of drawn lengths (the last one cut at the row's
+    end), and spans are taken in a random order while their tokens fit the budget k =
+    :func:`fastmask.masked_count` (n, p); the span that would exceed k is cut to its first words
+    that fit, and no later span is taken: at most k tokens, at least k minus one word's length
+    plus one. ``replace_per="span"``: the 80/10/10 action is decided once per span (SpanBERT);
+    ``"token"``: per token. Where this differs from the sequential originals (spans tile the row
+    instead of being placed at random starts and rejected on overlap) is measured in the tests
+    and the README. No host sync.
+    """
+    _choice("replace_per", replace_per, REPLACE_PER)
+    thresholds = span_length_thresholds(span_length_distribution(lengths, span_p, max_span, max_ngram))
+    t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
+    args = (input_ids, maskable, word_start, _row_ids(row_ids, input_ids), *_philox_key("span_mask", seed, epoch),
+            *count_fraction(mlm_probability), thresholds, replace_per == "span",
+            t_mask, t_random, mask_token_id, vocab_size)
+    return MaskedBatch(*_call("span_mask", backend, args, ranked=True))
 
 
 # --------------------------------------------------------------------------------------------

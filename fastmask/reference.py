@@ -437,3 +437,126 @@ def divide_by_batch_mean(weights: torch.Tensor) -> torch.Tensor:
     has_mask = row_weight > 0
     mean = (row_weight * has_mask).sum() / has_mask.sum().clamp(min=1)
     return weights / torch.where(mean > 0, mean, torch.ones_like(mean))
+
+
+# --------------------------------------------------------------------------------------------
+# Whole-word and span masking.
+#
+# Words. A word is a head and the maskable tokens after it up to the next head, where a head is a
+# maskable position that is flagged in `word_start`, or the row's first, or follows a position
+# that is not maskable: words never cross a special or padding, and a row without any flag has
+# one word per run of maskable tokens. Words are numbered w = 0..W-1 in position order.
+#
+# Draws are keyed by indices, not positions: word w's and tile j's decisions come from the Philox
+# draw of "position" w or j (one per row and index, the same counters as a token's draw), so
+# every token recomputes its word's or tile's draw instead of reading it from another lane.
+#
+# Spans tile the words. Tile j has a length l_j in words, drawn from r3 of index j against the
+# cumulative thresholds of the length distribution (l_j = 1 + #{t in thresholds : r3 >> 8 >= t});
+# tiles start at the exclusive prefix sums b_j of the lengths and cover words [b_j, min(b_j + l_j, W)),
+# so they never overlap and every word is in exactly one tile (the last one may be cut at W).
+# Whole-word masking with an exact budget is the case l_j = 1: tile j is word j.
+#
+# Budget. The row's budget is k = exact_count(n) of its n maskable tokens. Tiles are taken in a
+# random order (the exact-count ranking order (r0 >> 1, j) of tile j's draw) while the running
+# total of their tokens stays within k; the first tile that would cross k (the "crossing" tile) is
+# cut to its first words that fit, and no later tile is taken. So a row masks at most k tokens and
+# at least k - (tokens of one word) + 1: the gather capacity of exact-count masks holds.
+
+
+MAX_SPAN_WORDS = 64  # the longest span, in words: length_thresholds has at most 63 entries
+
+
+def word_index(maskable: torch.Tensor, word_start: torch.Tensor):
+    """The words of every row: (word (B, L) int64: the word of each maskable position, -1 elsewhere;
+    words (B,): W; tokens_before (B, L + 1) int64: maskable tokens before word w, n for w >= W)."""
+    previous = torch.nn.functional.pad(maskable[:, :-1], (1, 0), value=False)
+    head = maskable & (word_start | ~previous)
+    word = torch.where(maskable, head.cumsum(1) - 1, -1)
+    n = maskable.sum(1, keepdim=True)
+    before = maskable.cumsum(1) - maskable.to(torch.int64)  # exclusive: maskable tokens before each position
+    length = maskable.shape[1]
+    tokens_before = n.expand(-1, length + 1).contiguous()
+    tokens_before.scatter_(1, torch.where(head, word, length), torch.where(head, before, n))
+    return word, head.sum(1), tokens_before
+
+
+def span_lengths(r3: torch.Tensor, length_thresholds) -> torch.Tensor:
+    """l_j = 1 + #{t in length_thresholds : (r3_j >> 8) >= t}, in words (thresholds non-decreasing)."""
+    u = r3 >> 8
+    lengths = torch.ones_like(u)
+    for t in length_thresholds:
+        lengths += u >= t
+    return lengths
+
+
+def span_tiles(draws, maskable, word_start, count_num, count_den, length_thresholds):
+    """The spans a row takes: (word (B, L), tile (B, L): the tile of each maskable position's word,
+    -1 elsewhere; taken (B, L) bool: the position's word is masked; lengths (B, L): l_j of tile j).
+    `draws` = token_randoms(...) of the row's indices (the same counters as its positions)."""
+    r0, _, _, r3 = draws
+    word, words, tokens_before = word_index(maskable, word_start)
+    if maskable.shape[1] == 0:
+        return word, word, maskable, word
+    lengths = span_lengths(r3, length_thresholds)
+    starts = lengths.cumsum(1) - lengths  # b_j, strictly increasing
+    real = starts < words[:, None]
+    tile = torch.searchsorted(starts, word.clamp(min=0), right=True) - 1
+    tile = torch.where(maskable, tile, -1)
+    ends = torch.minimum(starts + lengths, words[:, None])
+    size = torch.where(real, tokens_before.gather(1, ends) - tokens_before.gather(1, starts.clamp(max=maskable.shape[1])),
+                       0)
+    index = torch.arange(maskable.shape[1], device=maskable.device)
+    packed = (torch.where(real, r0 >> 1, UNRANKED_KEY) << 31) | index  # (key, j) order; j < 2**31
+    order = packed.argsort(1)
+    total = size.gather(1, order).cumsum(1)  # tokens of the tiles up to each rank
+    budget = exact_count(maskable.sum(1), count_num, count_den)[:, None]
+    crossing = (total > budget).sum(1, keepdim=True)  # tiles ranked after the crossing one, and it
+    cross_rank = maskable.shape[1] - crossing  # rank of the crossing tile (L: none)
+    has_cross = cross_rank < maskable.shape[1]
+    cross_key = torch.where(has_cross, packed.gather(1, order).gather(1, cross_rank.clamp(max=max(maskable.shape[1] - 1, 0))),
+                            torch.iinfo(torch.int64).max)
+    before_cross = torch.where(cross_rank > 0, total.gather(1, (cross_rank - 1).clamp(min=0)), 0)
+    remaining = budget - before_cross
+    t = tile.clamp(min=0)
+    key = packed.gather(1, t)
+    upto = tokens_before.gather(1, (word + 1).clamp(min=0)) - tokens_before.gather(1, starts.gather(1, t).clamp(
+        max=maskable.shape[1]))  # tokens from the tile's start through this word
+    taken = maskable & ((key < cross_key) | ((key == cross_key) & (upto <= remaining)))
+    return word, tile, taken, lengths
+
+
+def whole_word_mask(
+    input_ids, maskable, word_start, row_ids, seed, epoch, select_threshold, count_num, count_den,
+    mask_threshold, random_threshold, mask_token_id, vocab_size, exact,
+):
+    """Whole-word masking: every word masked whole or not at all, 80/10/10 per token.
+
+    exact=False: word w chosen iff (r0 >> 8) of index w's draw < select_threshold (each word with
+    probability p). exact=True: one-word tiles under the budget k (see above): at most k tokens.
+    """
+    length = input_ids.shape[1]
+    draws = token_randoms(seed, epoch, row_ids, length)
+    r0, r1, r2, _ = draws
+    if exact:
+        _, _, chosen, _ = span_tiles(draws, maskable, word_start, count_num, count_den, ())
+    else:
+        word, _, _ = word_index(maskable, word_start)
+        selected = (r0 >> 8) < select_threshold  # of index w
+        chosen = maskable & selected.gather(1, word.clamp(min=0))
+    return corrupt(input_ids, chosen, r1, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
+def span_mask(
+    input_ids, maskable, word_start, row_ids, seed, epoch, count_num, count_den, length_thresholds, per_span,
+    mask_threshold, random_threshold, mask_token_id, vocab_size,
+):
+    """Span masking: tiles of whole words with lengths from `length_thresholds`, taken under the
+    budget k (see above). per_span: the 80/10/10 action of a span is r1 of its tile's draw (one
+    decision per span, SpanBERT); else each token's own r1. A random replacement is each token's own."""
+    length = input_ids.shape[1]
+    draws = token_randoms(seed, epoch, row_ids, length)
+    _, r1, r2, _ = draws
+    _, tile, chosen, _ = span_tiles(draws, maskable, word_start, count_num, count_den, length_thresholds)
+    action = r1.gather(1, tile.clamp(min=0)) if per_span else r1
+    return corrupt(input_ids, chosen, action, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
