@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import fastmask
+import fastmask.data
 from fastmask import counts, library, reference
 from conftest import (COUNT_DEN, COUNT_NUM, DEVICE, T_MASK, T_RANDOM, T_SELECT, backend_params, op_variant_params,
                       RecordOps, philox_key)
-from hf_models import tokenizer  # noqa: F401 (a fixture)
 from test_masking import CLS, MASK_ID, PAD, SEP, VOCAB, assert_same, make_batch, random_case
 
 GEOMETRIC = counts.span_length_thresholds(counts.span_length_distribution("geometric"))
@@ -226,18 +226,51 @@ def test_seed_epoch_and_rows_key_the_masks():
 # Word starts: the vocabulary table and transformers' offsets rule.
 
 
-def test_word_start_table_and_offsets_agree_on_ordinary_text(tokenizer):
-    """The tests' WordPiece tokenizer; words separated by spaces, no punctuation: the same words."""
-    table = fastmask.word_start_table(tokenizer)
-    assert table.shape == (len(tokenizer),) and table[tokenizer.all_special_ids].all()
-    texts = ["w1 w23 w104 w7", "w88 w9 w100 w42 w5 w63"]
-    enc = tokenizer(texts, padding=True, return_offsets_mapping=True, return_special_tokens_mask=True,
+@pytest.fixture(scope="module")
+def wordpiece(tmp_path_factory):
+    """A small WordPiece tokenizer (## continuations) trained on the tests' sentences."""
+    from conftest import SENTENCES
+
+    return fastmask.data.train_tokenizer(SENTENCES * 20, 120, cache_dir=tmp_path_factory.mktemp("tokenizer"))
+
+
+def test_word_start_table_and_offsets_agree_on_ordinary_text(wordpiece):
+    """Words separated by spaces, no punctuation: the vocabulary table and transformers' offsets
+    rule find the same words, and some words span several tokens."""
+    from conftest import SENTENCES
+
+    table = fastmask.word_start_table(wordpiece)
+    assert table.shape == (len(wordpiece),) and table[wordpiece.all_special_ids].all()
+    enc = wordpiece(SENTENCES, padding=True, return_offsets_mapping=True, return_special_tokens_mask=True,
                     return_tensors="pt")
     special = enc["special_tokens_mask"].bool()
     from_offsets = fastmask.word_start_from_offsets(enc["offset_mapping"], special)
     from_table = table[enc["input_ids"]]
     assert torch.equal(from_offsets, from_table & ~special)
-    assert (~from_table[~special]).any()  # some words span several tokens: the test can tell them apart
+    assert (~from_table[~special]).any()  # some words have ## continuations: the test can tell the rules apart
+
+
+def test_word_start_table_reads_each_vocabulary_kind():
+    """WordPiece marks continuations (##), byte-level BPE (Ġ) and SentencePiece (▁) mark starts."""
+    class Vocabulary:
+        all_special_ids = [0]
+
+        def __init__(self, tokens):
+            self.tokens = tokens
+
+        def __len__(self):
+            return len(self.tokens)
+
+        def convert_ids_to_tokens(self, ids):
+            return [self.tokens[i] for i in ids]
+
+    kinds = {("[CLS]", "play", "##ing", "##s", "."): [1, 1, 0, 0, 1],
+             ("<s>", "\u0120play", "ing", "\u0120the", "\u0120a"): [1, 1, 0, 1, 1],
+             ("<s>", "\u2581play", "ing", "\u2581the", "s"): [1, 1, 0, 1, 0]}
+    for tokens, starts in kinds.items():
+        assert fastmask.word_start_table(Vocabulary(list(tokens))).tolist() == [bool(s) for s in starts], tokens
+    with pytest.raises(ValueError, match="word_start_from_offsets"):
+        fastmask.word_start_table(Vocabulary(["a", "b"]))
 
 
 def test_bad_input_names_the_argument():
