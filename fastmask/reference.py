@@ -458,13 +458,15 @@ def divide_by_batch_mean(weights: torch.Tensor) -> torch.Tensor:
 # Whole-word masking with an exact budget is the case l_j = 1: tile j is word j.
 #
 # Budget. The row's budget is k = exact_count(n) of its n maskable tokens. Tiles are taken in a
-# random order (the exact-count ranking order (r0 >> 1, j) of tile j's draw) while the running
+# random order (the exact-count ranking order (r0 >> 1, j) of tile j's draw, except that tiles of
+# more than k tokens come after all the others) while the running
 # total of their tokens stays within k; the first tile that would cross k (the "crossing" tile) is
 # cut to its first words that fit, and no later tile is taken. So a row masks at most k tokens and
 # at least k - (tokens of one word) + 1: the gather capacity of exact-count masks holds.
 
 
 MAX_SPAN_WORDS = 64  # the longest span, in words: length_thresholds has at most 63 entries
+OVERSIZED_TILE = 1 << 31  # a tile's ranking class bit, above r0 >> 1: it holds more tokens than the budget
 
 
 def word_index(maskable: torch.Tensor, word_start: torch.Tensor):
@@ -507,10 +509,13 @@ def span_tiles(draws, maskable, word_start, count_num, count_den, length_thresho
     size = torch.where(real, tokens_before.gather(1, ends) - tokens_before.gather(1, starts.clamp(max=maskable.shape[1])),
                        0)
     index = torch.arange(maskable.shape[1], device=maskable.device)
-    packed = (torch.where(real, r0 >> 1, UNRANKED_KEY) << 31) | index  # (key, j) order; j < 2**31
+    budget = exact_count(maskable.sum(1), count_num, count_den)[:, None]
+    # Tiles larger than the whole budget rank after all others (their class bit), so a row's first
+    # tile always fits when any does. Tiles that are not real have size 0: where they rank is moot.
+    key = torch.where(size > budget, OVERSIZED_TILE, 0) | (r0 >> 1)
+    packed = (key << 31) | index  # (class, r0 >> 1, j) order; j < 2**31
     order = packed.argsort(1)
     total = size.gather(1, order).cumsum(1)  # tokens of the tiles up to each rank
-    budget = exact_count(maskable.sum(1), count_num, count_den)[:, None]
     crossing = (total > budget).sum(1, keepdim=True)  # tiles ranked after the crossing one, and it
     cross_rank = maskable.shape[1] - crossing  # rank of the crossing tile (L: none)
     has_cross = cross_rank < maskable.shape[1]
