@@ -42,6 +42,9 @@ BASELINES = {
     "hf-collator-call": "Hugging Face DataCollatorForLanguageModeling.__call__ on tokenized features (dicts of lists "
                         "of ints): tokenizer.pad, the per-row special-tokens loop when the features lack a mask, "
                         "the masking (for collator_pad: its tokenizer.pad alone)",
+    "megatron-python": "whole-word n-gram masking as Megatron-LM's BERT data writes it: per row in Python and numpy, "
+                       "shuffled word starts, P(n) proportional to 1/n, n-grams kept while within the exact budget "
+                       "(bench_words.py; on CPU tensors)",
     "eager-torch": "the same masking in eager PyTorch with torch's RNG (no Philox), on the device",
     "eager-isin": "attention_mask & ~torch.isin(ids, special ids) in eager PyTorch",
     "eager-multinomial": "eager PyTorch: softmax + mixing, torch.multinomial without replacement, importance "
@@ -67,6 +70,7 @@ KERNEL_BACKENDS = {"cpu": ("cpp",), "cuda": ("cuda", "triton")}
 # The inputs every family is timed on: BERT's vocabulary, fastmask's special tokens, p = 0.15.
 VOCAB, P = 30522, 0.15
 MASK_ID = SPECIAL_TOKENS.index("[MASK]")
+WORD_START_P = 0.75  # WordPiece on English text: about 3 tokens in 4 begin a word
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,27 @@ def make_inputs(batch: int, length: int, device: torch.device) -> tuple[torch.Te
     ids = random_ids(batch, length, device)
     ids[:, 0], ids[:, -1] = SPECIAL_TOKENS.index("[CLS]"), SPECIAL_TOKENS.index("[SEP]")
     return ids, fastmask.maskable_mask(ids, special_ids=special_ids(device))
+
+
+def make_word_inputs(batch: int, length: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Ragged rows padded to `length` as a WordPiece tokenizer gives them: [CLS], words of one or more
+    tokens (about WORD_START_P of the tokens begin one), [SEP], then padding; length // 8 .. length
+    tokens a row. Returns (ids, attention_mask, special_tokens_mask, word_start, offset_mapping):
+    word_start True where a word begins and on the specials (as fastmask.word_start_table marks
+    them); offset_mapping (B, L, 2) the tokens' character spans, a space before each word and none
+    inside one, (0, 0) on specials and padding (what transformers' whole-word masking reads)."""
+    position = torch.arange(length, device=device)
+    lengths = torch.randint(max(length // 8, 2), length + 1, (batch, 1), device=device)
+    attended = position < lengths
+    special = (position == 0) | (position >= lengths - 1)  # [CLS], [SEP] and the padding
+    ids = random_ids(batch, length, device).masked_fill(~attended, SPECIAL_TOKENS.index("[PAD]"))
+    ids[:, 0] = SPECIAL_TOKENS.index("[CLS]")
+    ids.scatter_(1, lengths - 1, SPECIAL_TOKENS.index("[SEP]"))
+    word_start = special | (torch.rand(batch, length, device=device) < WORD_START_P)
+    characters = torch.randint(1, 5, (batch, length), device=device)
+    ends = (characters + word_start.long()).masked_fill(special, 0).cumsum(1)
+    offsets = torch.stack([ends - characters, ends], -1).masked_fill(special[..., None], 0)
+    return ids, attended.long(), special.long(), word_start, offsets
 
 
 def eager_replace(ids: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
