@@ -39,10 +39,14 @@ def info(_args) -> int:
     return 0
 
 
-def _demo_sentence() -> list[str]:
-    import json  # the built-in corpus: text every Python install carries
+def _demo_tokens() -> list[str]:
+    """A sentence of the built-in corpus (text every Python install carries) in WordPiece-like tokens:
+    words longer than 5 characters are cut into a head and ##-continuations, so the word strategies
+    have words of several tokens to show."""
+    import json
 
-    return json.__doc__.split("\n\n")[0].split()
+    return [piece for word in json.__doc__.split("\n\n")[0].split()
+            for piece in (word[:5], *("##" + word[i:i + 5] for i in range(5, len(word), 5)))]
 
 
 DEMO_TITLES = {  # per strategy (fastmask.strategy.STRATEGIES), the heading of its masked sentence
@@ -51,6 +55,9 @@ DEMO_TITLES = {  # per strategy (fastmask.strategy.STRATEGIES), the heading of i
                  "drawn from random's keys, so one of the two sets holds the other)",
     "fully-explored": "fully-explored (K = 3 disjoint views here, all in one step; the default K is round(1/p) = 7)",
     "mapnet": "mapnet (drawn from a proposal net, with importance weights; this one is untrained: q uniform)",
+    "whole-word": "whole-word (whole words, ##-continuations with their head, within the budget of round(p n) "
+                  "tokens)",
+    "span": "span (spans of whole words, geometric lengths as SpanBERT's, within the same budget)",
 }
 
 
@@ -61,8 +68,9 @@ def demo(args) -> int:
     from fastmask.mapnet import proposal_width
     from fastmask.strategy import STRATEGIES, MaskingStrategy
 
-    words = ["[CLS]", *_demo_sentence(), "[SEP]"]
+    words = ["[CLS]", *_demo_tokens(), "[SEP]"]
     vocab = {w: i for i, w in enumerate(dict.fromkeys(list(data.SPECIAL_TOKENS) + words))}
+    word_starts = torch.tensor([not w.startswith("##") for w in vocab])  # fastmask.word_start_table's rule
     itos = {i: w for w, i in vocab.items()}
     ids = torch.tensor([[vocab[w] for w in words]])
     specials = [vocab[t] for t in data.SPECIAL_TOKENS]
@@ -84,7 +92,7 @@ def demo(args) -> int:
             proposal = fastmask.MaskProposalNet(embedding, num_layers=1, hidden_size=proposal_width(16),
                                               max_len=ids.shape[1])
         strategy = MaskingStrategy(name, mask_token_id=mask_id, vocab_size=vocab_size, special_ids=specials,
-                                   num_segments=3, seed=args.seed, proposal=proposal)
+                                   num_segments=3, seed=args.seed, proposal=proposal, word_start_table=word_starts)
         with torch.no_grad():
             step = strategy(ids, row_ids=torch.zeros(1, dtype=torch.int64), epoch=0)
         print(f"{DEMO_TITLES[name]}:")

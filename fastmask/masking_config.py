@@ -26,11 +26,14 @@ import warnings
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from fastmask.counts import SPAN_LENGTHS
 from fastmask.mapnet import OBJECTIVES, PROPOSAL_HEADS, MaskProposalNet, proposal_width
-from fastmask.ops import PARTITIONS, SAMPLINGS, WEIGHTINGS
+from fastmask.ops import PARTITIONS, REPLACE_PER, SAMPLINGS, WEIGHTINGS
+from fastmask.reference import MAX_SPAN_WORDS
 
-STRATEGIES = ("random", "bernoulli", "fully-explored", "mapnet")
+STRATEGIES = ("random", "bernoulli", "fully-explored", "mapnet", "whole-word", "span")
 PER_ROW_MASKS = ("random", "bernoulli")  # the strategies that can draw masks_per_row independent masks of a row
+WORD_MASKS = ("whole-word", "span")  # the strategies that mask whole words: they need the tokens' word starts
 
 # Old keyword -> canonical field. Accepted with a DeprecationWarning until fastmask 0.2.
 RENAMED = {
@@ -87,13 +90,17 @@ class MaskingConfig:
     ``num_segments=None`` means round(1 / mlm_probability); ``mapnet_hidden=None`` means
     :func:`fastmask.mapnet.proposal_width` of the model's width. The ``mapnet_*``, ``uniform_mix``
     and ``weighting`` fields apply to ``masking="mapnet"`` only; ``mapnet_weight`` (lambda) is read
-    by the training step that adds the proposal's objective to the loss.
+    by the training step that adds the proposal's objective to the loss. ``span_lengths``,
+    ``span_p``, ``max_span``, ``max_ngram`` and ``replace_per`` apply to ``masking="span"`` only
+    (:func:`fastmask.span_mask`'s arguments).
     """
 
     masking: str = setting("random", "random: exactly round(p n) tokens per row; bernoulli: each token with "
                                      "probability p (BERT, the HF collator); fully-explored: K disjoint views of "
                                      "every row in one step; mapnet: sampled from a jointly trained proposal net, "
-                                     "importance-weighted", choices=STRATEGIES)
+                                     "importance-weighted; whole-word: whole words within the budget of round(p n) "
+                                     "tokens per row; span: spans of whole words (SpanBERT, Megatron's n-grams) "
+                                     "within that budget", choices=STRATEGIES)
     mlm_probability: float = setting(0.15, "share of maskable tokens masked (p)")
     mask_replace_prob: float = setting(0.8, "share of the masked tokens whose input becomes [MASK]")
     random_replace_prob: float = setting(0.1, "share of the masked tokens whose input becomes a random token "
@@ -120,6 +127,15 @@ class MaskingConfig:
     uniform_mix: float = setting(0.1, "MAPNet: share of the uniform distribution mixed into the proposal, in [0, 1]")
     weighting: str = setting("token", "MAPNet importance weights: token (per masked token, unbiased) or sequence "
                                       "(one clipped weight per row)", choices=WEIGHTINGS)
+    span_lengths: str = setting("geometric", "span: the span lengths' distribution, in words: geometric (SpanBERT: "
+                                             "P(l) proportional to span_p (1 - span_p)^(l - 1), l <= max_span) or "
+                                             "ngram (Megatron-LM: P(n) proportional to 1 / n, n <= max_ngram)",
+                                choices=SPAN_LENGTHS)
+    span_p: float = setting(0.2, "span, geometric lengths: the geometric distribution's parameter, in (0, 1]")
+    max_span: int = setting(10, f"span, geometric lengths: the longest span, in words (1 .. {MAX_SPAN_WORDS})")
+    max_ngram: int = setting(3, f"span, ngram lengths: the longest n-gram, in words (1 .. {MAX_SPAN_WORDS})")
+    replace_per: str = setting("span", "span: the 80/10/10 action decided once per span (span, SpanBERT) or per "
+                                       "token (token)", choices=REPLACE_PER)
 
     # ---- construction -----------------------------------------------------------------------
 
@@ -201,7 +217,8 @@ class MaskingConfig:
         """
         name, value = spelling.name, spelling.value
         for field_name, table in (("masking", STRATEGIES), ("partition", PARTITIONS), ("weighting", WEIGHTINGS),
-                                  ("mapnet_sampling", SAMPLINGS), ("mapnet_objective", OBJECTIVES)):
+                                  ("mapnet_sampling", SAMPLINGS), ("mapnet_objective", OBJECTIVES),
+                                  ("span_lengths", SPAN_LENGTHS), ("replace_per", REPLACE_PER)):
             if getattr(self, field_name) not in table:
                 raise ValueError(f"{name(field_name)} must be one of {table}, got {getattr(self, field_name)!r}")
         if self.mapnet_objective == "variance" and self.weighting != "token":
@@ -222,6 +239,13 @@ class MaskingConfig:
             raise ValueError(f"{name('masks_per_row')} must be an int >= 1, got {self.masks_per_row!r}")
         if self.masks_per_row > 1 and self.masking not in PER_ROW_MASKS:
             raise ValueError(f"{name('masks_per_row')} applies to random and bernoulli masking, not {self.masking!r}")
+        _probability(spelling, "span_p", self.span_p)
+        if self.span_p == 0:
+            raise ValueError(f"{name('span_p')} must be in (0, 1], got {self.span_p!r}")
+        for field_name in ("max_span", "max_ngram"):
+            longest = getattr(self, field_name)
+            if not (_is_int(longest) and 1 <= longest <= MAX_SPAN_WORDS):
+                raise ValueError(f"{name(field_name)} must be an int in [1, {MAX_SPAN_WORDS}], got {longest!r}")
         if not (isinstance(self.mapnet_weight, (int, float)) and self.mapnet_weight >= 0):
             raise ValueError(f"{name('mapnet_weight')} must be >= 0, got {self.mapnet_weight!r}")
         if self.masking == "mapnet":

@@ -21,9 +21,9 @@ from typing import Callable, NamedTuple, Sequence
 import torch
 from torch import nn
 
-from fastmask import counts
+from fastmask import counts, words
 from fastmask.mapnet import MaskProposalNet, mapnet_loss, mapnet_score_gradient, proposal_log_q
-from fastmask.masking_config import PER_ROW_MASKS, STRATEGIES, MaskingConfig
+from fastmask.masking_config import PER_ROW_MASKS, STRATEGIES, WORD_MASKS, MaskingConfig
 from fastmask.ops import (
     MaskedPositions,
     gather_masked,
@@ -32,6 +32,8 @@ from fastmask.ops import (
     maskable_mask,
     masked_positions,
     proposal_mask,
+    span_mask,
+    whole_word_mask,
 )
 from fastmask.reference import IGNORE_INDEX
 from fastmask.sparse import labelled_mean, losses_by_position, slot_cross_entropy
@@ -87,11 +89,22 @@ class MaskingStrategy(nn.Module):
     with ``masks_per_row`` independent masks of every row in the step (default 1; K of them cost
     what fully explored's K views cost: the compute-fair comparison),
     ``"fully-explored"`` (the row's maskable tokens split into ``num_segments`` disjoint views, all
-    of them in the step: the loss averages over every view's labels) or ``"mapnet"`` (positions
+    of them in the step: the loss averages over every view's labels), ``"mapnet"`` (positions
     drawn from ``proposal``'s scores by ``mapnet_sampling`` — systematic by default: exactly k positions,
     exact inclusion probabilities — with importance weights; ``losses`` also returns the proposal
-    net's ``mapnet_objective`` (:func:`fastmask.mapnet_loss`). ``special_ids`` are never masked, nor are
-    unattended positions.
+    net's ``mapnet_objective`` (:func:`fastmask.mapnet_loss`)), ``"whole-word"`` (whole words in a
+    random order within the row's budget of :func:`fastmask.masked_count` tokens:
+    :func:`fastmask.whole_word_mask` with ``exact_count=True``) or ``"span"`` (spans of whole words
+    within that budget, :func:`fastmask.span_mask`, its lengths from ``span_lengths``, ``span_p``,
+    ``max_span``, ``max_ngram``, its 80/10/10 action by ``replace_per``). ``special_ids`` are never
+    masked, nor are unattended positions.
+
+    The two word strategies need ``word_start_table``, bool (V,): True where a token id begins a
+    word (:func:`fastmask.word_start_table` of the tokenizer; :meth:`from_tokenizer` builds it);
+    each call looks its batch's ids up in it on the device. Ids past its end (an embedding padded
+    beyond the tokenizer) count as word starts. Neither offers Bernoulli selection of words: a
+    word of several tokens breaks the token-level binomial bound of the Bernoulli capacity, while
+    the exact budget keeps the capacity :func:`fastmask.gather_capacity` (L, p) exact.
 
     MAPNet's ``"regression"`` and ``"variance"`` objectives learn from the gradient-norm signal
     G_i = ||dl_i / dh_i||, read in the MLM backward where the gathered slots' gradient passes
@@ -109,6 +122,7 @@ class MaskingStrategy(nn.Module):
         special_ids: Sequence[int] = (),
         seed: int = 0,
         proposal: MaskProposalNet | None = None,
+        word_start_table: torch.Tensor | None = None,
         **settings,
     ):
         super().__init__()
@@ -116,15 +130,27 @@ class MaskingStrategy(nn.Module):
         config.validate(spelling)
         if (config.masking == "mapnet") != (proposal is not None):
             raise ValueError("masking='mapnet' needs a proposal net (and only it takes one)")
+        if config.masking in WORD_MASKS and word_start_table is None:
+            raise ValueError(f"masking={config.masking!r} needs word_start_table=, where each token id begins a word "
+                             "(fastmask.word_start_table(tokenizer))")
+        if word_start_table is not None:
+            if word_start_table.dtype != torch.bool or word_start_table.dim() != 1:
+                raise ValueError(f"word_start_table must be a bool (V,) tensor, got {word_start_table.dtype} of "
+                                 f"shape {tuple(word_start_table.shape)}")
+            missing = max(0, vocab_size - word_start_table.shape[0])  # ids past the tokenizer: words of their own
+            word_start_table = torch.nn.functional.pad(word_start_table, (0, missing), value=True)
         self.config = config = config.with_defaults()  # num_segments: round(1 / mlm_probability) if None
         self.mlm_probability, self.uniform_mix = float(config.mlm_probability), float(config.uniform_mix)
         self.masks_per_row = config.masks_per_row
         self.strategy, self.num_segments, self.partition = config.masking, config.num_segments, config.partition
         self.weighting, self.sampling, self.objective = config.weighting, config.mapnet_sampling, config.mapnet_objective
         self.replace = dict(mask_replace_prob=config.mask_replace_prob, random_replace_prob=config.random_replace_prob)
+        self.span = dict(lengths=config.span_lengths, span_p=config.span_p, max_span=config.max_span,
+                         max_ngram=config.max_ngram, replace_per=config.replace_per)
         self.mask_token_id, self.vocab_size, self.seed = mask_token_id, vocab_size, seed
         self.proposal = proposal
         self.register_buffer("special_ids", torch.tensor(list(special_ids), dtype=torch.int64), persistent=False)
+        self.register_buffer("word_start_table", word_start_table, persistent=False)
         # Labelled tokens beyond the gather capacity, dropped from the loss, counted on the device.
         # Not a buffer: DDP would broadcast it every step. A tensor from the start, moved with the
         # module (see _apply): a compiled forward sees one type and device, so it never recompiles.
@@ -133,10 +159,23 @@ class MaskingStrategy(nn.Module):
         # largest importance weight, the largest q_i over the uniform 1/n; and the number of calls.
         self.proposal_sums = torch.zeros(5)
 
+    @classmethod
+    def from_tokenizer(cls, config: MaskingConfig, tokenizer, *, vocab_size: int | None = None, seed: int = 0,
+                       proposal: MaskProposalNet | None = None) -> "MaskingStrategy":
+        """The strategy of ``config`` on a tokenizer's tokens: its [MASK] id, its special tokens (never
+        masked) and, for the word strategies, its word starts (:func:`fastmask.word_start_table`);
+        random replacements drawn from ``vocab_size`` ids (default: the tokenizer's size)."""
+        table = words.word_start_table(tokenizer) if config.masking in WORD_MASKS else None
+        return cls(config, mask_token_id=tokenizer.mask_token_id, vocab_size=len(tokenizer) if vocab_size is None else vocab_size,
+                   special_ids=sorted(set(tokenizer.all_special_ids)), seed=seed, proposal=proposal,
+                   word_start_table=table)
+
     def derived(self, config: MaskingConfig, *, seed: int, proposal: MaskProposalNet | None = None) -> "MaskingStrategy":
-        """Another strategy on this one's tokens (mask id, vocabulary, special ids): ``config``, ``seed``, ``proposal``."""
+        """Another strategy on this one's tokens (mask id, vocabulary, special ids, word starts): ``config``,
+        ``seed``, ``proposal``."""
         return MaskingStrategy(config, mask_token_id=self.mask_token_id, vocab_size=self.vocab_size,
-                               special_ids=self.special_ids.tolist(), seed=seed, proposal=proposal)
+                               special_ids=self.special_ids.tolist(), seed=seed, proposal=proposal,
+                               word_start_table=self.word_start_table)
 
     def extra_repr(self) -> str:
         return f"{self.strategy!r}, mlm_probability={self.mlm_probability}"
@@ -166,7 +205,8 @@ class MaskingStrategy(nn.Module):
         return dropped
 
     def capacity(self, length: int) -> int:
-        """Slots per row (and view) for the labelled tokens: exact but for Bernoulli masks (a 1e-9 bound)."""
+        """Slots per row (and view) for the labelled tokens: exact but for Bernoulli masks (a 1e-9 bound);
+        the word strategies' budget is exact-count's."""
         if self.strategy == "fully-explored":
             return counts.gather_capacity(length, num_segments=self.num_segments)
         return counts.gather_capacity(length, self.mlm_probability, exact_count=self.strategy != "bernoulli")
@@ -199,6 +239,14 @@ class MaskingStrategy(nn.Module):
                                          partition=self.partition, **op_args)
             views = self.num_segments
             masked = type(masked)(masked.input_ids.flatten(0, 1), masked.labels.flatten(0, 1))
+        elif self.strategy in WORD_MASKS:
+            word_start = self.word_start_table[input_ids]  # one gather on the ids' device
+            if self.strategy == "whole-word":
+                masked = whole_word_mask(input_ids, maskable, word_start, mlm_probability=self.mlm_probability,
+                                         exact_count=True, **op_args)
+            else:
+                masked = span_mask(input_ids, maskable, word_start, mlm_probability=self.mlm_probability,
+                                   **self.span, **op_args)
         else:
             scores = self.proposal(input_ids, attention_mask)
             masked = proposal_mask(input_ids, scores.detach(), maskable, mlm_probability=self.mlm_probability,

@@ -255,12 +255,14 @@ def apply_fastmask(model, tokenizer=None, config: MaskingConfig | None = None, *
 
     ``forward`` without ``labels`` (or with the width-0 labels of the drop-in collator's
     ``mask_in_model=True``) masks the batch on the model's device with ``masking`` — ``"random"``
-    (exact count), ``"bernoulli"``, ``"fully-explored"`` (all ``num_segments`` views in the step)
-    or ``"mapnet"`` (a proposal net over the model's input embedding, trained jointly through
+    (exact count), ``"bernoulli"``, ``"fully-explored"`` (all ``num_segments`` views in the step),
+    ``"mapnet"`` (a proposal net over the model's input embedding, trained jointly through
     ``mapnet_objective`` (:func:`fastmask.mapnet_loss`) added with weight ``mapnet_weight``, masks
     drawn by ``mapnet_sampling``; the net has ``mapnet_layers`` layers and is ``mapnet_hidden`` wide,
     by default :func:`fastmask.mapnet.proposal_width` of the model's width, as in ``fastmask
-    pretrain``) — fresh every step, no host sync. In eval mode
+    pretrain``), ``"whole-word"`` or ``"span"`` (whole words, or spans of them by ``span_lengths``,
+    within the exact-count budget; words from the tokenizer's subword markers,
+    :func:`fastmask.word_start_table`, looked up on the device) — fresh every step, no host sync. In eval mode
     it masks with plain random masks (exact count) keyed by each sequence's tokens, for every
     strategy: evaluation losses compare across strategies and runs.
     ``forward`` with ``labels`` (any MLM collator's) uses them. Either way the vocabulary head runs
@@ -290,8 +292,7 @@ def apply_fastmask(model, tokenizer=None, config: MaskingConfig | None = None, *
     proposal = None
     if config.masking == "mapnet":
         config, proposal = _proposal_net(model, config)
-    strategy = MaskingStrategy(config, mask_token_id=tokenizer.mask_token_id, vocab_size=vocab_size,
-                               special_ids=sorted(set(tokenizer.all_special_ids)), seed=seed, proposal=proposal)
+    strategy = MaskingStrategy.from_tokenizer(config, tokenizer, seed=seed, proposal=proposal)
     device = next(model.parameters()).device
     model.fastmask = FastMaskState(strategy, config.mapnet_weight, dict(config.to_dict(), seed=seed)).to(device)
     model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | {

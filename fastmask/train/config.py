@@ -155,6 +155,7 @@ SIGTERM writes a checkpoint first; a run that fails before its first checkpoint 
 examples:
   fastmask pretrain                                        # the tiny preset on the built-in corpus
   fastmask pretrain --masking fully-explored --preset small --corpus my_texts.jsonl
+  fastmask pretrain --masking span --span-lengths ngram    # whole-word n-grams (Megatron-LM), as spans
   fastmask pretrain --masking hf                           # the same model the usual way, for comparison
   fastmask pretrain --out runs/a --resume                  # continue runs/a
   torchrun --nproc_per_node 8 -m fastmask pretrain --preset base

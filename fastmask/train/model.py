@@ -30,11 +30,9 @@ class Pretrainer(nn.Module):
         if masking.masking == "mapnet":
             proposal = masking.proposal_net(self.mlm.bert.embeddings.word_embeddings, max_len=cfg.seq_len)
         # The HF baseline masks on the CPU (the loop's _batch_transfer): its strategy here serves the
-        # evaluation masks and the special ids, common to every --masking.
-        self.masking = MaskingStrategy(
-            masking, mask_token_id=tokenizer.mask_token_id, vocab_size=cfg.vocab_size,
-            special_ids=sorted(set(tokenizer.all_special_ids)),  # never masked, on either path
-            seed=cfg.seed, proposal=proposal)
+        # evaluation masks and the special ids (never masked, on either path), common to every --masking.
+        self.masking = MaskingStrategy.from_tokenizer(masking, tokenizer, vocab_size=cfg.vocab_size, seed=cfg.seed,
+                                                      proposal=proposal)
 
     def forward(self, ids: torch.Tensor, sample_ids: torch.Tensor, data_epoch: torch.Tensor,
                 hf_labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
