@@ -149,7 +149,8 @@ class DataCollatorForLanguageModeling(transformers.DataCollatorForLanguageModeli
         if isinstance(examples[0], Mapping) and "offset_mapping" in examples[0]:
             # not a model input, and tokenizer.pad cannot pad its pairs: set apart, padded below
             offsets = [example["offset_mapping"] for example in examples]
-            examples = [{key: value for key, value in example.items() if key != "offset_mapping"} for example in examples]
+            examples = [{key: value for key, value in example.items() if key != "offset_mapping"}
+                        for example in examples]
         if not isinstance(examples[0], Mapping):
             collate = _torch_collate_batch if return_tensors == "pt" else _numpy_collate_batch
             batch = {"input_ids": collate(examples, self.tokenizer, pad_to_multiple_of=self.pad_to_multiple_of)}
