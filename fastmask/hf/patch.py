@@ -262,9 +262,9 @@ def apply_fastmask(model, tokenizer=None, config: MaskingConfig | None = None, *
     by default :func:`fastmask.mapnet.proposal_width` of the model's width, as in ``fastmask
     pretrain``), ``"whole-word"`` or ``"span"`` (whole words, or spans of them by ``span_lengths``,
     within the exact-count budget; words from the tokenizer's subword markers,
-    :func:`fastmask.word_start_table`, looked up on the device) — fresh every step, no host sync. In eval mode
-    it masks with plain random masks (exact count) keyed by each sequence's tokens, for every
-    strategy: evaluation losses compare across strategies and runs.
+    :func:`fastmask.word_start_table`, looked up on the device) — fresh every step, no host sync.
+    In eval mode it masks with plain random masks (exact count) keyed by each sequence's tokens,
+    for every strategy: evaluation losses compare across strategies and runs.
     ``forward`` with ``labels`` (any MLM collator's) uses them. Either way the vocabulary head runs
     on the labelled tokens only (:class:`FastMaskedLMOutput`), and the loss is the mean over them
     (the unpatched model's, to rounding), or their sum over ``num_items_in_batch`` when given.
