@@ -25,7 +25,8 @@ FIELDS = [f.name for f in dataclasses.fields(MaskingConfig)]
 
 # (field, bad value, other fields, the message as a keyword caller sees it)
 BAD = [
-    ("masking", "spans", {}, "masking must be one of ('random', 'bernoulli', 'fully-explored', 'mapnet'), got 'spans'"),
+    ("masking", "spans", {}, "masking must be one of ('random', 'bernoulli', 'fully-explored', 'mapnet', 'whole-word', "
+                             "'span'), got 'spans'"),
     ("mlm_probability", 0.0, {}, "mlm_probability must be in (0, 1], got 0.0"),
     ("mlm_probability", 1.5, {}, "mlm_probability must be a probability in [0, 1], got 1.5"),
     ("mask_replace_prob", -0.1, {}, "mask_replace_prob must be a probability in [0, 1], got -0.1"),
@@ -46,6 +47,11 @@ BAD = [
                                            "'multinomial'"),
     ("uniform_mix", 2.0, {}, "uniform_mix must be a probability in [0, 1], got 2.0"),
     ("weighting", "row", {}, "weighting must be one of ('token', 'sequence'), got 'row'"),
+    ("span_lengths", "poisson", {}, "span_lengths must be one of ('geometric', 'ngram'), got 'poisson'"),
+    ("span_p", 0.0, {}, "span_p must be in (0, 1], got 0.0"),
+    ("max_span", 0, {}, "max_span must be an int in [1, 64], got 0"),
+    ("max_ngram", 65, {}, "max_ngram must be an int in [1, 64], got 65"),
+    ("replace_per", "word", {}, "replace_per must be one of ('span', 'token'), got 'word'"),
 ]
 
 
@@ -81,12 +87,13 @@ def test_a_strategy_built_from_a_config_masks_as_one_built_from_keywords(masking
     ids = torch.randint(5, VOCAB, (3, 30), generator=torch.Generator().manual_seed(0))
     settings = dict(mlm_probability=0.2, num_segments=3, partition="contiguous", mask_replace_prob=0.7,
                     random_replace_prob=0.2, mapnet_sampling="poisson", weighting="sequence", uniform_mix=0.3,
-                    mapnet_objective="loss")
+                    mapnet_objective="loss", span_lengths="ngram", max_ngram=4, replace_per="token")
+    table = torch.arange(VOCAB) % 3 != 1  # the word strategies' word starts (the others ignore them)
     steps = []
     for build in (lambda p: fastmask.MaskingStrategy(MaskingConfig(masking, **settings), mask_token_id=MASK_ID,
-                                                     vocab_size=VOCAB, seed=5, proposal=p),
+                                                     vocab_size=VOCAB, seed=5, proposal=p, word_start_table=table),
                   lambda p: fastmask.MaskingStrategy(masking, mask_token_id=MASK_ID, vocab_size=VOCAB, seed=5,
-                                                     proposal=p, **settings)):
+                                                     proposal=p, word_start_table=table, **settings)):
         torch.manual_seed(1)
         proposal = MaskingConfig().proposal_net(torch.nn.Embedding(VOCAB, 8), max_len=30) if masking == "mapnet" else None
         steps.append(build(proposal)(ids, row_ids=torch.arange(3), epoch=1))
@@ -144,7 +151,8 @@ def test_pretrain_flags_set_every_field_and_the_model_masks_with_them():
     values = dict(masking="mapnet", mlm_probability=0.2, mask_replace_prob=0.7, random_replace_prob=0.2,
                   num_segments=3, partition="contiguous", masks_per_row=1, mapnet_layers=1, mapnet_hidden=6,
                   mapnet_weight=0.5, mapnet_objective="loss", mapnet_sampling="poisson", uniform_mix=0.3,
-                  weighting="sequence")
+                  weighting="sequence", span_lengths="ngram", span_p=0.3, max_span=5, max_ngram=4,
+                  replace_per="token")
     assert set(values) == set(FIELDS)
     argv = [item for name, value in values.items() for item in ("--" + name.replace("_", "-"), str(value))]
     cfg, _ = train_config.parse_args(argv)
@@ -180,7 +188,8 @@ def test_pretrain_names_a_bad_masking_setting_by_its_flag():
 def _every_field(masking):
     common_fields = dict(mlm_probability=0.2, mask_replace_prob=0.7, random_replace_prob=0.2, num_segments=3,
                          partition="contiguous", mapnet_layers=1, mapnet_hidden=6, mapnet_weight=0.5,
-                         mapnet_objective="variance", mapnet_sampling="poisson", uniform_mix=0.3, weighting="token")
+                         mapnet_objective="variance", mapnet_sampling="poisson", uniform_mix=0.3, weighting="token",
+                         span_lengths="ngram", span_p=0.3, max_span=5, max_ngram=4, replace_per="token")
     return dict(common_fields, masking=masking, masks_per_row=2 if masking == "random" else 1)
 
 

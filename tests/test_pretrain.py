@@ -262,7 +262,7 @@ def test_help_names_every_flag_and_print_config_resolves(capsys):
     with pytest.raises(SystemExit):
         loop.main(["--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
-    assert "--masking {random,bernoulli,fully-explored,mapnet,hf}" in text and "(default: 0.15)" in text
+    assert "--masking {random,bernoulli,fully-explored,mapnet,whole-word,span,hf}" in text and "(default: 0.15)" in text
     assert loop.main(["--print-config", "--preset", "small", "--masking", "fully-explored"]) == 0
     config = json.loads(capsys.readouterr().out)
     assert config["hidden_size"] == 256 and config["num_segments"] == 7 and config["masking"] == "fully-explored"
