@@ -1,9 +1,6 @@
 // Per-element decisions of whole-word and span masking, shared by the CPU and CUDA kernels
 // (torch-free). The executable specification is fastmask/reference.py ("Whole-word and span
 // masking"): words, span tiles, the budget and its crossing tile.
-//
-// Tiles are ranked by packed_rank_key(draw of index j, real, j) (fastmask/masking.h): the same
-// order and ties as the reference's ((real ? r0 >> 1 : 2^31) << 31) | j.
 #pragma once
 
 #include <cstdint>
@@ -14,6 +11,10 @@ namespace fastmask {
 
 // The longest span, in words: span_mask takes at most kMaxSpanWords - 1 length thresholds.
 constexpr int kMaxSpanWords = 64;
+
+// A tile's ranking class bit, above r0 >> 1: it holds more tokens than the row's budget, so it
+// ranks after every tile that fits (reference.OVERSIZED_TILE).
+constexpr uint32_t kOversizedTile = 1u << 31;
 
 // The crossing key when no tile crosses the budget: every real tile is taken whole.
 constexpr uint64_t kNoCrossingKey = ~uint64_t{0};
@@ -37,6 +38,13 @@ FASTMASK_HD uint32_t span_length(uint32_t r3, const SpanLengths& lengths) {
   uint32_t length = 1;
   for (int32_t t = 0; t < lengths.count; ++t) length += u >= lengths.thresholds[t];
   return length;
+}
+
+// Ranking key of tile j (d: index j's draw) and j packed so that plain unsigned order is the
+// reference's (class, r0 >> 1, j) order. Only real tiles need one: the others hold no tokens.
+FASTMASK_HD uint64_t tile_rank_key(const Draw& d, bool oversized, uint32_t tile) {
+  const uint32_t key = (oversized ? kOversizedTile : 0u) | (d.r0 >> 1);
+  return (static_cast<uint64_t>(key) << 32) | tile;
 }
 
 // Whether a word of tile `key` is taken: tiles ranked before the crossing one are taken whole,
