@@ -309,12 +309,13 @@ what one sm_90 block may use. Every figure comes from ptxas `-v` at compile time
 """
 
 CUDA_NOTES = """Occupancy: the ranked kernels for rows of 4097–8192 tokens (`ranked_mask_kernel<…, 256, 32, …>`,
-231–241 registers) fit one 256-thread block per SM: 8 warps of 64, 12.5% occupancy. This is expected not
-to limit them: each thread keeps 32 tokens of its row in registers (the whole row is sorted in one block)
-and issues their 32 loads, Philox draws and stores independently, so memory and arithmetic latency are
-hidden by instruction-level parallelism rather than by more warps; the 33.8 KB of shared memory for the
-sort would allow at most 6 such blocks anyway. Fewer registers would need a longer row per block in
-shared memory or a multi-block sort. To be confirmed on a GPU (ncu: achieved occupancy, stall reasons)
+231–241 registers; `span_tiles_kernel<…, 256, 32>`, 235) fit one 256-thread block per SM: 8 warps of 64,
+12.5% occupancy. This is expected not to limit them: each thread keeps 32 tokens of its row in registers
+(the whole row is sorted in one block) and issues their 32 loads, Philox draws and stores independently, so
+memory and arithmetic latency are hidden by instruction-level parallelism rather than by more warps; the
+33.8 KB of shared memory for the sort (37.4 KB for the span tiles, whose word and tile tables reuse the
+sort's buffer) would allow at most 6 such blocks anyway. Fewer registers would need a longer row per block
+in shared memory or a multi-block sort. To be confirmed on a GPU (ncu: achieved occupancy, stall reasons)
 together with the timings of `bench/`.
 """
 

@@ -9,6 +9,7 @@
 #include "gather.cuh"
 #include "masking.cuh"
 #include "proposal.cuh"
+#include "words.cuh"
 
 namespace fastmask {
 namespace {
@@ -52,6 +53,8 @@ void compile_check_launchers() {
   FASTMASK_INSTANTIATE(launch_gather_masked, kElements)
   FASTMASK_INSTANTIATE(launch_scatter_masked, kElements)
   FASTMASK_INSTANTIATE(launch_proposal_mask, kIds, kScores)
+  FASTMASK_INSTANTIATE(launch_whole_word_mask, kIds)
+  FASTMASK_INSTANTIATE(launch_span_mask, kIds)
 }
 
 // launch_masked_positions is not a template: an external function makes nvcc emit it.
