@@ -126,10 +126,12 @@ def mask_tokens(input_ids, maskable, row_ids, seed, epoch, select_threshold, cou
 
 
 def fully_explored_mask(input_ids, maskable, row_ids, seed, epoch, num_segments, contiguous, mask_threshold,
-                        random_threshold, mask_token_id, vocab_size) -> None:
+                        random_threshold, mask_token_id, vocab_size, word_start=None) -> None:
     op = "fully_explored_mask"
     _ids(op, input_ids)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
+    if word_start is not None:
+        _companion(op, "word_start", word_start, input_ids, (torch.bool,))
     _row_ids(op, row_ids, input_ids)
     _philox_key(op, seed, epoch, input_ids)
     integer(op, "num_segments", num_segments, 1, INT31)

@@ -139,14 +139,16 @@ def _mask_tokens_example(device):
     return (*_example_rows(device), _T_SELECT, *_COUNT, *_REPLACE, 4, 10, True)
 
 
-def _fully_explored_mask_example(device):
-    return (*_example_rows(device), 3, False, *_REPLACE, 4, 10)
-
-
 def _word_rows(device) -> tuple:
     """(input_ids, maskable, word_start, row_ids, seed, epoch): the example rows, a word starting every other token."""
     ids, ok, rows, seed, epoch = _example_rows(device)
     return ids, ok, (torch.arange(6, device=device) % 2 == 0).expand(2, 6).contiguous(), rows, seed, epoch
+
+
+def _fully_explored_mask_example(device):
+    """Over words: the example exercises the optional argument too."""
+    ids, ok, word_start, rows, seed, epoch = _word_rows(device)
+    return ids, ok, rows, seed, epoch, 3, False, *_REPLACE, 4, 10, word_start
 
 
 def _whole_word_mask_example(device):
@@ -218,12 +220,6 @@ def _mask_tokens_cases(length, device, generator, ranked):
             for exact in (False, True) if not exact or ranked]
 
 
-def _fully_explored_mask_cases(length, device, generator, ranked):
-    ids, maskable, row_ids = _san_rows(length, device, generator)
-    return [(ids, maskable, row_ids, *_san_philox_key(device), 7, contiguous, *_san_scalars())
-            for contiguous in (False, True) if contiguous or ranked]
-
-
 def _proposal_mask_cases(length, device, generator, ranked):
     ids, maskable, row_ids = _san_rows(length, device, generator)
     scores = torch.randn(ids.shape, generator=generator).to(device)
@@ -237,6 +233,13 @@ def _san_word_rows(length, device, generator):
     """(ids, maskable, word_start, row_ids): the sanitizer rows, about 70% of positions starting a word."""
     ids, maskable, row_ids = _san_rows(length, device, generator)
     return ids, maskable, (torch.rand(ids.shape, generator=generator) < 0.7).to(device), row_ids
+
+
+def _fully_explored_mask_cases(length, device, generator, ranked):
+    ids, maskable, word_start, row_ids = _san_word_rows(length, device, generator)
+    return [(ids, maskable, row_ids, *_san_philox_key(device), 7, contiguous, *_san_scalars(), words)
+            for contiguous in (False, True) if contiguous or ranked
+            for words in (None, word_start)]
 
 
 def _whole_word_mask_cases(length, device, generator, ranked):
@@ -317,12 +320,13 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec(
         "fully_explored_mask",
         "(Tensor input_ids, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int num_segments, "
-        f"bool contiguous, {_MASKING_SCALARS}) -> (Tensor, Tensor)",
-        summary="K disjoint masked views per row",
+        f"bool contiguous, {_MASKING_SCALARS}, Tensor? word_start=None) -> (Tensor, Tensor)",
+        summary="K disjoint masked views per row (of tokens, or of whole words)",
         check=checks.fully_explored_mask, fake=_fully_explored_fake, triton_module="masking", bench="fully-explored",
         example=_fully_explored_mask_example,
         bad=(BadCase("seed", lambda a: a.to("meta")),  # neither the inputs' device nor the CPU
-             BadCase("num_segments", 0, "got 0"), BadCase("vocab_size", 2**31, "got 2147483648")),
+             BadCase("num_segments", 0, "got 0"), BadCase("vocab_size", 2**31, "got 2147483648"),
+             BadCase("word_start", lambda a: a[0], "got 1-D"), BadCase("word_start", _tensor.long)),
         sanitizer_cases=_fully_explored_mask_cases,
     ),
     OpSpec(

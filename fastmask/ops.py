@@ -158,6 +158,7 @@ def fully_explored_mask(
     row_ids: torch.Tensor | None = None,
     epoch: int | torch.Tensor = 0,
     backend: str = "auto",
+    word_start: torch.Tensor | None = None,
 ) -> MaskedBatch:
     """Fully-explored masking: K = ``num_segments`` views, outputs shaped (K, B, L).
 
@@ -167,11 +168,15 @@ def fully_explored_mask(
     so every maskable token is masked in exactly one view. Rows with fewer than K maskable tokens
     leave some views of that row unmasked. No host sync. ``seed``, ``epoch``: as in
     :func:`mask_tokens` (ints, or 0-dim int64 tensors read on the device).
+
+    ``word_start`` (bool, like ``input_ids``; :func:`whole_word_mask`'s words): the row's words are
+    partitioned instead of its tokens, so each view masks whole words, every word in exactly one
+    view, and the segments' word counts differ by at most one (their token counts follow the words).
     """
     _choice("partition", partition, PARTITIONS)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
     args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_philox_key("fully_explored_mask", seed, epoch),
-            num_segments, partition == "contiguous", t_mask, t_random, mask_token_id, vocab_size)
+            num_segments, partition == "contiguous", t_mask, t_random, mask_token_id, vocab_size, word_start)
     return MaskedBatch(*_call("fully_explored_mask", backend, args, ranked=partition == "random"))
 
 

@@ -162,11 +162,24 @@ def segments(r0, maskable, num_segments, contiguous):
 
 def fully_explored_mask(
     input_ids, maskable, row_ids, seed, epoch, num_segments, contiguous,
-    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    mask_threshold, random_threshold, mask_token_id, vocab_size, word_start=None,
 ):
-    """K views (K, B, L) of the batch; view k masks exactly segment k of every row."""
-    r0, r1, r2, _ = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
-    seg = segments(r0, maskable, num_segments, contiguous)
+    """K views (K, B, L) of the batch; view k masks exactly segment k of every row.
+
+    With `word_start`, the units partitioned are the row's words (word_index), not its tokens:
+    word w takes the segment that index w would take in a row whose first W positions are the
+    maskable ones (the same rule on the draws of indices 0..W-1, as whole_word_mask keys a word's
+    draw by its index), and each maskable token takes its word's segment. Every word is then
+    masked whole, in exactly one view; the token replacement stays per token (r1, r2 of its position).
+    """
+    length = input_ids.shape[1]
+    r0, r1, r2, _ = token_randoms(seed, epoch, row_ids, length)
+    if word_start is None:
+        seg = segments(r0, maskable, num_segments, contiguous)
+    else:
+        word, words, _ = word_index(maskable, word_start)
+        units = torch.arange(length, device=input_ids.device) < words[:, None]
+        seg = segments(r0, units, num_segments, contiguous).gather(1, word.clamp(min=0))
     view = torch.arange(num_segments, device=input_ids.device).view(-1, 1, 1)
     chosen = maskable[None] & (seg[None] == view)
     return corrupt(

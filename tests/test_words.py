@@ -63,6 +63,37 @@ def test_span_mask_matches_reference(backend):
             assert_same(library.op("span_mask", backend)(*args), reference.span_mask(*args))
 
 
+def explored_word_args(case, ids, maskable, word_start, rows, num_segments, contiguous):
+    return (ids, maskable, rows, *philox_key(case["seed"], case["epoch"]), num_segments, contiguous, case["t_mask"],
+            case["t_random"], min(MASK_ID, case["vocab"] - 1), case["vocab"], word_start)
+
+
+@pytest.mark.parametrize("backend", backend_params())
+def test_fully_explored_words_match_reference(backend):
+    g = torch.Generator().manual_seed(34)
+    for _ in range(12 if backend == "triton" else 100):
+        case = random_case(g)
+        inputs = word_inputs(case, g)
+        num_segments = int(torch.randint(1, 9, (1,), generator=g))
+        for contiguous in (False, True):
+            args = explored_word_args(case, *inputs, num_segments, contiguous)
+            assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
+
+
+@pytest.mark.parametrize("backend", [p for p in backend_params() if p.id == "triton"])
+def test_triton_fully_explored_words_long_rows_match_reference(backend, triton_long_rows):
+    """Rows beyond the (lowered) long-row length take Triton's long-row partition kernels over words."""
+    g = torch.Generator().manual_seed(35)
+    for length, num_segments in ((33, 7), (70, 3)):
+        ids, _, maskable = make_batch(3, length, g, density=0.9)
+        word_start = (torch.rand(ids.shape, generator=g) < 0.6).to(DEVICE)
+        rows = torch.randint(-(2**63), 2**63 - 1, (3,), generator=g).to(DEVICE)
+        for contiguous in (False, True):
+            args = (ids, maskable, rows, *philox_key(-7, 3), num_segments, contiguous, T_MASK, T_RANDOM, MASK_ID,
+                    VOCAB, word_start)
+            assert_same(library.op("fully_explored_mask", "triton")(*args), reference.fully_explored_mask(*args))
+
+
 @pytest.mark.parametrize("backend", backend_params())
 def test_long_rows_match_reference(backend):
     """Rows long enough for the kernels' large-row paths."""
@@ -79,6 +110,9 @@ def test_long_rows_match_reference(backend):
         args = (ids, maskable, word_start, rows, *key, COUNT_NUM, COUNT_DEN, GEOMETRIC, True, T_MASK, T_RANDOM, MASK_ID,
                 VOCAB)
         assert_same(library.op("span_mask", backend)(*args), reference.span_mask(*args))
+        for contiguous in (False, True):
+            args = (ids, maskable, rows, *key, 5, contiguous, T_MASK, T_RANDOM, MASK_ID, VOCAB, word_start)
+            assert_same(library.op("fully_explored_mask", backend)(*args), reference.fully_explored_mask(*args))
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference", *backend_params()])
@@ -97,6 +131,12 @@ def test_degenerate_shapes(backend, shape):
                 assert (got.labels == -100).all() and torch.equal(got.input_ids, ids)
         got = fastmask.span_mask(ids, maskable, word_start, MASK_ID, VOCAB, backend=backend)
         assert got.labels.shape == shape
+        for partition in ("random", "contiguous"):
+            got = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, partition, backend=backend,
+                                               word_start=word_start)
+            assert got.labels.shape == (3, *shape)
+            if not maskable.any():
+                assert (got.labels == -100).all()
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +250,44 @@ def test_per_span_replacement_decides_once_per_span():
     assert mixed == 0
 
 
+@pytest.mark.parametrize("partition", ["random", "contiguous"])
+def test_fully_explored_words_partition_whole_words(partition):
+    """Over words: every word masked whole in exactly one view, the views' word counts within one
+    of each other, contiguous views in word order; specials in none."""
+    g = torch.Generator().manual_seed(36)
+    ids, _, maskable = make_batch(12, 48, g)
+    word_start = torch.rand(ids.shape, generator=g) < 0.5
+    word, words, _ = reference.word_index(maskable, word_start)
+    for k in (1, 3, 7):
+        views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, k, partition, seed=4,
+                                             word_start=word_start)
+        labelled = views.labels != -100
+        assert torch.equal(labelled.sum(0), maskable.long())  # every maskable token in exactly one view
+        view_of = torch.argmax(labelled.long(), dim=0)
+        for b in range(ids.shape[0]):
+            views_of_word = {}
+            for w, v in zip(word[b][maskable[b]].tolist(), view_of[b][maskable[b]].tolist()):
+                views_of_word.setdefault(w, set()).add(v)
+            assert all(len(v) == 1 for v in views_of_word.values())  # whole words
+            per_view = torch.bincount(torch.tensor([min(v) for v in views_of_word.values()], dtype=torch.long),
+                                      minlength=k)
+            assert len(views_of_word) == words[b] and per_view.max() - per_view.min() <= 1
+            if partition == "contiguous":
+                order = [min(views_of_word[w]) for w in sorted(views_of_word)]
+                assert order == sorted(order)
+
+
+@pytest.mark.parametrize("partition", ["random", "contiguous"])
+def test_fully_explored_words_of_single_tokens_are_the_token_partition(partition):
+    """Where every token is maskable and its own word, word w is position w: the partitions agree."""
+    g = torch.Generator().manual_seed(37)
+    ids = torch.randint(5, VOCAB, (6, 40), generator=g)
+    everything = torch.ones_like(ids, dtype=torch.bool)
+    tokens = fastmask.fully_explored_mask(ids, everything, MASK_ID, VOCAB, 5, partition, seed=8)
+    words = fastmask.fully_explored_mask(ids, everything, MASK_ID, VOCAB, 5, partition, seed=8, word_start=everything)
+    assert torch.equal(tokens.labels, words.labels) and torch.equal(tokens.input_ids, words.input_ids)
+
+
 def test_seed_epoch_and_rows_key_the_masks():
     g = torch.Generator().manual_seed(39)
     ids, _, maskable = make_batch(4, 40, g, density=1.0)
@@ -303,11 +381,13 @@ def _opcheck_args(int32):
                             T_RANDOM, MASK_ID, VOCAB, True),
         "span_mask": (ids, maskable, word_start.t().contiguous().t(), rows, seed, epoch, COUNT_NUM, COUNT_DEN,
                       list(GEOMETRIC), True, T_MASK, T_RANDOM, MASK_ID, VOCAB),
+        "fully_explored_mask": (ids, maskable, rows, seed, epoch, 3, False, T_MASK, T_RANDOM, MASK_ID, VOCAB,
+                                word_start),
     }
 
 
 @pytest.mark.parametrize("backend", op_variant_params())
-@pytest.mark.parametrize("name", ["whole_word_mask", "span_mask"])
+@pytest.mark.parametrize("name", ["whole_word_mask", "span_mask", "fully_explored_mask"])
 def test_opcheck(name, backend):
     for int32 in (False, True):
         torch.library.opcheck(library.op(name, backend), _opcheck_args(int32)[name])
@@ -326,7 +406,9 @@ def test_torch_compile_fullgraph(backend):
                                          backend=backend)
         spans = fastmask.span_mask(ids, maskable, word_start, MASK_ID, VOCAB, lengths="ngram", seed=3,
                                    backend=backend)
-        return whole.labels, spans.input_ids, spans.labels
+        views = fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, seed=3, backend=backend,
+                                             word_start=word_start)
+        return whole.labels, spans.input_ids, spans.labels, views.labels
 
     torch._dynamo.reset()
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
@@ -343,6 +425,7 @@ def test_no_host_sync_in_the_ops_called():
         word_start = table[ids]
         fastmask.whole_word_mask(ids, maskable, word_start, MASK_ID, VOCAB, exact_count=True)
         fastmask.span_mask(ids, maskable, word_start, MASK_ID, VOCAB)
+        fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, word_start=word_start)
     syncing = {"aten._local_scalar_dense", "aten.item", "aten.nonzero", "aten.is_nonzero"}
     assert not recorder.ops & syncing, recorder.ops & syncing
 
@@ -364,5 +447,8 @@ def test_no_host_sync_on_gpu():
                 fastmask.whole_word_mask(ids, maskable, word_start, MASK_ID, VOCAB, exact_count=exact, row_ids=rows,
                                          backend=backend)
             fastmask.span_mask(ids, maskable, word_start, MASK_ID, VOCAB, row_ids=rows, backend=backend)
+            for partition in ("random", "contiguous"):
+                fastmask.fully_explored_mask(ids, maskable, MASK_ID, VOCAB, 3, partition, row_ids=rows,
+                                             backend=backend, word_start=word_start)
     finally:
         torch.cuda.set_sync_debug_mode("default")

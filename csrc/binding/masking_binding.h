@@ -70,6 +70,16 @@ inline void check_mask_args(const char* op, const at::Tensor& input_ids, const a
   TORCH_CHECK_VALUE(row_ids.device() == input_ids.device(), op, ": row_ids must be on ", input_ids.device());
 }
 
+// word_start: bool, shaped and placed like input_ids (whole_word_mask's, span_mask's and
+// fully_explored_mask's word heads).
+inline void check_word_start(const char* op, const at::Tensor& word_start, const at::Tensor& input_ids) {
+  TORCH_CHECK_TYPE(word_start.scalar_type() == at::kBool, op, ": word_start must be bool, got ",
+                   word_start.scalar_type());
+  TORCH_CHECK_VALUE(word_start.dim() == 2, op, ": word_start must be 2-D (batch, length), got ", word_start.dim(),
+                    "-D");
+  check_companion(op, "word_start", word_start, input_ids);
+}
+
 // A seed or epoch: a 0-dim int64 tensor, read now when on the CPU (like an int); on the device of
 // input_ids it is left to the kernel to read (returns the pointer).
 inline const int64_t* philox_key_word(const char* op, const char* name, const at::Tensor& word,
@@ -226,13 +236,19 @@ template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> fully_explored_mask_binding(
     const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, const at::Tensor& seed,
     const at::Tensor& epoch, int64_t num_segments, bool contiguous, int64_t mask_threshold,
-    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size) {
+    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size,
+    const std::optional<at::Tensor>& word_start) {
   const MaskArgs args = fully_explored_args(input_ids, maskable, row_ids, seed, epoch, num_segments, mask_threshold,
                                             random_threshold, mask_token_id, vocab_size, Backend::kDevice);
+  // Words partitioned when given (nullptr: tokens).
+  const bool words = word_start && word_start->defined();
+  if (words) check_word_start("fully_explored_mask", *word_start, input_ids);
+  const at::Tensor starts = words ? word_start->contiguous() : at::Tensor();
+  const bool* starts_ptr = starts.defined() ? starts.data_ptr<bool>() : nullptr;
   return masked_ids_binding<Backend>(input_ids, maskable, row_ids, {num_segments, input_ids.size(0), input_ids.size(1)},
                                      [&](auto... pointers_and_sizes) {
                                        Backend::fully_explored_mask(pointers_and_sizes..., num_segments, contiguous,
-                                                                    args);
+                                                                    args, starts_ptr);
                                      });
 }
 

@@ -19,11 +19,7 @@ namespace fastmask {
 inline void check_word_args(const char* op, const at::Tensor& input_ids, const at::Tensor& maskable,
                             const at::Tensor& word_start, const at::Tensor& row_ids, c10::DeviceType device) {
   check_mask_args(op, input_ids, maskable, row_ids, device);
-  TORCH_CHECK_TYPE(word_start.scalar_type() == at::kBool, op, ": word_start must be bool, got ",
-                   word_start.scalar_type());
-  TORCH_CHECK_VALUE(word_start.dim() == 2, op, ": word_start must be 2-D (batch, length), got ", word_start.dim(),
-                    "-D");
-  check_companion(op, "word_start", word_start, input_ids);
+  check_word_start(op, word_start, input_ids);
 }
 
 // length_thresholds as the kernels take them: fewer than kMaxSpanWords, each in [0, 2^24], non-decreasing.

@@ -2,6 +2,7 @@
 // from the shared headers so the CPU tests exercise exactly what the CUDA kernels run.
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -10,6 +11,7 @@
 #include "cpu_binding.h"
 #include "cpu_draws.h"
 #include "fastmask/masking.h"
+#include "fastmask/words.h"
 #include "masking_binding.h"
 
 namespace fastmask {
@@ -102,31 +104,59 @@ FASTMASK_CPU_CLONES void write_view_row(const IdT* __restrict ids, const int64_t
   }
 }
 
+// The segment of each of a row's n units (its maskable tokens, or its words), by unit index:
+// contiguous blocks, or the rank of the unit's key (the draw at the unit's index, as a maskable
+// position's key) mod K.
+void unit_segments(const RowDraws& draws, const bool* units, int64_t length, int64_t num_segments, bool contiguous,
+                   std::vector<uint64_t>* scratch, std::vector<int64_t>* segment) {
+  segment->assign(length, -1);  // -1: not a unit
+  if (contiguous) {
+    const int64_t n = std::count(units, units + length, true);
+    for (int64_t i = 0, j = 0; i < length; ++i) {
+      if (units[i]) (*segment)[i] = contiguous_segment(j++, n, num_segments);
+    }
+    return;
+  }
+  std::vector<uint64_t> keys = maskable_keys(draws, units, length);
+  sort_random_keys(&keys, scratch);
+  for (size_t r = 0; r < keys.size(); ++r) (*segment)[keys[r] & 0xFFFFFFFFu] = static_cast<int64_t>(r) % num_segments;
+}
+
+// word_start != nullptr: the units are the row's words (reference.fully_explored_mask), unit w
+// at index w, and each maskable token takes its word's segment.
 template <typename IdT>
 void fully_explored_kernel(const IdT* ids, const bool* maskable, const int64_t* row_ids,
                            IdT* out_ids, int64_t* labels, int64_t rows, int64_t length,
-                           int64_t num_segments, bool contiguous, const MaskArgs& args) {
+                           int64_t num_segments, bool contiguous, const MaskArgs& args, const bool* word_start) {
   const int64_t view_stride = rows * length;
   at::parallel_for(0, rows, 1, [&](int64_t begin, int64_t end) {
     RowDraws draws;
     std::vector<uint64_t> scratch;
     std::vector<int64_t> segment;
+    std::vector<int64_t> word_segment;
+    std::vector<int64_t> word;
+    std::unique_ptr<bool[]> first_words(new bool[length]);  // units of the word partition: indices 0..W-1
     std::vector<int64_t> corrupted(length);
     for (int64_t b = begin; b < end; ++b) {
       const int64_t off = b * length;
       const bool* row_maskable = maskable + off;
       row_draws(args, row_ids[b], length, &draws);
-      segment.assign(length, -1);  // -1: not maskable, never masked
-      if (contiguous) {
-        const int64_t n = std::count(row_maskable, row_maskable + length, true);
-        for (int64_t i = 0, j = 0; i < length; ++i) {
-          if (row_maskable[i]) segment[i] = contiguous_segment(j++, n, num_segments);
-        }
+      if (word_start == nullptr) {
+        unit_segments(draws, row_maskable, length, num_segments, contiguous, &scratch, &segment);
       } else {
-        std::vector<uint64_t> keys = maskable_keys(draws, row_maskable, length);
-        sort_random_keys(&keys, &scratch);
-        for (size_t r = 0; r < keys.size(); ++r) {
-          segment[keys[r] & 0xFFFFFFFFu] = static_cast<int64_t>(r) % num_segments;
+        word.assign(length, -1);
+        int64_t words = 0;
+        for (int64_t i = 0; i < length; ++i) {
+          if (!row_maskable[i]) continue;
+          words += word_head(true, word_start[off + i], i > 0 && row_maskable[i - 1]);
+          word[i] = words - 1;  // a row's first maskable token heads a word
+        }
+        std::fill(first_words.get(), first_words.get() + length, false);
+        std::fill(first_words.get(), first_words.get() + words, true);
+        unit_segments(draws, first_words.get(), length, num_segments, contiguous, &scratch, &word_segment);
+        segment.assign(length, -1);
+        for (int64_t i = 0; i < length; ++i) {
+          if (word[i] >= 0) segment[i] = word_segment[word[i]];
         }
       }
       for (int64_t i = 0; i < length; ++i) {

@@ -15,6 +15,7 @@
 
 #include "fastmask/masking.h"
 #include "fastmask/philox.h"
+#include "fastmask/words.h"
 
 namespace fastmask {
 
@@ -235,15 +236,26 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// Contiguous fully-explored partition: segment = (j * K) / n with j the index of a position among
-// its row's maskable ones. No sort, so any length works: one block per row walks the row in tiles
-// of kScanThreads positions with a block-wide exclusive scan carrying j across tiles.
+// Whether position p of a row (at base) is a unit of the fully-explored partition: a maskable
+// token, or with word_start a word's head (word_head of fastmask/words.h).
+__device__ __forceinline__ bool partition_unit(const bool* maskable, const bool* word_start, int64_t base,
+                                               int64_t p) {
+  const bool m = is_nonzero(maskable, base + p);
+  if (word_start == nullptr) return m;
+  return word_head(m, is_nonzero(word_start, base + p), p > 0 && is_nonzero(maskable, base + p - 1));
+}
+
+// Contiguous fully-explored partition: segment = (j * K) / n with j the index of a position's unit
+// (the position itself, or with word_start its word) among the row's n units. No sort, so any
+// length works: one block per row walks the row in tiles of kScanThreads positions with a
+// block-wide inclusive scan of the units carrying j across tiles (a maskable position's unit is
+// the last one at or before it: a row's first maskable position is a unit).
 template <typename IdT>
 __global__ void __launch_bounds__(kScanThreads)
     contiguous_explore_kernel(const IdT* __restrict__ ids, const bool* __restrict__ maskable,
-                              const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
-                              int64_t* __restrict__ labels, int64_t rows, int64_t length,
-                              int64_t num_segments, MaskArgs args) {
+                              const bool* __restrict__ word_start, const int64_t* __restrict__ row_ids,
+                              IdT* __restrict__ out_ids, int64_t* __restrict__ labels, int64_t rows,
+                              int64_t length, int64_t num_segments, MaskArgs args) {
   read_philox_key(&args);
   using Reduce = cub::BlockReduce<int64_t, kScanThreads>;
   using Scan = cub::BlockScan<int, kScanThreads>;
@@ -261,26 +273,27 @@ __global__ void __launch_bounds__(kScanThreads)
     const uint64_t row_id = static_cast<uint64_t>(row_ids[row]);
 
     int64_t count = 0;
-    for (int64_t p = tid; p < length; p += kScanThreads) count += is_nonzero(maskable, base + p) ? 1 : 0;
+    for (int64_t p = tid; p < length; p += kScanThreads) count += partition_unit(maskable, word_start, base, p) ? 1 : 0;
     const int64_t total = Reduce(storage.reduce).Sum(count);
     if (tid == 0) row_count = total;
     __syncthreads();  // publishes row_count; the scan reuses the reduce's shared memory
     const int64_t n = row_count;
 
-    int64_t offset = 0;  // maskable positions in earlier tiles
+    int64_t offset = 0;  // units in earlier tiles
     for (int64_t start = 0; start < length; start += kScanThreads) {
       const int64_t p = start + tid;
       const bool in_row = p < length;
       const bool m = in_row && is_nonzero(maskable, base + p);
-      int j_in_tile = 0;
+      const bool unit = in_row && partition_unit(maskable, word_start, base, p);
+      int units_through = 0;  // this tile's units up to and including p
       int tile_count = 0;
-      Scan(storage.scan).ExclusiveSum(m ? 1 : 0, j_in_tile, tile_count);
+      Scan(storage.scan).InclusiveSum(unit ? 1 : 0, units_through, tile_count);
       if (in_row) {
         const IdT raw = ids[base + p];
         IdT replaced = raw;
         int64_t seg = -1;  // non-maskable: in no view
         if (m) {
-          seg = contiguous_segment(offset + j_in_tile, n, num_segments);
+          seg = contiguous_segment(offset + units_through - 1, n, num_segments);
           const Draw d = token_draw(args.seed, args.epoch, row_id, static_cast<uint32_t>(p));
           replaced = static_cast<IdT>(corrupted_id(static_cast<int64_t>(raw), d, args));
         }
@@ -296,6 +309,112 @@ __global__ void __launch_bounds__(kScanThreads)
       // Reuse of the scan storage (next tile) or of the reduce storage and row_count (next row).
       __syncthreads();
     }
+  }
+}
+
+// Random fully-explored partition of a row's words (reference.fully_explored_mask with
+// word_start): one block per row (row loop for huge batches), length <= kThreads * kItems.
+// (1) striped flags (bit 0 maskable, bit 1 word head), exchanged to blocked (item i of thread t is
+//     position t * kItems + i) for the scan numbering the words: W words, word w of each token;
+// (2) the RowRanker ranks indices 0..W-1 by the draws at those indices (striped, as its input);
+// (3) each token's segment, its word's rank mod K (blocked), exchanged back to striped for the
+//     outputs (coalesced), where the token's own draw gives its 80/10/10 replacement.
+template <typename IdT, int kThreads, int kItems>
+__global__ void __launch_bounds__(kThreads)
+    word_explore_kernel(const IdT* __restrict__ ids, const bool* __restrict__ maskable,
+                        const bool* __restrict__ word_start, const int64_t* __restrict__ row_ids,
+                        IdT* __restrict__ out_ids, int64_t* __restrict__ labels, int64_t rows, int64_t length,
+                        int64_t num_segments, MaskArgs args) {
+  read_philox_key(&args);
+  using Ranker = RowRanker<kThreads, kItems>;
+  using FlagExchange = cub::BlockExchange<uint8_t, kThreads, kItems>;
+  using SegmentExchange = cub::BlockExchange<uint16_t, kThreads, kItems>;
+  using Scan = cub::BlockScan<int, kThreads>;
+  constexpr uint16_t kNoSegment = 0xFFFFu;  // not maskable; segments are ranks mod K < kCapacity
+  static_assert(Ranker::kCapacity < kNoSegment, "segments are stored as uint16");
+  // One buffer, reused step by step; barriers separate the steps.
+  __shared__ union {
+    typename FlagExchange::TempStorage flags;        // (1)
+    typename Ranker::TempStorage rank;               // (2)-(3)
+    typename SegmentExchange::TempStorage segments;  // (3)
+  } storage;
+  __shared__ typename Scan::TempStorage scan_storage;
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int len = static_cast<int>(length);  // <= kCapacity, checked by the launcher
+  const int64_t plane = rows * length;
+  // rank % num_segments in 32 bits: ranks are < 65536, so a larger K leaves them unchanged.
+  const uint32_t seg_mod = num_segments < 65536 ? static_cast<uint32_t>(num_segments) : 65536u;
+
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t base = row * length;
+    const uint64_t row_id = static_cast<uint64_t>(row_ids[row]);
+
+    // (1)
+    uint8_t flags[kItems];
+    {
+      uint8_t striped[kItems];
+#pragma unroll
+      for (int i = 0; i < kItems; ++i) {
+        const int p = i * kThreads + tid;
+        const bool m = p < len && is_nonzero(maskable, base + p);
+        const bool head = m && word_head(true, is_nonzero(word_start, base + p),
+                                         p > 0 && is_nonzero(maskable, base + p - 1));
+        striped[i] = static_cast<uint8_t>((m ? 1u : 0u) | (head ? 2u : 0u));
+      }
+      FlagExchange(storage.flags).StripedToBlocked(striped, flags);
+    }
+    int heads[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) heads[i] = flags[i] >> 1;
+    int heads_through[kItems];  // heads up to and including each position: its word + 1
+    int words = 0;
+    Scan(scan_storage).InclusiveSum(heads, heads_through, words);
+    __syncthreads();  // the ranker reuses the exchange's shared memory
+
+    // (2) Index q = i * kThreads + t; indices past the words sort after every word.
+    uint32_t keys[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int q = i * kThreads + tid;
+      keys[i] = q < words ? rank_key(token_draw(args.seed, args.epoch, row_id, static_cast<uint32_t>(q)), true)
+                          : kUnrankedKey;
+    }
+    Ranker::rank(storage.rank, keys);
+
+    // (3)
+    uint16_t segment[kItems];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      segment[i] = kNoSegment;
+      if (flags[i] & 1u) {
+        segment[i] = static_cast<uint16_t>(static_cast<uint32_t>(storage.rank.rank[heads_through[i] - 1]) % seg_mod);
+      }
+    }
+    __syncthreads();  // the exchange reuses the ranks' shared memory
+    uint16_t striped_segment[kItems];
+    SegmentExchange(storage.segments).BlockedToStriped(segment, striped_segment);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int p = i * kThreads + tid;
+      if (p < len) {
+        const IdT raw = ids[base + p];
+        IdT replaced = raw;
+        const int64_t seg = striped_segment[i] == kNoSegment ? -1 : static_cast<int64_t>(striped_segment[i]);
+        if (seg >= 0) {
+          const Draw d = token_draw(args.seed, args.epoch, row_id, static_cast<uint32_t>(p));
+          replaced = static_cast<IdT>(corrupted_id(static_cast<int64_t>(raw), d, args));
+        }
+        IdT* out = out_ids + base + p;
+        int64_t* lab = labels + base + p;
+        for (int64_t v = 0; v < num_segments; ++v, out += plane, lab += plane) {
+          const bool chosen = v == seg;
+          *out = chosen ? replaced : raw;
+          *lab = chosen ? static_cast<int64_t>(raw) : kIgnoreIndex;
+        }
+      }
+    }
+    __syncthreads();  // the shared storage is reused by the next row
   }
 }
 
@@ -336,6 +455,34 @@ cudaError_t launch_ranked(const IdT* ids, const bool* maskable, const int64_t* r
   return cudaErrorInvalidValue;
 }
 
+template <typename IdT, int kThreads, int kItems>
+cudaError_t launch_word_explore_tile(const IdT* ids, const bool* maskable, const bool* word_start,
+                                     const int64_t* row_ids, IdT* out_ids, int64_t* labels, int64_t rows,
+                                     int64_t length, int64_t num_segments, const MaskArgs& args,
+                                     cudaStream_t stream) {
+  word_explore_kernel<IdT, kThreads, kItems><<<row_blocks(rows), kThreads, 0, stream>>>(
+      ids, maskable, word_start, row_ids, out_ids, labels, rows, length, num_segments, args);
+  return cudaGetLastError();
+}
+
+// launch_ranked's block shapes, for the random partition of words.
+template <typename IdT>
+cudaError_t launch_word_explore(const IdT* ids, const bool* maskable, const bool* word_start, const int64_t* row_ids,
+                                IdT* out_ids, int64_t* labels, int64_t rows, int64_t length, int64_t num_segments,
+                                const MaskArgs& args, cudaStream_t stream) {
+#define FASTMASK_WORD_TILE(THREADS, ITEMS)                                                                    \
+  return launch_word_explore_tile<IdT, THREADS, ITEMS>(ids, maskable, word_start, row_ids, out_ids, labels, rows, \
+                                                       length, num_segments, args, stream)
+  if (length <= 256) FASTMASK_WORD_TILE(128, 2);
+  if (length <= 512) FASTMASK_WORD_TILE(256, 2);
+  if (length <= 1024) FASTMASK_WORD_TILE(256, 4);
+  if (length <= 2048) FASTMASK_WORD_TILE(256, 8);
+  if (length <= 4096) FASTMASK_WORD_TILE(256, 16);
+  if (length <= kMaxRankedLength) FASTMASK_WORD_TILE(256, 32);
+#undef FASTMASK_WORD_TILE
+  return cudaErrorInvalidValue;
+}
+
 }  // namespace kernels
 
 // out = attended (if attention_mask is given) and not a special id. Shapes (rows, length).
@@ -373,23 +520,28 @@ cudaError_t launch_mask_tokens(const IdT* ids, const bool* maskable, const int64
 }
 
 // K = num_segments views (K, rows, length); view k masks exactly segment k of every row. The
+// units partitioned are the maskable tokens, or with word_start (nullptr: none) the words. The
 // random partition requires length <= kMaxRankedLength (else cudaErrorInvalidValue); the
 // contiguous one takes any length.
 template <typename IdT>
-cudaError_t launch_fully_explored_mask(const IdT* ids, const bool* maskable, const int64_t* row_ids,
-                                       IdT* out_ids, int64_t* labels, int64_t rows, int64_t length,
-                                       int64_t num_segments, bool contiguous, const MaskArgs& args,
+cudaError_t launch_fully_explored_mask(const IdT* ids, const bool* maskable, const bool* word_start,
+                                       const int64_t* row_ids, IdT* out_ids, int64_t* labels, int64_t rows,
+                                       int64_t length, int64_t num_segments, bool contiguous, const MaskArgs& args,
                                        cudaStream_t stream) {
   if (rows < 0 || length < 0 || num_segments < 1) return cudaErrorInvalidValue;
   if (!contiguous && length > kMaxRankedLength) return cudaErrorInvalidValue;
   if (rows == 0 || length == 0) return cudaSuccess;
+  if (!contiguous && word_start != nullptr) {
+    return kernels::launch_word_explore<IdT>(ids, maskable, word_start, row_ids, out_ids, labels, rows, length,
+                                             num_segments, args, stream);
+  }
   if (!contiguous) {
     return kernels::launch_ranked<IdT, true>(ids, maskable, row_ids, out_ids, labels, rows, length,
                                              num_segments, args, stream);
   }
   kernels::contiguous_explore_kernel<IdT>
       <<<kernels::row_blocks(rows), kernels::kScanThreads, 0, stream>>>(
-          ids, maskable, row_ids, out_ids, labels, rows, length, num_segments, args);
+          ids, maskable, word_start, row_ids, out_ids, labels, rows, length, num_segments, args);
   return cudaGetLastError();
 }
 

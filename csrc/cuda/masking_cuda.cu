@@ -43,9 +43,9 @@ struct CudaMasking : CudaDevice {
   template <typename IdT>
   static void fully_explored_mask(const IdT* ids, const bool* maskable, const int64_t* row_ids, IdT* out_ids,
                                   int64_t* labels, int64_t rows, int64_t length, int64_t num_segments,
-                                  bool contiguous, const MaskArgs& args) {
-    check_masking_launch(launch_fully_explored_mask<IdT>(ids, maskable, row_ids, out_ids, labels, rows, length,
-                                                         num_segments, contiguous, args, current_stream()),
+                                  bool contiguous, const MaskArgs& args, const bool* word_start) {
+    check_masking_launch(launch_fully_explored_mask<IdT>(ids, maskable, word_start, row_ids, out_ids, labels, rows,
+                                                         length, num_segments, contiguous, args, current_stream()),
                          "fully_explored_mask", /*ranked=*/!contiguous, length);
   }
 };
