@@ -178,7 +178,7 @@ def triton_launches(max_length: int) -> list[tuple]:
     from triton.runtime.driver import driver
 
     import fastmask
-    from fastmask.triton import gather, masking, proposal
+    from fastmask.triton import gather, masking, proposal, words
 
     target = GPUTarget("cuda", 90, 32)
 
@@ -218,6 +218,12 @@ def triton_launches(max_length: int) -> list[tuple]:
                 yield masking.mask_tokens, (ids, maskable, row_ids, seed, epoch, 1 << 20, 3, 20, 1, 2, mask_id, vocab, exact)
             for contiguous in (False, True):
                 yield masking.fully_explored_mask, (ids, maskable, row_ids, seed, epoch, 7, contiguous, 1, 2, mask_id, vocab)
+            for exact in (False, True):
+                yield words.whole_word_mask, (ids, maskable, maskable, row_ids, seed, epoch, 1 << 20, 3, 20, 1, 2, mask_id,
+                                              vocab, exact)
+            for per_span in (False, True):
+                yield words.span_mask, (ids, maskable, maskable, row_ids, seed, epoch, 3, 20, [1 << 23], per_span, 1, 2,
+                                        mask_id, vocab)
             for score_dtype in (torch.float32, torch.bfloat16):
                 scores = torch.empty(rows, length, dtype=score_dtype, device=meta)
                 for sampling in (0, 1, 2):  # reference.SAMPLING_*: top-k, Poisson, systematic

@@ -48,13 +48,14 @@ from fastmask.triton.common import (
     philox_key,
     philox_key_args,
     ranked_launch,
+    row_warps,
     replacement,
     sorted_rank_keys,
     token_draw,
 )
 
-_CALL_ARGS = PHILOX_KEY_ARGS + ["select_threshold"] + COUNT_ARGS + CORRUPT_ARGS + ["num_thresholds", "search_steps"]
-_KEY_BITS = 32  # ranking keys: the oversized-tile class bit above r0 >> 1
+_CALL_ARGS = PHILOX_KEY_ARGS + ["select_threshold"] + COUNT_ARGS + CORRUPT_ARGS + ["num_thresholds"]
+_KEY_BITS = tl.constexpr(32)  # ranking keys: the oversized-tile class bit above r0 >> 1
 OVERSIZED_TILE = tl.constexpr(reference.OVERSIZED_TILE)
 
 
@@ -120,12 +121,12 @@ def _drawn_tile_key(tile, ends_ptr, tokens_before_ptr, L, words, n, k, row_id, s
 
 
 @triton.jit
-def _tile_of(ends_ptr, word, L, search_steps):
+def _tile_of(ends_ptr, word, L, SEARCH_STEPS: tl.constexpr):
     """The tile of each word: how many tile ends e_j (increasing, j < L) are <= it; a binary search
     of `search_steps` >= bit_length(L) steps."""
     tile = tl.zeros_like(word)
-    for step in range(search_steps):
-        candidate = tile + (1 << (search_steps - 1 - step))
+    for step in tl.static_range(SEARCH_STEPS):
+        candidate = tile + (1 << (SEARCH_STEPS - 1 - step))
         exists = candidate <= L
         ends_before = exists & (tl.load(ends_ptr + candidate - 1, mask=exists, other=0) <= word)
         tile = tl.where(ends_before, candidate, tile)
@@ -133,11 +134,11 @@ def _tile_of(ends_ptr, word, L, search_steps):
 
 
 @triton.jit
-def _take(word, maskable, ends_ptr, tokens_before_ptr, L, words, n, k, crossing_key, remaining, search_steps,
-          row_id, seed_lo, seed_hi, epoch):
+def _take(word, maskable, ends_ptr, tokens_before_ptr, L, words, n, k, crossing_key, remaining, row_id, seed_lo,
+          seed_hi, epoch, SEARCH_STEPS: tl.constexpr):
     """Whether each maskable token (of `word`) is taken under the budget, and r1 of its tile's draw."""
     word = tl.maximum(word, 0)
-    tile = _tile_of(ends_ptr, word, L, search_steps)
+    tile = _tile_of(ends_ptr, word, L, SEARCH_STEPS)
     start, size = _tile(tile, ends_ptr, tokens_before_ptr, L, words, n)
     r0, r1, _, _ = token_draw(tile, row_id, seed_lo, seed_hi, epoch)
     key = (_tile_key(r0, size, k).to(tl.uint64) << 32) | tile.to(tl.uint64)
@@ -167,10 +168,10 @@ def _write(ids_ptr, out_ids_ptr, labels_ptr, offs, L, chosen, r1, r2,
 @triton.jit(do_not_specialize=_CALL_ARGS)
 def _words_kernel(
     ids_ptr, maskable_ptr, word_start_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, ends_ptr, tokens_before_ptr,
-    thresholds_ptr, num_thresholds, L, search_steps,
+    thresholds_ptr, num_thresholds, L,
     select_threshold, count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
-    SPANS: tl.constexpr, PER_SPAN: tl.constexpr, BLOCK: tl.constexpr,
+    SPANS: tl.constexpr, PER_SPAN: tl.constexpr, SEARCH_STEPS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L. Lane i is position i and tile index i (the same draw).
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
@@ -200,8 +201,10 @@ def _words_kernel(
         over = total > k  # from the crossing rank on (none: every tile fits)
         crossing_key = tl.min(tl.where(over, ordered, PAD_KEY), axis=0)
         remaining = k - tl.max(tl.where(over, 0, total), axis=0)
+        # Reloaded rather than held in registers through the sort.
+        maskable, _, word, _ = _words(maskable_ptr + base, word_start_ptr + base, lane, L, 0, 0)
         chosen, tile_r1 = _take(word, maskable, ends_ptr + base, tokens_before_ptr + base, L, words, n, k,
-                                crossing_key, remaining, search_steps, row_id, seed_lo, seed_hi, epoch)
+                                crossing_key, remaining, row_id, seed_lo, seed_hi, epoch, SEARCH_STEPS)
         if PER_SPAN:
             r1 = tile_r1
     else:
@@ -214,10 +217,10 @@ def _words_kernel(
 @triton.jit(do_not_specialize=_CALL_ARGS)
 def _words_long_row_kernel(
     ids_ptr, maskable_ptr, word_start_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, ends_ptr, tokens_before_ptr,
-    thresholds_ptr, num_thresholds, L, search_steps,
+    thresholds_ptr, num_thresholds, L,
     select_threshold, count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
-    SPANS: tl.constexpr, PER_SPAN: tl.constexpr, BLOCK: tl.constexpr,
+    SPANS: tl.constexpr, PER_SPAN: tl.constexpr, SEARCH_STEPS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # Long rows: one program per row, walking it in chunks of BLOCK lanes; scans carry across chunks.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
@@ -254,8 +257,8 @@ def _words_long_row_kernel(
         # The largest key v whose tiles below it hold at most k tokens (`below` of them), bit by bit.
         v = tl.zeros((), tl.uint32)
         below = tl.zeros((), tl.int64)
-        for bit in tl.static_range(_KEY_BITS - 1, -1, -1):
-            candidate = v | tl.full((), 1 << bit, tl.uint32)
+        for bit in range(_KEY_BITS - 1, -1, -1):
+            candidate = v | (tl.full((), 1, tl.uint32) << bit)
             held = tl.zeros((), tl.int64)
             for first in range(0, L, BLOCK):
                 offs = first + lane
@@ -288,7 +291,7 @@ def _words_long_row_kernel(
             maskable, head, word, _ = _words(maskable_ptr + base, word_start_ptr + base, offs, L, words_before,
                                              tokens_before)
             chosen, tile_r1 = _take(word, maskable, ends_ptr + base, tokens_before_ptr + base, L, words, n, k,
-                                    crossing_key, remaining, search_steps, row_id, seed_lo, seed_hi, epoch)
+                                    crossing_key, remaining, row_id, seed_lo, seed_hi, epoch, SEARCH_STEPS)
             _, r1, r2, _ = token_draw(offs, row_id, seed_lo, seed_hi, epoch)
             if PER_SPAN:
                 r1 = tile_r1
@@ -318,18 +321,23 @@ def _words_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_th
         tokens_before = torch.empty((batch, length), dtype=torch.int32, device=device)
     else:
         ends = tokens_before = ids  # never read
-    # A copy without a sync (the list is at most 63 ints); none when there are no thresholds.
+    # A copy without a sync (the list is at most 63 ints). Without thresholds, any int32 buffer (never
+    # read): exact whole words then run the span kernel binary.
     thresholds = (torch.tensor(length_thresholds, dtype=torch.int32).to(device, non_blocking=True)
-                  if length_thresholds else ids)
+                  if length_thresholds else ends)
     launch = ranked_launch(length)
     kernel = _words_long_row_kernel if launch.long_row else _words_kernel
+    # Spans keep the word and tile tables' values live through the sort: at most two lanes a
+    # thread where the block allows (4 spill for sm_90 from 512 lanes on).
+    warps = launch.num_warps if launch.long_row or not spans else row_warps(2 * launch.block)
     kernel[(batch,)](
         ids, as_bytes(maskable.contiguous()), as_bytes(word_start.contiguous()), row_ids.contiguous(), out_ids, labels,
-        ends, tokens_before, thresholds, len(length_thresholds), length, length.bit_length(),
+        ends, tokens_before, thresholds, len(length_thresholds), length,
         int(select_threshold), int(count_num), int(count_den),
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
-        **philox_key_args(seed, epoch, device), SPANS=bool(spans), PER_SPAN=bool(per_span), BLOCK=launch.block,
-        num_warps=launch.num_warps,
+        **philox_key_args(seed, epoch, device), SPANS=bool(spans), PER_SPAN=bool(per_span),
+        SEARCH_STEPS=length.bit_length(), BLOCK=launch.block,
+        num_warps=warps,
     )
     return out_ids, labels
 
