@@ -25,6 +25,19 @@ position), so nothing random is read from or written to memory (see ``common.tok
     maskable count before the block (contiguous), or, pair by pair, the maskable positions whose
     (key, position) is smaller (random: O(L^2) compares, done in tiles).
 
+* ``fully_explored_mask`` over words (``word_start`` given; a ``WORDS`` specialisation of the
+  same kernels): the units partitioned are the row's words, word w taking the segment of index w
+  in a row whose first W positions are the maskable ones (``reference.fully_explored_mask``). Heads
+  come from the maskable flags of a position and of its predecessor (a shifted load), word index =
+  cumsum(head) - 1. Each token takes its word's segment; r1/r2 stay those of its own position.
+  - Contiguous: segment = (w * K) // W, W and (long rows) the heads before the block scanned.
+  - Random, rows held whole: lane u < W keys unit u by r0 >> 1 of index u's draw; after the sort,
+    lane j holds the unit of rank j and stores its segment j mod K to a per-row int32 scratch
+    buffer (allocated by the host; Triton has no gather across lanes), which each token reads at
+    its word after a ``tl.debug_barrier()``.
+  - Random, long rows: each token's rank is that of its word, counted pairwise over the units
+    u < W (their draws recomputed in tiles); no scratch.
+
 Scalars that vary from call to call are not specialised on, so changing the seed or an epoch
 does not trigger a recompilation on GPU.
 """
@@ -76,6 +89,19 @@ def _ranking_keys(row_maskable_ptr, offs, L, row_id, seed_lo, seed_hi, epoch):
     maskable = (tl.load(row_maskable_ptr + offs, mask=in_row, other=0) != 0) & in_row
     r0, r1, r2, _ = token_draw(offs, row_id, seed_lo, seed_hi, epoch)
     return in_row, maskable, tl.where(maskable, r0 >> 1, UNRANKED_KEY).to(tl.uint32), r1, r2
+
+
+@triton.jit
+def _word_heads(row_maskable_ptr, row_word_start_ptr, offs, L, heads_before):
+    """Of the positions `offs` of a row (the row's heads before them given): maskable, head (a
+    maskable position flagged as a word start or after a non-maskable one) and the word index
+    (reference.word_index; meaningful where maskable)."""
+    in_row = offs < L
+    maskable = (tl.load(row_maskable_ptr + offs, mask=in_row, other=0) != 0) & in_row
+    previous = tl.load(row_maskable_ptr + offs - 1, mask=in_row & (offs > 0), other=0) != 0
+    flagged = tl.load(row_word_start_ptr + offs, mask=in_row, other=0) != 0
+    head = maskable & (flagged | ~previous)
+    return maskable, head, heads_before + tl.cumsum(head.to(tl.int32), axis=0) - 1
 
 
 @triton.jit
@@ -185,10 +211,10 @@ def _mask_tokens_long_row_kernel(
 
 @triton.jit(do_not_specialize=["B", "num_segments"] + PHILOX_KEY_ARGS + CORRUPT_ARGS)
 def _fully_explored_kernel(
-    ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, B, L, num_segments,
-    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    ids_ptr, maskable_ptr, word_start_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, unit_segments_ptr, B, L,
+    num_segments, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
-    CONTIGUOUS: tl.constexpr, BLOCK: tl.constexpr,
+    CONTIGUOUS: tl.constexpr, WORDS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
@@ -199,7 +225,27 @@ def _fully_explored_kernel(
     row_id = tl.load(row_ids_ptr + row)
     maskable = (tl.load(maskable_ptr + base + lane, mask=in_row, other=0) != 0) & in_row
 
-    if CONTIGUOUS:
+    if WORDS:
+        # Lanes are positions (and unit indices: lane u draws unit u's key). Segment of word w's tokens.
+        pos = lane
+        maskable, head, word = _word_heads(maskable_ptr + base, word_start_ptr + base, lane, L, 0)
+        in_segments = maskable
+        words = tl.sum(head.to(tl.int32), axis=0)
+        if CONTIGUOUS:
+            _, r1, r2, _ = token_draw(pos, row_id, seed_lo, seed_hi, epoch)
+            segment = (word.to(tl.int64) * num_segments) // tl.maximum(words, 1).to(tl.int64)
+        else:
+            r0, _, _, _ = token_draw(lane, row_id, seed_lo, seed_hi, epoch)
+            _, ordered = sorted_rank_keys(tl.where(lane < words, r0 >> 1, UNRANKED_KEY), lane, in_row)
+            # Sorted lane j < W holds the unit of rank j: its segment j mod K, by unit, to the scratch row.
+            unit = tl.where(in_row, (ordered & LOW32).to(tl.int32), 0)
+            tl.store(unit_segments_ptr + base + unit, lane % num_segments, mask=lane < words)
+            tl.debug_barrier()
+            # Reloaded and redrawn rather than held in registers through the sort.
+            _, _, word = _word_heads(maskable_ptr + base, word_start_ptr + base, lane, L, 0)
+            segment = tl.load(unit_segments_ptr + base + word, mask=in_segments, other=0)
+            _, r1, r2, _ = token_draw(pos, row_id, seed_lo, seed_hi, epoch)
+    elif CONTIGUOUS:
         # Lanes are positions. Segment = (j * K) // n, j = index among maskable positions.
         pos = lane
         r0, r1, r2, _ = token_draw(pos, row_id, seed_lo, seed_hi, epoch)
@@ -231,10 +277,10 @@ def _fully_explored_kernel(
 
 @triton.jit(do_not_specialize=["B", "num_segments"] + PHILOX_KEY_ARGS + CORRUPT_ARGS)
 def _fully_explored_long_row_kernel(
-    ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, B, L, num_segments,
-    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    ids_ptr, maskable_ptr, word_start_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, unit_segments_ptr, B, L,
+    num_segments, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
-    CONTIGUOUS: tl.constexpr, BLOCK: tl.constexpr, SCAN_BLOCK: tl.constexpr,
+    CONTIGUOUS: tl.constexpr, WORDS: tl.constexpr, BLOCK: tl.constexpr, SCAN_BLOCK: tl.constexpr,
 ):
     # Long rows: grid (B, cdiv(L, BLOCK)); each program scans its row SCAN_BLOCK lanes at a time.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
@@ -245,7 +291,33 @@ def _fully_explored_long_row_kernel(
     row_id = tl.load(row_ids_ptr + row)
     in_row, maskable, key, r1, r2 = _ranking_keys(maskable_ptr + base, pos, L, row_id, seed_lo, seed_hi, epoch)
 
-    if CONTIGUOUS:
+    if WORDS:
+        # The row's words W and the heads before the block, then the word of each position.
+        words = tl.zeros((), tl.int32)
+        heads_before = tl.zeros((), tl.int32)
+        for start in range(0, L, SCAN_BLOCK):
+            scan = start + tl.arange(0, SCAN_BLOCK)
+            _, head, _ = _word_heads(maskable_ptr + base, word_start_ptr + base, scan, L, 0)
+            words += tl.sum(head.to(tl.int32), axis=0)
+            heads_before += tl.sum((head & (scan < first)).to(tl.int32), axis=0)
+        _, _, word = _word_heads(maskable_ptr + base, word_start_ptr + base, pos, L, heads_before)
+        if CONTIGUOUS:
+            segment = (word.to(tl.int64) * num_segments) // tl.maximum(words, 1).to(tl.int64)
+        else:
+            # Rank of each token's word w = number of units u < W whose (key, index) is smaller.
+            unit = tl.maximum(word, 0)
+            unit_r0, _, _, _ = token_draw(unit, row_id, seed_lo, seed_hi, epoch)
+            unit_key = unit_r0 >> 1
+            rank = tl.zeros((BLOCK,), tl.int32)
+            for start in range(0, words, SCAN_BLOCK):
+                other = start + tl.arange(0, SCAN_BLOCK)
+                other_r0, _, _, _ = token_draw(other, row_id, seed_lo, seed_hi, epoch)
+                other_key = other_r0 >> 1
+                precedes = (other_key[None, :] < unit_key[:, None]) | (
+                    (other_key[None, :] == unit_key[:, None]) & (other[None, :] < unit[:, None]))
+                rank += tl.sum((precedes & (other < words)[None, :]).to(tl.int32), axis=1)
+            segment = rank % num_segments
+    elif CONTIGUOUS:
         # Segment = (j * K) // n, j = index among maskable positions: counts before the block and in the row.
         n = tl.zeros((), tl.int64)
         before = tl.zeros((), tl.int64)
@@ -336,9 +408,10 @@ def mask_tokens(
 
 def fully_explored_mask(
     input_ids, maskable, row_ids, seed, epoch, num_segments, contiguous,
-    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    mask_threshold, random_threshold, mask_token_id, vocab_size, word_start=None,
 ):
-    """K views (K, B, L) of the batch; view k masks exactly segment k of every row."""
+    """K views (K, B, L) of the batch; view k masks exactly segment k of every row (of its tokens,
+    or with `word_start` of its words: each word whole, in exactly one view)."""
     batch, length = input_ids.shape
     num_segments = int(num_segments)
     device = input_ids.device
@@ -346,25 +419,30 @@ def fully_explored_mask(
     labels = torch.empty((num_segments, batch, length), dtype=torch.int64, device=device)
     if batch == 0 or length == 0 or num_segments == 0:
         return out_ids, labels
+    ids = input_ids.contiguous()
+    words = word_start is not None
+    launch = ranked_launch(length)
+    # Per-row scratch of the random partition of words held whole: the segment of unit u at u.
+    unit_segments = (torch.empty((batch, length), dtype=torch.int32, device=device)
+                     if words and not contiguous and not launch.long_row else ids)  # else never read
     args = (
-        input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(),
-        out_ids, labels, batch, length, num_segments,
+        ids, as_bytes(maskable.contiguous()), as_bytes(word_start.contiguous()) if words else ids,  # ids: never read
+        row_ids.contiguous(), out_ids, labels, unit_segments, batch, length, num_segments,
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
     )
-    launch = ranked_launch(length)
     if not launch.long_row:
         _fully_explored_kernel[(batch,)](
-            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=bool(contiguous), BLOCK=launch.block,
-            num_warps=launch.num_warps,
+            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=bool(contiguous), WORDS=words,
+            BLOCK=launch.block, num_warps=launch.num_warps,
         )
     elif contiguous:
         _fully_explored_long_row_kernel[(batch, triton.cdiv(length, launch.block))](
-            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=True, BLOCK=launch.block, SCAN_BLOCK=launch.block,
-            num_warps=launch.num_warps,
+            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=True, WORDS=words, BLOCK=launch.block,
+            SCAN_BLOCK=launch.block, num_warps=launch.num_warps,
         )
     else:
         _fully_explored_long_row_kernel[(batch, triton.cdiv(length, common.PAIR_BLOCK_I))](
-            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=False, BLOCK=common.PAIR_BLOCK_I,
+            *args, **philox_key_args(seed, epoch, device), CONTIGUOUS=False, WORDS=words, BLOCK=common.PAIR_BLOCK_I,
             SCAN_BLOCK=common.PAIR_BLOCK_J, num_warps=common.PAIR_WARPS,
         )
     return out_ids, labels
