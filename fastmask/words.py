@@ -67,7 +67,7 @@ def word_start_from_offsets(offset_mapping: torch.Tensor, special_tokens_mask: t
         raise ValueError(f"special_tokens_mask must have shape {tuple(offset_mapping.shape[:2])}, "
                          f"got {tuple(special_tokens_mask.shape)}")
     special = special_tokens_mask.bool()
-    starts, ends = offset_mapping[..., 0], offset_mapping[..., 1]
-    previous_end = torch.nn.functional.pad(ends[:, :-1], (1, 0), value=-1)
-    previous_special = torch.nn.functional.pad(special[:, :-1], (1, 0), value=False)
-    return ~special & ((starts != previous_end) | previous_special)
+    starts, ends = offset_mapping.unbind(-1)
+    follows_break = torch.ones_like(special)  # a row's first token starts a word
+    follows_break[:, 1:] = (starts[:, 1:] != ends[:, :-1]) | special[:, :-1]
+    return ~special & follows_break

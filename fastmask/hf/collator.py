@@ -19,6 +19,7 @@ import struct
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 import torch
@@ -298,13 +299,22 @@ def _filled(lengths: list[int], width: int, padding_side: str) -> np.ndarray:
 
 def _pad_offsets(offsets: list, lengths: list[int], width: int, padding_side: str) -> np.ndarray:
     """Int64 (B, width, 2): the features' ``offset_mapping`` rows, (0, 0) on the padding."""
-    rows = [np.asarray(row, dtype=np.int64).reshape(-1, 2) for row in offsets]
-    for i, (row, length) in enumerate(zip(rows, lengths)):
+    for i, (row, length) in enumerate(zip(offsets, lengths)):
         if len(row) != length:
             raise ValueError(f"offset_mapping of feature {i} has {len(row)} pairs for its {length} input_ids")
-    padded = np.zeros((len(rows), width, 2), dtype=np.int64)
-    padded[_filled(lengths, width, padding_side)] = np.concatenate(rows)
+    padded = np.zeros((len(offsets), width, 2), dtype=np.int64)
+    padded[_filled(lengths, width, padding_side)] = _offset_pairs(offsets)
     return padded
+
+
+def _offset_pairs(rows: list) -> np.ndarray:
+    """The rows' (start, end) pairs end to end, (N, 2) int64: pairs of Python ints read in bulk
+    (about 3x numpy's per-row conversion), anything else (arrays, tensors) by numpy."""
+    try:
+        flat = b"".join([struct.pack(f"{2 * len(row)}q", *chain.from_iterable(row)) for row in rows])
+        return np.frombuffer(flat, dtype=np.int64).reshape(-1, 2)
+    except (struct.error, TypeError):  # not pairs of ints
+        return np.concatenate([np.asarray(row, dtype=np.int64).reshape(-1, 2) for row in rows])
 
 
 def _concatenate(rows: list[list], small: bool) -> np.ndarray | None:
