@@ -217,7 +217,9 @@ def triton_launches(max_length: int) -> list[tuple]:
             for exact in (False, True):
                 yield masking.mask_tokens, (ids, maskable, row_ids, seed, epoch, 1 << 20, 3, 20, 1, 2, mask_id, vocab, exact)
             for contiguous in (False, True):
-                yield masking.fully_explored_mask, (ids, maskable, row_ids, seed, epoch, 7, contiguous, 1, 2, mask_id, vocab)
+                for word_start in (None, maskable):
+                    yield masking.fully_explored_mask, (ids, maskable, row_ids, seed, epoch, 7, contiguous, 1, 2, mask_id,
+                                                        vocab, word_start)
             for exact in (False, True):
                 yield words.whole_word_mask, (ids, maskable, maskable, row_ids, seed, epoch, 1 << 20, 3, 20, 1, 2, mask_id,
                                               vocab, exact)

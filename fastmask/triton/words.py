@@ -328,8 +328,12 @@ def _words_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_th
     launch = ranked_launch(length)
     kernel = _words_long_row_kernel if launch.long_row else _words_kernel
     # Spans keep the word and tile tables' values live through the sort: at most two lanes a
-    # thread where the block allows (4 spill for sm_90 from 512 lanes on).
-    warps = launch.num_warps if launch.long_row or not spans else row_warps(2 * launch.block)
+    # thread where the block allows (4 spill for sm_90 from 512 lanes on), and a row of one warp's
+    # lanes on one warp (on 4, per-span replacement spills 4 B for sm_90 at 32 lanes).
+    if launch.long_row or not spans:
+        warps = launch.num_warps
+    else:
+        warps = 1 if launch.block <= 32 else row_warps(2 * launch.block)
     kernel[(batch,)](
         ids, as_bytes(maskable.contiguous()), as_bytes(word_start.contiguous()), row_ids.contiguous(), out_ids, labels,
         ends, tokens_before, thresholds, len(length_thresholds), length,
