@@ -82,9 +82,14 @@ def check_masked(tokenizer, out, reference) -> torch.Tensor:
 @pytest.mark.parametrize("special_tokens_mask", [False, True], ids=["no-stm", "stm"])
 @pytest.mark.parametrize("pad_to_multiple_of", [None, 8])
 @pytest.mark.parametrize("padding_side,token_type_ids", [("right", False), ("left", True)])
-def test_batch_matches_transformers(special_tokens_mask, pad_to_multiple_of, padding_side, token_type_ids, monkeypatch):
+@pytest.mark.parametrize("same_length", [False, True], ids=["ragged", "same-length"])
+def test_batch_matches_transformers(special_tokens_mask, pad_to_multiple_of, padding_side, token_type_ids, same_length,
+                                    monkeypatch):
     tokenizer = make_tokenizer(token_type_ids, padding_side)
     feats = features(tokenizer, special_tokens_mask=special_tokens_mask)
+    if same_length:  # as padding="max_length" gives them: reshaped, not scattered (unless padded to a multiple)
+        width = min(len(f["input_ids"]) for f in feats)
+        feats = [{key: value[:width] for key, value in f.items()} for f in feats]
     if special_tokens_mask:  # a mask of the user's own: every third token special, so only it can tell
         for f in feats:
             f["special_tokens_mask"] = [int(i % 3 == 0) for i in range(len(f["input_ids"]))]

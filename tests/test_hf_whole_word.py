@@ -160,6 +160,35 @@ def test_the_same_seed_gives_the_same_batches(wordpiece):
     assert not torch.equal(a1["labels"], other["labels"])
 
 
+def test_offsets_in_any_container_give_the_same_batch(wordpiece, monkeypatch):
+    """Offset pairs as the tokenizer gives them (lists of tuples), as lists, as numpy ints or one
+    array per row, and without the C++ extension: the same batch (the C++ reader takes the first
+    three, numpy the last, and tokenizer.pad and numpy everything without the extension)."""
+    rows = texts(8, seed=3)
+    feats = features(wordpiece, rows)
+    reference = collator(wordpiece, seed=2)(feats)
+    for convert in (lambda row: [list(pair) for pair in row], lambda row: [tuple(map(np.int64, pair)) for pair in row],
+                    np.array):
+        batch = collator(wordpiece, seed=2)([{**f, "offset_mapping": convert(f["offset_mapping"])} for f in feats])
+        assert batch.keys() == reference.keys() and all(torch.equal(batch[key], reference[key]) for key in batch)
+    monkeypatch.setattr("fastmask.hf.collator._read_int64_rows", None)
+    batch = collator(wordpiece, seed=2)(feats)
+    assert batch.keys() == reference.keys() and all(torch.equal(batch[key], reference[key]) for key in batch)
+    with pytest.raises(ValueError, match="offset_mapping of feature 0 has"):
+        collator(wordpiece)([{**feats[0], "offset_mapping": feats[0]["offset_mapping"][:-1]}])
+
+
+def test_int64_rows_reads_python_ints_or_raises():
+    from fastmask._C import int64_rows
+    assert isinstance(int64_rows([[1]], 0), bytearray)  # writable: numpy arrays over it back the batch's tensors
+    assert np.frombuffer(int64_rows([[1, -2], (True, 2**63 - 1), []], 0), np.int64).tolist() == [1, -2, 1, 2**63 - 1]
+    assert np.frombuffer(int64_rows([[(0, 1), [1, np.int32(3)]]], 2), np.int64).tolist() == [0, 1, 1, 3]
+    for rows, width, error in (([[1.0]], 0, TypeError), ([[2**63]], 0, OverflowError), ([5], 0, TypeError),
+                               ("ab", 0, TypeError), ([[(1, 2, 3)]], 2, ValueError), ([[1]], 2, ValueError)):
+        with pytest.raises(error):
+            int64_rows(rows, width)
+
+
 @pytest.mark.parametrize("return_tensors", ["pt", "np"])
 def test_offset_mapping_never_reaches_the_batch(wordpiece, return_tensors):
     rows = texts(8, seed=7)

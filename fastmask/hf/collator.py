@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import struct
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import chain
 
 import numpy as np
 import torch
@@ -34,6 +32,11 @@ from transformers.data.data_collator import (
 import fastmask
 from fastmask import backends, checks
 from fastmask.hf.patch import rank_and_world
+
+try:  # lists of Python ints to int64 in one C loop (the collator's floor is reading them)
+    from fastmask._C import int64_rows as _read_int64_rows
+except ImportError:
+    _read_int64_rows = None
 
 
 @dataclass
@@ -282,8 +285,7 @@ def _pad_lists(tokenizer, examples, pad_to_multiple_of: int | None, return_tenso
         flat = _concatenate(column, small=key != names[0])
         if flat is None:
             return None
-        batch[key] = np.full(filled.shape, fill[key], dtype=np.int64)
-        batch[key][filled] = flat
+        batch[key] = _place(flat, filled, fill[key])
     if "attention_mask" in fill and "attention_mask" not in batch:
         batch["attention_mask"] = filled.astype(np.int64)
     if return_tensors == "pt":
@@ -297,24 +299,34 @@ def _filled(lengths: list[int], width: int, padding_side: str) -> np.ndarray:
     return np.arange(width) < ends if padding_side == "right" else np.arange(width) >= width - ends
 
 
+def _place(flat: np.ndarray, filled: np.ndarray, fill: int) -> np.ndarray:
+    """Int64 (B, width, ...): the rows' values end to end (``flat``, (N, ...)) where ``filled`` (B, width)
+    is True, ``fill`` elsewhere. Rows that are all the same width (padding="max_length") are reshaped,
+    not scattered: the scatter costs as much as reading the lists."""
+    if filled.all():
+        return flat.astype(np.int64, copy=False).reshape(filled.shape + flat.shape[1:])
+    placed = np.full(filled.shape + flat.shape[1:], fill, dtype=np.int64)
+    placed[filled] = flat
+    return placed
+
+
 def _pad_offsets(offsets: list, lengths: list[int], width: int, padding_side: str) -> np.ndarray:
     """Int64 (B, width, 2): the features' ``offset_mapping`` rows, (0, 0) on the padding."""
     for i, (row, length) in enumerate(zip(offsets, lengths)):
         if len(row) != length:
             raise ValueError(f"offset_mapping of feature {i} has {len(row)} pairs for its {length} input_ids")
-    padded = np.zeros((len(offsets), width, 2), dtype=np.int64)
-    padded[_filled(lengths, width, padding_side)] = _offset_pairs(offsets)
-    return padded
+    return _place(_offset_pairs(offsets), _filled(lengths, width, padding_side), 0)
 
 
 def _offset_pairs(rows: list) -> np.ndarray:
-    """The rows' (start, end) pairs end to end, (N, 2) int64: pairs of Python ints read in bulk
-    (about 3x numpy's per-row conversion), anything else (arrays, tensors) by numpy."""
-    try:
-        flat = b"".join([struct.pack(f"{2 * len(row)}q", *chain.from_iterable(row)) for row in rows])
-        return np.frombuffer(flat, dtype=np.int64).reshape(-1, 2)
-    except (struct.error, TypeError):  # not pairs of ints
-        return np.concatenate([np.asarray(row, dtype=np.int64).reshape(-1, 2) for row in rows])
+    """The rows' (start, end) pairs end to end, (N, 2) int64: pairs of Python ints read by the C++
+    extension, anything else (arrays, tensors; or no extension) by numpy, row by row."""
+    if _read_int64_rows is not None:
+        try:
+            return np.frombuffer(_read_int64_rows(rows, 2), dtype=np.int64).reshape(-1, 2)
+        except (TypeError, ValueError, OverflowError):  # not lists of pairs of ints
+            pass
+    return np.concatenate([np.asarray(row, dtype=np.int64).reshape(-1, 2) for row in rows])
 
 
 def _concatenate(rows: list[list], small: bool) -> np.ndarray | None:
@@ -325,7 +337,9 @@ def _concatenate(rows: list[list], small: bool) -> np.ndarray | None:
             return np.frombuffer(b"".join(map(bytes, rows)), dtype=np.uint8)
         except (TypeError, ValueError):  # not all ints, or not all in [0, 256)
             pass
+    if _read_int64_rows is None:  # no C++ extension: tokenizer.pad reads them
+        return None
     try:
-        return np.frombuffer(b"".join([struct.pack(f"{len(row)}q", *row) for row in rows]), dtype=np.int64)
-    except struct.error:  # not all int64s
+        return np.frombuffer(_read_int64_rows(rows, 0), dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):  # not all int64s
         return None
