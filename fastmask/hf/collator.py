@@ -252,9 +252,12 @@ def _pad_lists(tokenizer, examples, pad_to_multiple_of: int | None, return_tenso
     to the longest row, rounded up to ``pad_to_multiple_of``, with the values ``tokenizer.pad``
     uses, the attention mask added if missing) without its per-row Python padding. None for
     anything else (tensors or arrays, fields ``tokenizer.pad`` does not pad, fields of unequal
-    lengths, values that are not all ints, a tokenizer that pads its own way): the caller then
-    pads through the tokenizer, whose result or error is transformers' own.
+    lengths, values that are not all ints, a tokenizer that pads its own way, no C++ extension to
+    read the ids): the caller then pads through the tokenizer, whose result or error is
+    transformers' own.
     """
+    if _read_int64_rows is None:
+        return None
     base = PreTrainedTokenizerBase
     if getattr(type(tokenizer), "pad", None) is not base.pad or getattr(type(tokenizer), "_pad", None) is not base._pad:
         return None
@@ -337,8 +340,6 @@ def _concatenate(rows: list[list], small: bool) -> np.ndarray | None:
             return np.frombuffer(b"".join(map(bytes, rows)), dtype=np.uint8)
         except (TypeError, ValueError):  # not all ints, or not all in [0, 256)
             pass
-    if _read_int64_rows is None:  # no C++ extension: tokenizer.pad reads them
-        return None
     try:
         return np.frombuffer(_read_int64_rows(rows, 0), dtype=np.int64)
     except (TypeError, ValueError, OverflowError):  # not all int64s
