@@ -216,3 +216,36 @@ def span_mask(input_ids, maskable, word_start, row_ids, seed, epoch, count_num, 
     _require(all(a <= b for a, b in zip(thresholds, thresholds[1:])), ValueError,
              lambda: f"{op}: length_thresholds must be non-decreasing, got {thresholds}")
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
+def linear_cross_entropy(hidden, weight, bias, labels, grad_scale, ignore_index, z_loss, chunk_size) -> None:
+    op = "linear_cross_entropy"
+    _tensor(op, "hidden", hidden, HIDDEN_DTYPES, 2)
+    _tensor(op, "weight", weight, HIDDEN_DTYPES, 2)
+    _require(weight.dtype == hidden.dtype, TypeError,
+             lambda: f"{op}: weight must have the dtype of hidden ({hidden.dtype}), got {weight.dtype}")
+    _require(weight.shape[1] == hidden.shape[1], ValueError,
+             lambda: f"{op}: weight must be (vocabulary, {hidden.shape[1]}) for hidden of width {hidden.shape[1]}, "
+                     f"got width {weight.shape[1]}")
+    _require(0 < weight.shape[0] < INT31, ValueError,
+             lambda: f"{op}: weight must have between 1 and {INT31 - 1} rows (the vocabulary), got {weight.shape[0]}")
+    _same_device(op, "weight", weight, hidden, "hidden")
+    if bias is not None:
+        _tensor(op, "bias", bias, (hidden.dtype,), 1)
+        _require(bias.shape[0] == weight.shape[0], ValueError,
+                 lambda: f"{op}: bias must have {weight.shape[0]} values (one per row of weight), got {bias.shape[0]}")
+        _same_device(op, "bias", bias, hidden, "hidden")
+    _tensor(op, "labels", labels, (torch.int64,), 1)
+    _require(labels.shape[0] == hidden.shape[0], ValueError,
+             lambda: f"{op}: labels must have {hidden.shape[0]} values (one per row of hidden), got {labels.shape[0]}")
+    _same_device(op, "labels", labels, hidden, "hidden")
+    if grad_scale is not None:
+        _tensor(op, "grad_scale", grad_scale, (reference.accumulation_dtype(hidden.dtype),), 1)
+        _require(grad_scale.shape[0] == hidden.shape[0], ValueError,
+                 lambda: f"{op}: grad_scale must have {hidden.shape[0]} values (one per row of hidden), "
+                         f"got {grad_scale.shape[0]}")
+        _same_device(op, "grad_scale", grad_scale, hidden, "hidden")
+    integer(op, "ignore_index", ignore_index, -2**63, 2**63)
+    _require(_real(z_loss) and 0 <= z_loss < float("inf"), ValueError,
+             lambda: f"{op}: z_loss must be a finite float >= 0, got {z_loss!r}")
+    integer(op, "chunk_size", chunk_size, 1, INT31)

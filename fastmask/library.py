@@ -88,6 +88,15 @@ def _proposal_fake(input_ids, *args):
     return (*_masked_ids_fake(input_ids), input_ids.new_empty(input_ids.shape, dtype=torch.float32))
 
 
+def _linear_cross_entropy_fake(hidden, weight, bias, labels, grad_scale, *args):
+    losses = hidden.new_empty(hidden.shape[0], dtype=reference.accumulation_dtype(hidden.dtype))
+    empty = hidden.new_empty(0)
+    if grad_scale is None:
+        return losses, empty, empty, empty
+    return (losses, hidden.new_empty(hidden.shape), weight.new_empty(weight.shape),
+            empty if bias is None else bias.new_empty(bias.shape))
+
+
 # Gather and scatter are each other's adjoint, on the same backend (positions are unique per row).
 def _gather_autograd(backend: str):
     scatter = op("scatter_masked", backend)
@@ -175,6 +184,13 @@ def _slots_example(device):
 def _scatter_masked_example(device):
     hidden, index = _slots_example(device)
     return hidden[:, :3], index, 6
+
+
+def _linear_cross_entropy_example(device):
+    """Five rows of width 4 over a vocabulary of 7, one row ignored; gradients scaled by 1, two rows a chunk."""
+    labels = torch.tensor([0, 6, -100, 3, 1], device=device)
+    return (torch.zeros(5, 4, device=device), torch.zeros(7, 4, device=device), torch.zeros(7, device=device),
+            labels, torch.ones(5, device=device), -100, 0.0, 2)
 
 
 # Sanitizer cases: small odd inputs, one row per row id (Philox keys beyond 32 bits, and negative ones).
@@ -285,6 +301,23 @@ def _scatter_masked_cases(length, device, generator, ranked):
             for dtype in _SAN_DTYPES]
 
 
+def _linear_cross_entropy_cases(length, device, generator, ranked):
+    """`length` rows over a vocabulary of 1000, a fifth ignored and one out of range, in chunks that
+    divide neither; with and without gradients and bias."""
+    labels = torch.randint(0, _SAN_VOCAB, (length,), generator=generator)
+    labels[torch.rand(length, generator=generator) < 0.2] = reference.IGNORE_INDEX
+    labels[:1] = _SAN_VOCAB + 1
+    cases = []
+    for dtype in _SAN_DTYPES:
+        hidden = torch.randn(length, _SAN_WIDTH, generator=generator).to(device, dtype)
+        weight = torch.randn(_SAN_VOCAB, _SAN_WIDTH, generator=generator).to(device, dtype)
+        bias = torch.randn(_SAN_VOCAB, generator=generator).to(device, dtype)
+        scale = torch.rand(length, generator=generator).to(device)
+        cases += [(hidden, weight, bias, labels.to(device), scale, reference.IGNORE_INDEX, 1e-4, 7),
+                  (hidden, weight, None, labels.to(device), None, reference.IGNORE_INDEX, 0.0, max(1, length // 3 + 1))]
+    return cases
+
+
 _MASKING_SCALARS = "int mask_threshold, int random_threshold, int mask_token_id, int vocab_size"
 
 _tensor = torch.Tensor  # bad values derived from the example's: _tensor.float is "the example's, as float32"
@@ -385,6 +418,20 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
         bad=(BadCase("index", lambda a: a[:, :2], "index has capacity 2 but values has 3 slots per row"),
              BadCase("length", -1, "got -1")),
         sanitizer_cases=_scatter_masked_cases, autograd=_scatter_autograd, wrapper=False,
+    ),
+    OpSpec(
+        "linear_cross_entropy",
+        "(Tensor hidden, Tensor weight, Tensor? bias, Tensor labels, Tensor? grad_scale, int ignore_index, "
+        "float z_loss, int chunk_size) -> (Tensor, Tensor, Tensor, Tensor)",
+        summary="the head's cross-entropy and gradients, one chunk of logits at a time",
+        check=checks.linear_cross_entropy, fake=_linear_cross_entropy_fake, triton_module="head", bench="head",
+        example=_linear_cross_entropy_example,
+        bad=(BadCase("hidden", lambda a: a[0], "got 1-D"), BadCase("hidden", _tensor.long),
+             BadCase("weight", lambda a: a[:, :3], "got width 3"), BadCase("weight", _tensor.double),
+             BadCase("bias", lambda a: a[:6], "got 6"), BadCase("labels", _tensor.int),
+             BadCase("labels", lambda a: a[:4], "got 4"), BadCase("grad_scale", _tensor.double),
+             BadCase("z_loss", -0.5, "got -0.5"), BadCase("chunk_size", 0, "got 0")),
+        sanitizer_cases=_linear_cross_entropy_cases, float_rtol=1e-3,  # the float losses and gradients
     ),
     OpSpec(
         "proposal_mask",

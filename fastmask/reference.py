@@ -578,3 +578,92 @@ def span_mask(
     _, tile, chosen, _ = span_tiles(draws, maskable, word_start, count_num, count_den, length_thresholds)
     action = r1.gather(1, tile.clamp(min=0)) if per_span else r1
     return corrupt(input_ids, chosen, action, r2, mask_threshold, random_threshold, mask_token_id, vocab_size)
+
+
+# --------------------------------------------------------------------------------------------
+# The vocabulary head's cross-entropy without its logits.
+#
+# Rows are taken `chunk_size` at a time: a chunk's logits (chunk_size, V) are the only ones ever
+# held, in the accumulation dtype (float64 for float64 inputs, else float32). Each chunk yields
+# its rows' losses and, given grad_scale (the gradient of the caller's loss with respect to each
+# row's loss), the gradient of the logits in place of the logits, from which the chunk's share of
+# every gradient follows by two matmuls. Floats are not bit-exact across backends: the kernels
+# agree with this within the tolerance table of tests/test_head.py.
+# --------------------------------------------------------------------------------------------
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def cross_entropy_rows(logits, labels, grad_scale, ignore_index: int, z_loss: float):
+    """The fused kernels' row function, on a chunk's logits (R, V) in the accumulation dtype.
+
+    Returns the rows' losses (R,): lse - logit[label] + z_loss * lse**2 (lse: the logsumexp), 0 for
+    rows labelled `ignore_index`, NaN for other labels outside [0, V); and, given grad_scale (R,),
+    the logits' gradient s * (softmax * (1 + 2 z_loss lse) - onehot(label)) (0 on ignored rows,
+    NaN on out-of-range ones), else None.
+    """
+    vocab = logits.shape[1]
+    labelled = labels != ignore_index
+    in_range = (labels >= 0) & (labels < vocab)
+    lse = torch.logsumexp(logits, dim=1)
+    target = logits.gather(1, labels.clamp(0, vocab - 1)[:, None])[:, 0]
+    nan = torch.full((), float("nan"), dtype=logits.dtype, device=logits.device)
+    losses = torch.where(labelled, torch.where(in_range, lse - target + z_loss * lse * lse, nan), 0)
+    if grad_scale is None:
+        return losses, None
+    grad = torch.exp(logits - lse[:, None]) * (1 + 2 * z_loss * lse)[:, None]
+    grad -= torch.nn.functional.one_hot(labels.clamp(0, vocab - 1), vocab).to(grad.dtype) * in_range[:, None]
+    grad *= torch.where(labelled, torch.where(in_range, grad_scale.to(grad.dtype), nan), 0)[:, None]
+    return losses, grad
+
+
+def linear_cross_entropy(hidden, weight, bias, labels, grad_scale, ignore_index: int, z_loss: float,
+                         chunk_size: int):
+    """Cross-entropy of the logits hidden @ weight.T + bias (N, V) against labels (N,), by chunks.
+
+    hidden (N, H), weight (V, H), bias (V,) or None, in one float dtype; labels (N,) int64;
+    grad_scale (N,) in the accumulation dtype or None. Returns (losses (N,) in the accumulation
+    dtype, grad_hidden (N, H), grad_weight (V, H), grad_bias (V,)): the gradients of
+    sum(grad_scale * losses), in the inputs' dtypes; empty (0,) tensors without grad_scale (and
+    grad_bias without bias). The matmuls run in the accumulation dtype here (the specification);
+    the kernels run them in the inputs' dtype.
+    """
+    def rows(logits, chunk_labels, chunk_scale):
+        return cross_entropy_rows(logits, chunk_labels, chunk_scale, ignore_index, z_loss)
+
+    return chunked_linear_cross_entropy(hidden, weight, bias, labels, grad_scale, chunk_size, rows,
+                                        accumulation_dtype(hidden.dtype))
+
+
+def chunked_linear_cross_entropy(hidden, weight, bias, labels, grad_scale, chunk_size: int, rows, matmul_dtype):
+    """linear_cross_entropy's chunk loop, with the row function `rows(logits, labels, grad_scale) ->
+    (losses, logits' gradient or None)` (it may overwrite the logits with their gradient) and the
+    matmuls in `matmul_dtype` (the accumulation dtype, or the inputs': then the logits are converted
+    for the row function and their gradient back for the matmuls). Gradients of the weight and bias
+    accumulate over the chunks in the accumulation dtype."""
+    acc = accumulation_dtype(hidden.dtype)
+    num_rows, vocab = hidden.shape[0], weight.shape[0]
+    w = weight.to(matmul_dtype)
+    b = None if bias is None else bias.to(matmul_dtype)
+    losses = hidden.new_empty(num_rows, dtype=acc)
+    grads = grad_scale is not None
+    grad_hidden = hidden.new_empty(num_rows, hidden.shape[1]) if grads else hidden.new_empty(0)
+    grad_w = weight.new_zeros(vocab, weight.shape[1], dtype=acc) if grads else None
+    grad_b = weight.new_zeros(vocab, dtype=acc) if grads and bias is not None else None
+    for start in range(0, num_rows, chunk_size):
+        end = min(start + chunk_size, num_rows)
+        h = hidden[start:end].to(matmul_dtype)
+        logits = (h @ w.T if b is None else torch.addmm(b, h, w.T)).to(acc)
+        losses[start:end], dz = rows(logits, labels[start:end], grad_scale[start:end] if grads else None)
+        if grads:
+            dz_matmul = dz.to(matmul_dtype)
+            grad_hidden[start:end] = dz_matmul @ w
+            grad_w += (dz_matmul.T @ h).to(acc)
+            if grad_b is not None:
+                grad_b += dz.sum(0)
+    empty = weight.new_empty(0)
+    return (losses, grad_hidden,
+            empty if grad_w is None else grad_w.to(weight.dtype),
+            empty if grad_b is None else grad_b.to(weight.dtype))
