@@ -218,6 +218,14 @@ def span_mask(input_ids, maskable, word_start, row_ids, seed, epoch, count_num, 
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
+def row_weights(op: str, weights, labels: torch.Tensor, hidden: torch.Tensor) -> None:
+    """A wrapper's per-row importance weights: a float tensor of labels' shape, on hidden's device."""
+    _require(isinstance(weights, torch.Tensor) and weights.is_floating_point() and weights.shape == labels.shape,
+             ValueError, lambda: f"{op}: weights must be a float tensor of shape {tuple(labels.shape)}, "
+                                 f"got {_describe(weights)}")
+    _same_device(op, "weights", weights, hidden, "hidden")
+
+
 def linear_cross_entropy(hidden, weight, bias, labels, grad_scale, ignore_index, z_loss, chunk_size) -> None:
     op = "linear_cross_entropy"
     _tensor(op, "hidden", hidden, HIDDEN_DTYPES, 2)

@@ -136,6 +136,9 @@ class MaskingConfig:
     max_ngram: int = setting(3, f"span, ngram lengths: the longest n-gram, in words (1 .. {MAX_SPAN_WORDS})")
     replace_per: str = setting("span", "span: the 80/10/10 action decided once per span (span, SpanBERT) or per "
                                        "token (token)", choices=REPLACE_PER)
+    fused_loss: bool = setting(True, "training steps run the vocabulary head's decoder and cross-entropy fused "
+                                     "(fastmask.linear_cross_entropy: no logits held; the outputs' logits are None "
+                                     "then); off: the labelled slots' logits are materialised")
 
     # ---- construction -----------------------------------------------------------------------
 
@@ -246,6 +249,8 @@ class MaskingConfig:
             longest = getattr(self, field_name)
             if not (_is_int(longest) and 1 <= longest <= MAX_SPAN_WORDS):
                 raise ValueError(f"{name(field_name)} must be an int in [1, {MAX_SPAN_WORDS}], got {longest!r}")
+        if not isinstance(self.fused_loss, bool):
+            raise ValueError(f"{name('fused_loss')} must be True or False, got {self.fused_loss!r}")
         if not (isinstance(self.mapnet_weight, (int, float)) and self.mapnet_weight >= 0):
             raise ValueError(f"{name('mapnet_weight')} must be >= 0, got {self.mapnet_weight!r}")
         if self.masking == "mapnet":

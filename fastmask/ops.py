@@ -321,6 +321,7 @@ def gather_masked(hidden: torch.Tensor, index: torch.Tensor, backend: str = "aut
 # The vocabulary head's cross-entropy without its logits.
 
 _CHUNK_LOGITS = 2**24  # logits a default chunk holds: 64 MiB in float32
+REDUCTIONS = ("mean", "sum", "none")
 
 
 def linear_cross_entropy(
@@ -338,62 +339,74 @@ def linear_cross_entropy(
     """``F.cross_entropy(hidden @ weight.T + bias, labels)``, never holding more than one chunk of logits.
 
     hidden (N, H) and weight (V, H) (a decoder tied to the input embedding), bias (V,), all of one
-    float dtype; labels (N,) int64, `ignore_index` on rows that contribute nothing (a gather's
-    unused slots). Per row, ℓ = logsumexp - logit[label] + z_loss · logsumexp² (NaN for a label
-    outside [0, V): nothing is read back to raise). `reduction`: "mean" (Σ wᵢ ℓᵢ over the labelled
-    rows divided by their count, a device tensor; 0 when there is none, where F.cross_entropy gives
+    float dtype (under autocast, the autocast dtype, as ``F.linear``); labels (N,) int64,
+    `ignore_index` on rows that contribute nothing (a gather's unused slots: the kernels skip
+    them). Per row, ℓ = logsumexp - logit[label] + z_loss · logsumexp² (NaN for a label outside
+    [0, V): nothing is read back to raise). `reduction`: "mean" (Σ wᵢ ℓᵢ over the labelled rows
+    divided by their count, a device tensor; 0 when there is none, where F.cross_entropy gives
     NaN), "sum", or "none" (the (N,) losses, times `weights`). `weights` (N,): per-row importance
     weights (1 when None), differentiable. The loss is float32 (float64 for float64 inputs).
 
-    Differentiable in hidden, weight, bias and weights. For "mean" and "sum", the gradients are
-    computed in the forward pass, chunk by chunk (backward only scales them); "none" recomputes the
-    logits in backward. `chunk_size`: rows per chunk (default: 2^24 logits' worth). Sync-free.
+    Differentiable in hidden, weight, bias and weights. For "mean" and "sum" the gradients are
+    computed in the forward pass, chunk by chunk, as the losses are (backward only scales them);
+    "none" recomputes the logits in backward. `chunk_size`: rows per chunk (default: 2^24 logits'
+    worth). Sync-free; deterministic on every backend.
     """
-    _choice("reduction", reduction, ("mean", "sum", "none"))
+    return linear_cross_entropy_and_losses(hidden, weight, labels, bias, weights, ignore_index, z_loss, reduction,
+                                           chunk_size, backend)[0]
+
+
+def linear_cross_entropy_and_losses(hidden, weight, labels, bias=None, weights=None, ignore_index=reference.IGNORE_INDEX,
+                                    z_loss=0.0, reduction="mean", chunk_size=None, backend="auto"):
+    """:func:`linear_cross_entropy`'s loss and the rows' losses (N,), unweighted and detached (0 on
+    ignored rows): what MAPNet's reward and a log of per-token losses read, at no extra cost."""
+    _choice("reduction", reduction, REDUCTIONS)
+    if isinstance(hidden, torch.Tensor) and torch.is_autocast_enabled(hidden.device.type):
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+        hidden, weight, bias = (t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+                                for t in (hidden, weight, bias))
     if chunk_size is None and isinstance(weight, torch.Tensor) and weight.dim() == 2:
         chunk_size = max(1, _CHUNK_LOGITS // max(1, weight.shape[0]))
-    args = (hidden, weight, bias, labels, None, ignore_index, z_loss, chunk_size)
-    checks.linear_cross_entropy(*args)
+    checks.linear_cross_entropy(hidden, weight, bias, labels, None, ignore_index, z_loss, chunk_size)
     if weights is not None:
-        if not isinstance(weights, torch.Tensor) or not weights.is_floating_point() or weights.shape != labels.shape:
-            raise ValueError(f"linear_cross_entropy: weights must be a float tensor of shape {tuple(labels.shape)}, "
-                             f"got {checks._describe(weights)}")
-        if weights.device != hidden.device:
-            raise ValueError(f"linear_cross_entropy: weights must be on {hidden.device} like hidden, got {weights.device}")
+        checks.row_weights("linear_cross_entropy", weights, labels, hidden)
     chosen = backends.resolve(backend, hidden.device)
     if reduction == "none":
         losses = _LinearCrossEntropyRows.apply(hidden, weight, bias, labels, ignore_index, z_loss, chunk_size, chosen)
-        return losses if weights is None else losses * weights
+        return (losses if weights is None else losses * weights), losses.detach()
     return _LinearCrossEntropy.apply(hidden, weight, bias, labels, weights, ignore_index, z_loss, chunk_size, chosen,
                                      reduction == "mean")
 
 
-def _head_grads_needed(ctx) -> bool:
-    return any(ctx.needs_input_grad[:3])
+def _head_kernel(backend: str, hidden: torch.Tensor, *args):
+    # The inputs are already in the autocast dtype: the kernels' GEMMs run in it, unchanged by autocast.
+    with torch.autocast(hidden.device.type, enabled=False):
+        return library.op("linear_cross_entropy", backend)(hidden, *args)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
-    """The reduced loss Σ cᵢ ℓᵢ (cᵢ = wᵢ, over the labelled count for the mean), its gradients of
-    hidden, weight and bias computed with the loss (scale cᵢ) and scaled by the output's gradient."""
+    """The reduced loss Σ cᵢ ℓᵢ (cᵢ = wᵢ, over the labelled count for the mean) and the rows' losses
+    (not differentiable); the gradients of hidden, weight and bias computed with the loss (scale
+    cᵢ), then scaled by the output's gradient."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, weights, ignore_index, z_loss, chunk_size, backend, mean):
         acc = reference.accumulation_dtype(hidden.dtype)
         labelled = labels != ignore_index
         scale = labelled.to(acc) if weights is None else torch.where(labelled, weights.to(acc), 0)
-        count = labelled.sum().clamp(min=1).to(acc) if mean else None
+        count = labelled.sum().clamp(min=1).to(acc) if mean else None  # on the device: no sync
         if mean:
             scale = scale / count
-        kernel = library.op("linear_cross_entropy", backend)
-        grads = _head_grads_needed(ctx)
-        losses, grad_hidden, grad_weight, grad_bias = kernel(hidden, weight, bias, labels, scale if grads else None,
-                                                             ignore_index, z_loss, chunk_size)
+        grads = any(ctx.needs_input_grad[:3])
+        losses, grad_hidden, grad_weight, grad_bias = _head_kernel(
+            backend, hidden, weight, bias, labels, scale if grads else None, ignore_index, z_loss, chunk_size)
         ctx.has_bias = bias is not None
-        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias, losses, labelled, count if mean else None)
-        return (losses * scale).sum()
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias, losses, labelled, count)
+        ctx.mark_non_differentiable(losses)
+        return (losses * scale).sum(), losses
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad, _grad_losses):
         grad_hidden, grad_weight, grad_bias, losses, labelled, count = ctx.saved_tensors
         need = ctx.needs_input_grad
         grad_weights = None
@@ -411,8 +424,7 @@ class _LinearCrossEntropyRows(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, ignore_index, z_loss, chunk_size, backend):
-        kernel = library.op("linear_cross_entropy", backend)
-        losses, *_ = kernel(hidden, weight, bias, labels, None, ignore_index, z_loss, chunk_size)
+        losses, *_ = _head_kernel(backend, hidden, weight, bias, labels, None, ignore_index, z_loss, chunk_size)
         ctx.save_for_backward(hidden, weight, bias, labels)
         ctx.args = (ignore_index, z_loss, chunk_size, backend)
         return losses
@@ -424,9 +436,8 @@ class _LinearCrossEntropyRows(torch.autograd.Function):
         need = ctx.needs_input_grad
         if not any(need[:3]):
             return (None,) * 8
-        kernel = library.op("linear_cross_entropy", backend)
-        _, grad_hidden, grad_weight, grad_bias = kernel(hidden, weight, bias, labels, grad.contiguous(), ignore_index,
-                                                        z_loss, chunk_size)
+        _, grad_hidden, grad_weight, grad_bias = _head_kernel(backend, hidden, weight, bias, labels, grad.contiguous(),
+                                                              ignore_index, z_loss, chunk_size)
         return (grad_hidden if need[0] else None, grad_weight if need[1] else None,
                 grad_bias if need[2] and bias is not None else None, None, None, None, None, None)
 

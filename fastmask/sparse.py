@@ -8,13 +8,43 @@ over the labelled tokens exactly as the dense loss is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from fastmask.ops import MaskedPositions, gather_masked, masked_positions
+from fastmask.ops import MaskedPositions, gather_masked, linear_cross_entropy_and_losses, masked_positions
 from fastmask.reference import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class VocabularyHead:
+    """A vocabulary head split where the fused loss needs it: ``transform`` (..., H) -> (..., H)
+    (BERT's dense + activation + LayerNorm), then ``decoder``, the ``nn.Linear`` onto the
+    vocabulary (its weight usually tied to the input embedding). Calling it runs both: the logits."""
+
+    transform: Callable[[torch.Tensor], torch.Tensor]
+    decoder: nn.Linear
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.transform(hidden))
+
+
+def vocabulary_head(head) -> VocabularyHead | None:
+    """`head` split into transform and decoder where its structure is known — a VocabularyHead, an
+    ``nn.Linear`` (no transform), BERT's ``cls`` (``BertOnlyMLMHead``) or its ``predictions``
+    (``BertLMPredictionHead``) — else None."""
+    if isinstance(head, VocabularyHead):
+        return head
+    if isinstance(head, nn.Linear):
+        return VocabularyHead(nn.Identity(), head)
+    head = getattr(head, "predictions", head)
+    transform, decoder = getattr(head, "transform", None), getattr(head, "decoder", None)
+    if isinstance(transform, nn.Module) and isinstance(decoder, nn.Linear):
+        return VocabularyHead(transform, decoder)
+    return None
 
 
 def sparse_mlm_loss(
@@ -25,6 +55,7 @@ def sparse_mlm_loss(
     weights: torch.Tensor | None = None,
     positions: MaskedPositions | None = None,
     backend: str = "auto",
+    fused: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of `head` over the labelled tokens of `hidden` (B, L, H), averaged over them.
 
@@ -34,6 +65,10 @@ def sparse_mlm_loss(
     from :func:`fastmask.masked_positions` to reuse them (and read their overflow count at log
     time); otherwise they are computed from `labels` with `capacity` (None: exact, but syncs).
     A batch with no labelled token gives a loss of 0.
+
+    ``fused=True`` runs the head's transform, then its decoder and the cross-entropy fused
+    (:func:`fastmask.linear_cross_entropy`: no logits held, gradients computed with the loss);
+    `head` must then be one :func:`vocabulary_head` can split (or a :class:`VocabularyHead`).
     """
     if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
         raise ValueError(f"hidden must be a 3-D tensor (batch, length, width), got {getattr(hidden, 'shape', hidden)}")
@@ -45,9 +80,33 @@ def sparse_mlm_loss(
     if weights is not None and (not isinstance(weights, torch.Tensor) or weights.shape != labels.shape
                                 or not weights.is_floating_point()):
         raise ValueError(f"weights must be a floating-point tensor of shape {tuple(labels.shape)}")
+    split = vocabulary_head(head) if fused else None
+    if fused and split is None:
+        raise ValueError(f"fused=True needs a head split into transform and decoder (fastmask.sparse.VocabularyHead, "
+                         f"an nn.Linear, or BERT's cls); got {type(head).__name__}")
     if positions is None:
         positions = masked_positions(labels, capacity, backend=backend)
+    if fused:
+        gathered = gather_masked(hidden, positions.index, backend=backend)
+        return fused_slot_loss(gathered, split, positions, weights, backend=backend)[0]
     return labelled_mean(sparse_token_losses(hidden, head, positions, backend=backend), positions, weights)
+
+
+def fused_slot_loss(gathered: torch.Tensor, head: VocabularyHead, positions: MaskedPositions,
+                    weights: torch.Tensor | None = None, num_items: torch.Tensor | int | None = None,
+                    backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`labelled_mean` of the slots' cross-entropy, with the decoder and the loss fused
+    (:func:`fastmask.linear_cross_entropy`), from the gathered hidden states (B, C, H); and the
+    slots' losses (B, C), detached (0 in unused slots)."""
+    hidden = head.transform(gathered)
+    slot_weights = None if weights is None else weights.gather(1, positions.index.clamp(min=0)).reshape(-1)
+    decoder = head.decoder
+    loss, slot_losses = linear_cross_entropy_and_losses(
+        hidden.reshape(-1, hidden.shape[-1]), decoder.weight, positions.labels.reshape(-1), decoder.bias, slot_weights,
+        reduction="mean" if num_items is None else "sum", backend=backend)
+    if num_items is not None:
+        loss = loss / num_items
+    return loss, slot_losses.view(positions.labels.shape)
 
 
 def labelled_mean(slot_losses: torch.Tensor, positions: MaskedPositions, weights: torch.Tensor | None = None,

@@ -36,7 +36,7 @@ from fastmask.ops import (
     whole_word_mask,
 )
 from fastmask.reference import IGNORE_INDEX
-from fastmask.sparse import labelled_mean, losses_by_position, slot_cross_entropy
+from fastmask.sparse import fused_slot_loss, labelled_mean, losses_by_position, slot_cross_entropy, vocabulary_head
 
 VIEW_ROW_SHIFT = 48  # masks_per_row: view v of row r is keyed as Philox row r + (v << 48)
 EVAL_SEED = 1234  # evaluation masks: plain random, exact count, this seed (comparable across strategies)
@@ -68,11 +68,12 @@ class MaskedStep(NamedTuple):
 
 
 class StepLosses(NamedTuple):
-    """The MLM loss, MAPNet's objective for the proposal net (0 without one) and the slots' logits (B, C, V)."""
+    """The MLM loss, MAPNet's objective for the proposal net (0 without one) and the slots' logits
+    (B, C, V): None where the fused loss ran (no logits were held)."""
 
     loss: torch.Tensor
     objective: torch.Tensor
-    logits: torch.Tensor
+    logits: torch.Tensor | None
 
 
 class MaskingStrategy(nn.Module):
@@ -148,6 +149,7 @@ class MaskingStrategy(nn.Module):
         self.span = dict(lengths=config.span_lengths, span_p=config.span_p, max_span=config.max_span,
                          max_ngram=config.max_ngram, replace_per=config.replace_per)
         self.mask_token_id, self.vocab_size, self.seed = mask_token_id, vocab_size, seed
+        self.fused_loss = config.fused_loss
         self.proposal = proposal
         self.register_buffer("special_ids", torch.tensor(list(special_ids), dtype=torch.int64), persistent=False)
         self.register_buffer("word_start_table", word_start_table, persistent=False)
@@ -288,14 +290,24 @@ class MaskingStrategy(nn.Module):
         ``head`` over the labelled slots, summed and divided by `num_items` (a token count over an
         accumulation window) or else by this batch's labelled tokens. The objective is MAPNet's
         REINFORCE loss for the proposal net (0 for the other strategies), to add with a weight.
+
+        With ``fused_loss`` (the default), a head :func:`fastmask.sparse.vocabulary_head` can split
+        and gradients enabled (a training step), the decoder and the cross-entropy run fused
+        (:func:`fastmask.linear_cross_entropy`): no logits are held, and ``logits`` is None. Without
+        gradients (evaluation) the slots' logits are materialised, for metrics that read them.
         """
         gathered = gather_masked(hidden, step.positions.index)
         feedback = step.scores is not None and self.objective != "loss"
         if feedback:
             gathered, objective = _ProposalFeedback.apply(gathered, step.scores, step, self)
-        logits = head(gathered)
-        token_losses = slot_cross_entropy(logits, step.positions)
-        loss = labelled_mean(token_losses, step.positions, step.weights, num_items)
+        split = vocabulary_head(head) if self.fused_loss and torch.is_grad_enabled() else None
+        if split is not None:
+            logits = None
+            loss, token_losses = fused_slot_loss(gathered, split, step.positions, step.weights, num_items)
+        else:
+            logits = head(gathered)
+            token_losses = slot_cross_entropy(logits, step.positions)
+            loss = labelled_mean(token_losses, step.positions, step.weights, num_items)
         if step.scores is None:
             return StepLosses(loss, loss.new_zeros(()), logits)
         if not feedback:

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "gather.cuh"
+#include "head.cuh"
 #include "masking.cuh"
 #include "proposal.cuh"
 #include "words.cuh"
@@ -24,6 +25,7 @@ struct Tag {
 constexpr Types<int32_t, int64_t> kIds{};
 constexpr Types<bool, int32_t, int64_t> kAttention{};  // the attention mask's (bool: none given)
 constexpr Types<float, __half, __nv_bfloat16> kScores{};
+constexpr Types<float, double> kAccumulation{};  // the fused cross-entropy's logits
 // The gather binding passes 2-, 4- and 8-byte unsigned storage types; the floating types are
 // instantiated too, to show that any element of those sizes works.
 constexpr Types<uint16_t, uint32_t, uint64_t, float, double, __half, __nv_bfloat16> kElements{};
@@ -55,6 +57,7 @@ void compile_check_launchers() {
   FASTMASK_INSTANTIATE(launch_proposal_mask, kIds, kScores)
   FASTMASK_INSTANTIATE(launch_whole_word_mask, kIds)
   FASTMASK_INSTANTIATE(launch_span_mask, kIds)
+  FASTMASK_INSTANTIATE(launch_linear_cross_entropy, kAccumulation)
 }
 
 // launch_masked_positions is not a template: an external function makes nvcc emit it.

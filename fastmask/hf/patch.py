@@ -22,6 +22,7 @@ from torch import nn
 
 from fastmask.masking_config import CONFIG_FILE, REMOVAL, RENAMED, MaskingConfig
 from fastmask.mapnet import MaskProposalNet, proposal_width
+from fastmask.sparse import VocabularyHead, vocabulary_head
 from fastmask.strategy import MaskedStep, MaskingStrategy
 
 from transformers import TrainerCallback
@@ -35,16 +36,23 @@ PER_ROW_INPUTS = ("token_type_ids", "position_ids")  # repeated per view for ful
 
 
 def _vocabulary_heads() -> dict:
-    """Per supported class name: (model) -> the head mapping hidden states (..., H) to logits (..., V)."""
+    """Per supported class name: (model) -> its vocabulary head, split into the transform and the
+    decoder (the fused loss runs the decoder itself); calling it gives the logits (..., V)."""
+    from transformers.activations import gelu  # RoBERTa's and XLM-R's LM head call this one
+
+    def roberta(m):
+        head = m.lm_head
+        return VocabularyHead(lambda h: head.layer_norm(gelu(head.dense(h))), head.decoder)
+
     def distilbert(m):
-        return lambda h: m.vocab_projector(m.vocab_layer_norm(m.activation(m.vocab_transform(h))))
+        return VocabularyHead(lambda h: m.vocab_layer_norm(m.activation(m.vocab_transform(h))), m.vocab_projector)
 
     return {
-        "BertForMaskedLM": lambda m: m.cls,
-        "RobertaForMaskedLM": lambda m: m.lm_head,
-        "XLMRobertaForMaskedLM": lambda m: m.lm_head,
+        "BertForMaskedLM": lambda m: vocabulary_head(m.cls),
+        "RobertaForMaskedLM": roberta,
+        "XLMRobertaForMaskedLM": roberta,
         "DistilBertForMaskedLM": distilbert,
-        "ModernBertForMaskedLM": lambda m: lambda h: m.decoder(m.head(h)),
+        "ModernBertForMaskedLM": lambda m: VocabularyHead(m.head, m.decoder),
     }
 
 
@@ -68,6 +76,9 @@ class FastMaskedLMOutput(MaskedLMOutput):
     unused slot, its logits meaningless), whose label is ``slot_labels[r, j]`` (-100 if unused).
     R is the batch size, times K for fully-explored masking (view k of row b is row k * B + b).
     As ModernBERT's ``sparse_prediction``: the vocabulary head never runs on unlabelled tokens.
+    ``logits`` is None in training forwards (gradients enabled) with ``fused_loss=True``, the
+    default: the decoder and the cross-entropy ran fused and held no logits (as Liger-Kernel's
+    fused linear cross-entropy). Evaluation forwards, or ``fused_loss=False``, give them.
     """
 
     positions: torch.LongTensor | None = None
