@@ -57,6 +57,8 @@ BASELINES = {
     "index-select": "index_select on the flattened positions (its scatter: index_add_): static shape, given the "
                     "positions",
     "eager-nonzero": "the labelled positions by nonzero and index assignment in eager PyTorch: a host sync on GPU",
+    "materialised-logits": "the head's loss as transformers computes it: F.linear onto the vocabulary, then "
+                           "F.cross_entropy on the (N, V) logits (float32), forward + backward",
     "dense-head": "BertForMaskedLM(input_ids, labels=...): the vocabulary head on every token",
     "sparse-head": "the same encoder with fastmask's sparse head on the same masks (gathered tokens)",
     "hf-pretrain": "fastmask pretrain --masking hf: the same loop, model and data, masked by transformers' "

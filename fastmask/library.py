@@ -90,11 +90,10 @@ def _proposal_fake(input_ids, *args):
 
 def _linear_cross_entropy_fake(hidden, weight, bias, labels, grad_scale, *args):
     losses = hidden.new_empty(hidden.shape[0], dtype=reference.accumulation_dtype(hidden.dtype))
-    empty = hidden.new_empty(0)
     if grad_scale is None:
-        return losses, empty, empty, empty
+        return losses, hidden.new_empty(0), weight.new_empty(0), weight.new_empty(0)
     return (losses, hidden.new_empty(hidden.shape), weight.new_empty(weight.shape),
-            empty if bias is None else bias.new_empty(bias.shape))
+            weight.new_empty(0) if bias is None else bias.new_empty(bias.shape))
 
 
 # Gather and scatter are each other's adjoint, on the same backend (positions are unique per row).

@@ -663,7 +663,6 @@ def chunked_linear_cross_entropy(hidden, weight, bias, labels, grad_scale, chunk
             grad_w += (dz_matmul.T @ h).to(acc)
             if grad_b is not None:
                 grad_b += dz.sum(0)
-    empty = weight.new_empty(0)
-    return (losses, grad_hidden,
-            empty if grad_w is None else grad_w.to(weight.dtype),
-            empty if grad_b is None else grad_b.to(weight.dtype))
+    return (losses, grad_hidden,  # a distinct empty tensor per absent output: outputs never alias
+            weight.new_empty(0) if grad_w is None else grad_w.to(weight.dtype),
+            weight.new_empty(0) if grad_b is None else grad_b.to(weight.dtype))

@@ -26,29 +26,39 @@ def collator_batch(tokenizer, seed=0):
                      for i in range(len(batch["input_ids"]))])
 
 
+@pytest.mark.parametrize("fused_loss", [True, False])
 @pytest.mark.parametrize("name", patch.SUPPORTED_MODELS)
-def test_loss_and_gradients_equal_the_unpatched_model(name, tokenizer):
+def test_loss_and_gradients_equal_the_unpatched_model(name, fused_loss, tokenizer):
+    """In float64, per class: the fused head (the decoder and cross-entropy of
+    fastmask.linear_cross_entropy, the decoder's weight and bias found from the model) and the
+    materialised one give the unpatched model's loss and every parameter's gradient."""
     batch = collator_batch(tokenizer)
     reference = tiny_model(name, tokenizer).double().eval()  # eval: no dropout, the comparison is exact
-    patched = apply_fastmask(copy.deepcopy(reference), tokenizer)
+    patched = apply_fastmask(copy.deepcopy(reference), tokenizer, fused_loss=fused_loss)
     assert type(patched) is type(reference)
     expected = reference(**batch)
-    got = patched(**batch)
+    with RecordOps() as recorder:
+        got = patched(**batch)
+        got.loss.backward()
+    assert any("linear_cross_entropy" in op for op in recorder.ops) == fused_loss
     expected.loss.backward()
-    got.loss.backward()
     # ModernBERT computes its loss from float32 logits; the others in the model's float64.
     tolerance = 1e-6 if name == "ModernBertForMaskedLM" else 1e-12
     torch.testing.assert_close(got.loss, expected.loss.to(got.loss.dtype), rtol=tolerance, atol=tolerance)
     for (param, p_ref), p_got in zip(reference.named_parameters(), patched.parameters()):
         torch.testing.assert_close(p_got.grad, p_ref.grad, rtol=tolerance, atol=tolerance, msg=param)
-    # The logits are the labelled tokens' rows of the dense logits.
     assert isinstance(got, FastMaskedLMOutput)
     used = got.positions >= 0
     rows = torch.arange(len(used)).unsqueeze(1).expand_as(used)
-    torch.testing.assert_close(got.logits[used], expected.logits[rows[used], got.positions[used]].to(got.logits.dtype),
-                               rtol=tolerance, atol=tolerance)
     assert torch.equal(got.slot_labels[used], batch["labels"][rows[used], got.positions[used]])
     assert int(used.sum()) == int((batch["labels"] != IGNORE_INDEX).sum())
+    if fused_loss:  # no logits were held in a forward with gradients; without them they are
+        assert got.logits is None
+        with torch.no_grad():
+            got = patched(**batch)
+    # The logits are the labelled tokens' rows of the dense logits.
+    torch.testing.assert_close(got.logits[used], expected.logits[rows[used], got.positions[used]].to(got.logits.dtype),
+                               rtol=tolerance, atol=tolerance)
 
 
 @pytest.mark.parametrize("name", ["BertForMaskedLM", "DistilBertForMaskedLM"])

@@ -90,8 +90,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy_
   const int64_t rows = h.size(0);
   const int64_t vocab = w.size(0);
   at::Tensor losses = at::empty({rows}, h.options().dtype(acc));
-  at::Tensor empty = at::empty({0}, h.options());
-  at::Tensor grad_hidden = grads ? at::empty_like(h) : empty;
+  const auto empty = [&] { return at::empty({0}, h.options()); };  // distinct tensors: outputs never alias
+  at::Tensor grad_hidden = grads ? at::empty_like(h) : empty();
   // Half-precision gradients of the weight and bias accumulate over the chunks in float32.
   at::Tensor grad_w = grads ? at::zeros({vocab, w.size(1)}, w.options().dtype(acc)) : at::Tensor();
   at::Tensor grad_b = grads && b ? at::zeros({vocab}, w.options().dtype(acc)) : at::Tensor();
@@ -116,8 +116,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy_
     }
     if (b) grad_b.add_(logits.sum(0));
   }
-  if (!grads) return {losses, empty, empty, empty};
-  return {losses, grad_hidden, grad_w.to(w.scalar_type()), b ? grad_b.to(w.scalar_type()) : empty};
+  if (!grads) return {losses, grad_hidden, empty(), empty()};
+  return {losses, grad_hidden, grad_w.to(w.scalar_type()), b ? grad_b.to(w.scalar_type()) : empty()};
 }
 
 }  // namespace fastmask
