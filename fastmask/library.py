@@ -430,7 +430,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
              BadCase("bias", lambda a: a[:6], "got 6"), BadCase("labels", _tensor.int),
              BadCase("labels", lambda a: a[:4], "got 4"), BadCase("grad_scale", _tensor.double),
              BadCase("z_loss", -0.5, "got -0.5"), BadCase("chunk_size", 0, "got 0")),
-        sanitizer_cases=_linear_cross_entropy_cases, float_rtol=1e-3,  # the float losses and gradients
+        sanitizer_cases=_linear_cross_entropy_cases,
+        float_rtol=3e-2,  # the losses and gradients: bf16's GEMMs (the reference's are float32), tests/test_head.py
     ),
     OpSpec(
         "proposal_mask",

@@ -92,7 +92,8 @@ class MaskingConfig:
     and ``weighting`` fields apply to ``masking="mapnet"`` only; ``mapnet_weight`` (lambda) is read
     by the training step that adds the proposal's objective to the loss. ``span_lengths``,
     ``span_p``, ``max_span``, ``max_ngram`` and ``replace_per`` apply to ``masking="span"`` only
-    (:func:`fastmask.span_mask`'s arguments).
+    (:func:`fastmask.span_mask`'s arguments). ``fused_loss`` is how the strategy's loss runs the
+    vocabulary head (:meth:`fastmask.MaskingStrategy.losses`), whatever the masking.
     """
 
     masking: str = setting("random", "random: exactly round(p n) tokens per row; bernoulli: each token with "

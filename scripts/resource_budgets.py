@@ -178,7 +178,7 @@ def triton_launches(max_length: int) -> list[tuple]:
     from triton.runtime.driver import driver
 
     import fastmask
-    from fastmask.triton import gather, masking, proposal, words
+    from fastmask.triton import gather, head, masking, proposal, words
 
     target = GPUTarget("cuda", 90, 32)
 
@@ -239,6 +239,12 @@ def triton_launches(max_length: int) -> list[tuple]:
             for dtype in (torch.float32, torch.float16, torch.bfloat16):
                 yield gather.gather_masked, (torch.empty(rows, length, width, dtype=dtype, device=meta), index)
                 yield gather.scatter_masked, (torch.empty(rows, capacity, width, dtype=dtype, device=meta), index, length)
+        if length == 1:  # the head's row kernel does not depend on the length: one set of launches
+            labels = torch.empty(rows, dtype=torch.int64, device=meta)
+            for dtype in (torch.float32, torch.float64):  # the accumulation dtypes of its logits
+                logits = torch.empty(rows, vocab, dtype=dtype, device=meta)
+                for grad_scale in (None, torch.empty(rows, dtype=dtype, device=meta)):
+                    yield head._cross_entropy_rows, (logits, labels, grad_scale, -100, 0.0)
 
     lengths = sorted({2**i for i in range(4, max_length.bit_length()) if 2**i <= max_length} | {1, max_length})
     previous_driver = driver._active  # None without a GPU: reset_active() would raise there

@@ -52,6 +52,7 @@ BAD = [
     ("max_span", 0, {}, "max_span must be an int in [1, 64], got 0"),
     ("max_ngram", 65, {}, "max_ngram must be an int in [1, 64], got 65"),
     ("replace_per", "word", {}, "replace_per must be one of ('span', 'token'), got 'word'"),
+    ("fused_loss", "yes", {}, "fused_loss must be True or False, got 'yes'"),
 ]
 
 
@@ -139,7 +140,12 @@ def test_pretrain_has_a_flag_for_every_field_with_its_default_and_help():
     assert {a.dest for a in group._group_actions} == set(FIELDS)
     for f in dataclasses.fields(MaskingConfig):
         action = actions[f.name]
-        assert action.option_strings == ["--" + f.name.replace("_", "-")]
+        flag = "--" + f.name.replace("_", "-")
+        if f.metadata["kind"] is bool:  # a switch: --fused-loss / --no-fused-loss
+            assert action.option_strings == [flag, "--no-" + flag[2:]] and action.default == f.default
+            assert f.metadata["help"] in action.help
+            continue
+        assert action.option_strings == [flag]
         if f.name == "masking":  # the pretrain baseline joins the strategies
             assert tuple(action.choices) == (*STRATEGIES, "hf")
             continue
@@ -152,9 +158,11 @@ def test_pretrain_flags_set_every_field_and_the_model_masks_with_them():
                   num_segments=3, partition="contiguous", masks_per_row=1, mapnet_layers=1, mapnet_hidden=6,
                   mapnet_weight=0.5, mapnet_objective="loss", mapnet_sampling="poisson", uniform_mix=0.3,
                   weighting="sequence", span_lengths="ngram", span_p=0.3, max_span=5, max_ngram=4,
-                  replace_per="token")
+                  replace_per="token", fused_loss=False)
     assert set(values) == set(FIELDS)
-    argv = [item for name, value in values.items() for item in ("--" + name.replace("_", "-"), str(value))]
+    argv = [item for name, value in values.items()
+            for item in ((f"--{'' if value else 'no-'}{name.replace('_', '-')}",) if isinstance(value, bool)
+                         else ("--" + name.replace("_", "-"), str(value)))]
     cfg, _ = train_config.parse_args(argv)
     cfg = cfg.resolved()
     assert cfg.masking_config() == MaskingConfig(**values)
@@ -190,7 +198,8 @@ def _every_field(masking):
                          partition="contiguous", mapnet_layers=1, mapnet_hidden=6, mapnet_weight=0.5,
                          mapnet_objective="variance", mapnet_sampling="poisson", uniform_mix=0.3, weighting="token",
                          span_lengths="ngram", span_p=0.3, max_span=5, max_ngram=4, replace_per="token")
-    return dict(common_fields, masking=masking, masks_per_row=2 if masking == "random" else 1)
+    return dict(common_fields, masking=masking, masks_per_row=2 if masking == "random" else 1,
+                fused_loss=masking == "random")
 
 
 @pytest.mark.parametrize("masking", ["random", "mapnet"])

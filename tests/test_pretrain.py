@@ -97,14 +97,14 @@ def test_labels_beyond_the_capacity_are_counted_and_reported(corpus, tmp_path, m
 
 def test_non_finite_loss_stops_with_the_last_good_checkpoint(corpus, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
-    original = strategy.slot_cross_entropy
+    original = strategy.fused_slot_loss  # the training steps' loss (evaluation runs without grad, unfused)
 
     def nan_from_step_5(*a, **k):
-        calls["n"] += torch.is_grad_enabled()  # training steps; evaluation runs without grad
-        losses = original(*a, **k)
-        return losses * float("nan") if calls["n"] >= 5 else losses
+        calls["n"] += 1
+        loss, token_losses = original(*a, **k)
+        return (loss * float("nan") if calls["n"] >= 5 else loss), token_losses
 
-    monkeypatch.setattr(strategy, "slot_cross_entropy", nan_from_step_5)
+    monkeypatch.setattr(strategy, "fused_slot_loss", nan_from_step_5)
     assert loop.main(micro_args(corpus, tmp_path / "run", tmp_path / "cache")) == 1
     err = capsys.readouterr().err
     assert "became nan between steps 4 and 5" in err and "from step 3" in err
@@ -208,8 +208,9 @@ def test_a_failed_start_leaves_nothing_behind(corpus, tmp_path, capsys, monkeypa
     assert empty.is_dir() and not any(empty.iterdir())
 
     # A non-finite loss before the first checkpoint: no checkpoint is named, and nothing stays.
-    original = strategy.slot_cross_entropy
-    monkeypatch.setattr(strategy, "slot_cross_entropy", lambda *a, **k: original(*a, **k) * float("nan"))
+    original = strategy.fused_slot_loss
+    monkeypatch.setattr(strategy, "fused_slot_loss",
+                        lambda *a, **k: (original(*a, **k)[0] * float("nan"), original(*a, **k)[1]))
     assert loop.main(micro_args(corpus, tmp_path / "nan", tmp_path / "cache")) == 1
     err = capsys.readouterr().err
     assert "became nan between steps 0 and 1" in err and "no checkpoint" in err and not (tmp_path / "nan").exists()
