@@ -27,16 +27,22 @@ void cross_entropy_rows_kernel(T* logits, const int64_t* labels, const T* grad_s
         if (grad_scale != nullptr) std::memset(x, 0, vocab * sizeof(T));
         continue;
       }
+      // Three passes, one exp per logit: the maximum; exp(x - max), summed (and, for the gradient,
+      // stored over x); then x scaled by the softmax factor over the sum.
       T max = x[0];
       for (int64_t j = 1; j < vocab; ++j) max = std::fmax(max, x[j]);
-      T sum = 0;
-      for (int64_t j = 0; j < vocab; ++j) sum += std::exp(x[j] - max);
-      const T lse = max + std::log(sum);
       const T target = row == HeadRow::kLabelled ? x[labels[r]] : T(0);
+      T sum = 0;
+      if (grad_scale == nullptr) {
+        for (int64_t j = 0; j < vocab; ++j) sum += std::exp(x[j] - max);
+      } else {
+        for (int64_t j = 0; j < vocab; ++j) sum += (x[j] = std::exp(x[j] - max));
+      }
+      const T lse = max + std::log(sum);
       losses[r] = head_row_loss(row, lse, target, z);
       if (grad_scale == nullptr) continue;
-      const T factor = head_softmax_factor(row, lse, grad_scale[r], z);
-      for (int64_t j = 0; j < vocab; ++j) x[j] = std::exp(x[j] - lse) * factor;
+      const T factor = head_softmax_factor(row, lse, grad_scale[r], z) / sum;
+      for (int64_t j = 0; j < vocab; ++j) x[j] *= factor;
       if (row == HeadRow::kLabelled) x[labels[r]] -= grad_scale[r];
     }
   });
