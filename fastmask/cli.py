@@ -1,4 +1,4 @@
-"""Command line: fastmask pretrain, experiment, bench, info and demo (also python -m fastmask ...)."""
+"""Command line: fastmask pretrain, prepare, experiment, bench, info and demo (also python -m fastmask ...)."""
 
 from __future__ import annotations
 
@@ -180,6 +180,36 @@ def bench(args) -> int:
     return 1 if failed else 0
 
 
+PREPARE_DESCRIPTION = """Tokenises a corpus once, in parallel, into memory-mapped token shards that
+`fastmask pretrain --corpus DIR` trains from (every rank and loader thread sharing the OS page cache).
+
+The corpus is streamed, never held in memory: .txt/.md files (a document per non-empty line), .jsonl
+files (--text-column of each object), .parquet files and datasets save_to_disk folders (their
+--text-column; need pyarrow: pip install 'fastmask[datasets]'), or a folder of such files; none:
+the built-in corpus. DIR gets the shards (uint16 ids when the vocabulary fits, else uint32), an index
+of documents and shards, the tokenizer and a content hash. Every file is written under a temporary
+name and renamed: an interrupted prepare leaves whole shards only and continues when rerun; a
+finished one is reused; a folder holding anything else is refused.
+
+examples:
+  fastmask prepare --corpus my_texts.jsonl --out data/my_texts           # trains a 30522-token WordPiece
+  fastmask prepare --corpus data.parquet --text-column body --tokenizer my_tokenizer/ --out data/p
+  fastmask pretrain --corpus data/my_texts --vocab-size 30522
+"""
+
+
+def prepare(args) -> int:
+    from fastmask import data
+
+    try:
+        data.prepare_folder(args.corpus, args.out, args.tokenizer, args.vocab_size, text_column=args.text_column,
+                            workers=args.workers, cache_dir=args.cache_dir, show_progress=args.progress)
+    except ValueError as exc:
+        print(f"fastmask prepare: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["pretrain"]:  # its own parser: every Config field is a flag
@@ -197,6 +227,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions and available backends").set_defaults(fn=info)
     sub.add_parser("pretrain", help="BERT MLM pretraining (fastmask pretrain --help)")
+    p = sub.add_parser("prepare", help="tokenise a corpus into token shards for pretraining (fastmask prepare --help)",
+                       description=PREPARE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", help="a file or folder (see above); default: the built-in corpus")
+    p.add_argument("--out", required=True, help="the folder to write (new, empty, or an earlier prepare's)")
+    p.add_argument("--tokenizer", help="a local Hugging Face tokenizer folder; default: train a WordPiece tokenizer "
+                                       "on the corpus (cached in --cache-dir)")
+    p.add_argument("--vocab-size", type=int, default=30522, help="tokens of the trained tokenizer (default: 30522)")
+    p.add_argument("--text-column", default="text", help="the .jsonl field / parquet or datasets column holding "
+                                                          "the text (default: text)")
+    p.add_argument("--workers", type=int, help="tokenising processes (default: every core)")
+    p.add_argument("--cache-dir", help="where a trained tokenizer is cached (default: $FASTMASK_CACHE or "
+                                       "~/.cache/fastmask)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="a progress bar (tokens/s) on a terminal and the summary line")
+    p.set_defaults(fn=prepare)
     sub.add_parser("experiment", help="gradient variance and convergence per masking strategy (fastmask experiment --help)")
     p = sub.add_parser("bench", help="benchmark every op family against its baselines (bench/ scripts)")
     p.add_argument("family", nargs="*", metavar="FAMILY",

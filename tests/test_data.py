@@ -6,6 +6,7 @@ import json
 import sys
 from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 
@@ -303,26 +304,41 @@ def test_pack_errors(tok):
 # -------------------------------------------------------------------------------- split and dataset
 
 
-def test_split_sizes_and_determinism():
-    rows = torch.arange(100, dtype=torch.int32).unsqueeze(1).repeat(1, 4)  # row i is all i
-    train, held = data.split(rows, 0.1, seed=3)
-    assert train.shape == (90, 4) and held.shape == (10, 4)
-    ids = sorted(train[:, 0].tolist() + held[:, 0].tolist())
-    assert ids == list(range(100))  # a partition
-    assert held[:, 0].tolist() != list(range(90, 100))  # shuffled, not the tail
-    again_train, again_held = data.split(rows, 0.1, seed=3)
-    assert torch.equal(again_train, train) and torch.equal(again_held, held)
-    _, other = data.split(rows, 0.1, seed=4)
-    assert not torch.equal(other, held)
+def _rows_of(tmp_path, texts, tok, seq_len):
+    shards = data.prepare_shards(lambda: texts, tmp_path / "shards", tok, source="test", corpus_name="test",
+                                 workers=1, show_progress=False)
+    return shards.rows(seq_len)
 
-    assert data.split(rows, 0.001)[1].shape[0] == 1  # at least one held-out row
-    assert data.split(rows[:2], 0.9)[0].shape[0] == 1  # at least one training row
+
+def test_split_sizes_and_determinism(tmp_path, small_texts, tok):
+    rows = _rows_of(tmp_path, small_texts, tok, 16)
+    n = rows.n
+    train, held = data.split(rows, 0.1, seed=3)
+    assert len(train) + len(held) == n and len(held) == round(n * 0.1) and held.shape == (len(held), 16)
+    numbers = np.concatenate([train.row_numbers(np.arange(len(train))), held.row_numbers(np.arange(len(held)))])
+    assert sorted(numbers.tolist()) == list(range(n))  # a partition
+    assert held.row_numbers(np.arange(len(held))).tolist() != list(range(n - len(held), n))  # shuffled, not the tail
+    assert torch.equal(held[:], torch.from_numpy(rows.take(held.row_numbers(np.arange(len(held))))))
+    again_train, again_held = data.split(rows, 0.1, seed=3)
+    assert torch.equal(again_train[:], train[:]) and torch.equal(again_held[:], held[:])
+    _, other = data.split(rows, 0.1, seed=4)
+    assert not torch.equal(other[:], held[:])
+    # Indexing: ints, slices, arrays and tensors of any shape, and a column index.
+    assert torch.equal(train[3], train[:][3]) and torch.equal(train[[5, 1]], train[:][[5, 1]])
+    index = torch.tensor([[0, 2], [4, 6]])
+    assert train[index].shape == (2, 2, 16) and torch.equal(train[index, :5], train[:][index][..., :5])
+    with pytest.raises(IndexError):
+        train[[len(train)]]
+
+    assert len(data.split(rows, 1e-9)[1]) == 1  # at least one held-out row
     train0, held0 = data.split(rows, 0.0)
-    assert torch.equal(train0, rows) and held0.shape == (0, 4)
+    assert torch.equal(train0[:], torch.from_numpy(rows.take(train0.row_numbers(np.arange(n))))) and len(held0) == 0
     with pytest.raises(ValueError, match="eval_fraction"):
         data.split(rows, 1.0)
+    one = rows.shards.rows(rows.shards.tokens + 2)  # a single row holds the whole stream
+    assert one.n == 1
     with pytest.raises(ValueError, match="at least 2"):
-        data.split(rows[:1], 0.5)
+        data.split(one, 0.5)
 
 
 # ------------------------------------------------------------------------------------------ prepare
@@ -333,28 +349,31 @@ def test_prepare_builtin_twice_uses_the_cache(tmp_path, monkeypatch, capsys):
     assert "fastmask:" in capsys.readouterr().err
     assert len(first.tokenizer) == 300 and first.tokenizer.mask_token_id == 4
     for rows in (first.train, first.eval):
+        rows = rows[:]
         assert rows.dtype == torch.int32 and rows.shape[1] == 64
         assert (rows[:, 0] == 2).all() and (rows[:, -1] == 3).all()
-    n = first.train.shape[0] + first.eval.shape[0]
-    assert n > 1000 and first.eval.shape[0] == round(n * 0.05)
+    n = len(first.train) + len(first.eval)
+    assert n > 1000 and len(first.eval) == round(n * 0.05)
+    assert torch.equal(torch.from_numpy(first.shards.rows(64).take(np.arange(n))),
+                       data.pack(data.builtin_texts(), first.tokenizer, 64))  # today's packing
     names = sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
-    assert names == ["corpus", "rows", "tokenizer"]
+    assert names == ["corpus", "shards", "tokenizer"]
 
     # Warm run: no reading, parsing, training or tokenizing (each patched in the module that calls it).
     for module, name in (
-        (data.corpus, "_load_texts"),
+        (data.corpus, "iter_texts"),
         (data.corpus, "_read_stdlib"),
         (data.tokenizer, "_train_backend"),
-        (data, "pack"),  # prepare() is the package's
+        (data.shards, "_tokenize"),
     ):
         monkeypatch.setattr(module, name, _fail)
     second = data.prepare(None, None, 300, 64, 0.05, str(tmp_path), show_progress=False)
     assert capsys.readouterr().err == ""
-    assert torch.equal(second.train, first.train) and torch.equal(second.eval, first.eval)
+    assert torch.equal(second.train[:], first.train[:]) and torch.equal(second.eval[:], first.eval[:])
     assert second.tokenizer.get_vocab() == first.tokenizer.get_vocab()
-    # eval_fraction is not part of the rows cache key.
-    third = data.prepare(None, None, 300, 64, 0.2, str(tmp_path), show_progress=False)
-    assert third.train.shape[0] + third.eval.shape[0] == n
+    # Neither eval_fraction nor seq_len is part of the shards' key: rows are cut when read.
+    third = data.prepare(None, None, 300, 32, 0.2, str(tmp_path), show_progress=False)
+    assert len(third.train) + len(third.eval) == first.shards.tokens // 30
 
 
 def test_prepare_corpus_file_invalidation_and_tokenizer_path(small_texts, tok, tmp_path, monkeypatch):
@@ -362,38 +381,36 @@ def test_prepare_corpus_file_invalidation_and_tokenizer_path(small_texts, tok, t
     corpus.write_text("\n".join(t.replace("\n", " ") for t in small_texts[:300]) + "\n", encoding="utf-8")
     cache = tmp_path / "cache"
     a = data.prepare(str(corpus), None, 200, 32, 0.1, str(cache), show_progress=False)
-    assert a.eval.shape[0] >= 1 and len(a.tokenizer) == 200
+    assert len(a.eval) >= 1 and len(a.tokenizer) == 200
 
-    # Changed content: new texts hash, so a new tokenizer and new rows.
+    # Changed content: new texts hash, so a new tokenizer and new shards.
     with corpus.open("a", encoding="utf-8") as f:
         f.write("an extra document appended to the corpus file changes its hash\n")
     b = data.prepare(str(corpus), None, 200, 32, 0.1, str(cache), show_progress=False)
-    assert len(list(cache.glob("tokenizer-*.json"))) == 2 and len(list(cache.glob("rows-*.pt"))) == 2
-    assert b.train.shape[0] + b.eval.shape[0] >= a.train.shape[0] + a.eval.shape[0]
-
-    # seq_len is part of the rows key: both lengths stay cached side by side.
-    e = data.prepare(str(corpus), None, 200, 48, 0.1, str(cache), show_progress=False)
-    assert e.train.shape[1] == 48 and len(list(cache.glob("rows-*.pt"))) == 3
-    monkeypatch.setattr(data, "pack", _fail)
+    assert len(list(cache.glob("tokenizer-*.json"))) == 2 and len(list(cache.glob("shards-*"))) == 2
+    assert len(b.train) + len(b.eval) >= len(a.train) + len(a.eval)
+    monkeypatch.setattr(data.shards, "_tokenize", _fail)
     b2 = data.prepare(str(corpus), None, 200, 32, 0.1, str(cache), show_progress=False)
-    assert torch.equal(b2.train, b.train)
+    assert torch.equal(b2.train[:], b.train[:])
     monkeypatch.undo()
 
-    # A given tokenizer directory: no training; rows keyed by that tokenizer.
+    # A given tokenizer directory: no training; shards keyed by that tokenizer.
     tok.save_pretrained(str(tmp_path / "tok"))
     monkeypatch.setattr(data.tokenizer, "_train_backend", _fail)
     c = data.prepare(str(corpus), str(tmp_path / "tok"), 0, 32, 0.1, str(cache), show_progress=False)
     assert c.tokenizer.get_vocab() == tok.get_vocab()
-    rows = torch.cat([c.train, c.eval])
+    rows = torch.cat([c.train[:], c.eval[:]])
     assert int(rows.max()) < len(tok)
-    assert len(list(cache.glob("rows-*.pt"))) == 4
+    assert len(list(cache.glob("shards-*"))) == 3
 
-    # A corrupt rows cache is rebuilt, not fatal.
-    for p in cache.glob("rows-*.pt"):
-        p.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="unreadable cached rows"):
-        d = data.prepare(str(corpus), str(tmp_path / "tok"), 0, 32, 0.1, str(cache), show_progress=False)
-    assert torch.equal(d.train, c.train)
+    # A prepared folder is read as it is: its own tokenizer, no corpus read; another tokenizer is refused.
+    monkeypatch.setattr(data.corpus, "iter_texts", _fail)
+    folder = c.shards.folder
+    d = data.prepare(str(folder), None, 0, 32, 0.1, None, show_progress=False)
+    assert d.tokenizer.get_vocab() == tok.get_vocab() and torch.equal(d.train[:], c.train[:])
+    assert torch.equal(data.prepare(str(folder), str(tmp_path / "tok"), 0, 32, 0.1, None, False).eval[:], c.eval[:])
+    with pytest.raises(ValueError, match="prepared with another tokenizer"):
+        data.prepare(str(folder), str(a.shards.folder / "tokenizer"), 0, 32, 0.1, None, show_progress=False)
 
 
 def test_progress_bars_only_on_a_terminal(small_texts, tmp_path, capfd, monkeypatch):
@@ -408,12 +425,12 @@ def test_progress_bars_only_on_a_terminal(small_texts, tmp_path, capfd, monkeypa
     assert out == ""  # the tokenizer trainer's bar draws blank lines on stdout
     lines = err.split("\n")
     assert lines[-1] == "" and all(line.startswith("fastmask: ") for line in lines[:-1]), repr(err)
-    assert any("training a WordPiece tokenizer" in line for line in lines) and any("packed" in line for line in lines)
+    assert any("training a WordPiece tokenizer" in line for line in lines) and any("prepared" in line for line in lines)
 
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     data.prepare(str(corpus), None, 300, 32, 0.1, str(tmp_path / "cache2"), show_progress=True)
     err = capfd.readouterr().err
-    assert "\rreading corpus:" in err and "\rpacking:" in err
+    assert "\rreading corpus:" in err and "\rprepare:" in err
 
 
 def test_prepare_validates_before_work(tmp_path):

@@ -36,13 +36,18 @@ def _digest(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:24]
 
 
+def _hash_text(h, text: str) -> None:
+    """Adds one text to a content hash (length-prefixed, so document boundaries count)."""
+    b = text.encode("utf-8", "surrogatepass")
+    h.update(len(b).to_bytes(8, "little"))
+    h.update(b)
+
+
 def _texts_hash(texts: Iterable[str]) -> str:
-    """Content hash of a list of texts (length-prefixed, so document boundaries count)."""
+    """Content hash of a sequence of texts."""
     h = hashlib.sha256()
     for text in texts:
-        b = text.encode("utf-8", "surrogatepass")
-        h.update(len(b).to_bytes(8, "little"))
-        h.update(b)
+        _hash_text(h, text)
     return h.hexdigest()[:24]
 
 

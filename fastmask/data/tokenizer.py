@@ -29,7 +29,7 @@ def _wrap(backend) -> PreTrainedTokenizerFast:
     )
 
 
-def _train_backend(texts: Sequence[str], vocab_size: int, show_progress: bool):
+def _train_backend(texts: Iterable[str], vocab_size: int, show_progress: bool):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]", continuing_subword_prefix="##"))
@@ -42,7 +42,8 @@ def _train_backend(texts: Sequence[str], vocab_size: int, show_progress: bool):
         continuing_subword_prefix="##",
         show_progress=show_progress,
     )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    # Streamed: the trainer keeps word counts, never the texts.
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts) if isinstance(texts, Sequence) else None)
     # The trainer breaks frequency ties in hash-map order, which differs run to run: the same
     # vocabulary comes out under different ids. Canonical ids (specials first, then the tokens in
     # code-point order) make the trained tokenizer a function of the texts and vocab_size alone.
@@ -68,7 +69,7 @@ def _check_vocab_size(vocab_size: int) -> None:
 
 
 def _tokenizer_for(
-    texts_hash: str, get_texts: Callable[[], Sequence[str]], vocab_size: int, cache: Path, show_progress: bool
+    texts_hash: str, get_texts: Callable[[], Iterable[str]], vocab_size: int, cache: Path, show_progress: bool
 ) -> PreTrainedTokenizerFast:
     from tokenizers import Tokenizer
 
@@ -81,10 +82,9 @@ def _tokenizer_for(
             warnings.warn(f"fastmask: ignoring unreadable cached tokenizer {path}: {e}", stacklevel=3)
             with contextlib.suppress(OSError):
                 path.unlink()
-    texts = get_texts()
     t0 = time.perf_counter()
-    _log(show_progress, f"training a WordPiece tokenizer (vocab {vocab_size}) on {len(texts)} texts ...")
-    backend = _train_backend(texts, vocab_size, progress_bars(show_progress))
+    _log(show_progress, f"training a WordPiece tokenizer (vocab {vocab_size}) on the corpus ...")
+    backend = _train_backend(get_texts(), vocab_size, progress_bars(show_progress))
     _log(show_progress, f"tokenizer trained ({backend.get_vocab_size()} tokens, {time.perf_counter() - t0:.1f} s)")
     # The tokenizers WordPiece trainer is not deterministic (hash-map order breaks ties; upstream
     # huggingface/tokenizers#1794), so processes sharing a cache that train at once (one per rank)

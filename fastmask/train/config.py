@@ -44,11 +44,17 @@ class Config(MaskingConfig):
     preset: str = _flag("tiny", "model size, data shape and schedule: " + "; ".join(
         f"{name}: width {p['hidden_size']}, {p['num_layers']} layers, seq {p['seq_len']}, vocab {p['vocab_size']}, "
         f"batch {p['batch_size']}, {p['steps']} steps" for name, p in PRESETS.items()), choices=tuple(PRESETS))
-    corpus: str | None = _flag(None, "a text file (one document per line), a .jsonl file ({\"text\": ...} per line) or "
-                                     "a folder of them; None: the built-in corpus (Python's standard-library docstrings)",
-                               kind=str)
+    corpus: str | None = _flag(None, "a folder `fastmask prepare` wrote (read as it is), or raw text, prepared into "
+                                     "the cache first: a text file (one document per line), a .jsonl file "
+                                     "({\"text\": ...} per line), a .parquet file, a datasets save_to_disk folder, or "
+                                     "a folder of such files; None: the built-in corpus (Python's standard-library "
+                                     "docstrings)", kind=str)
     tokenizer: str | None = _flag(None, "a local Hugging Face tokenizer folder; None: train a WordPiece tokenizer on "
                                         "the corpus (cached)", kind=str)
+    text_column: str = _flag("text", "the field of .jsonl objects and the column of .parquet files and datasets "
+                                     "folders that holds the text")
+    workers: int | None = _flag(None, "processes tokenising a raw corpus into token shards (once, cached); None: "
+                                      "every core", kind=int)
     out: str | None = _flag(None, "the run's folder; None: a new runs/pretrain-<date>-<time>, printed at start. "
                                   "A folder holding files is refused unless --resume or --overwrite", kind=str)
     overwrite: bool = _flag(False, "replace the run files already in --out")
@@ -127,7 +133,8 @@ class Config(MaskingConfig):
                      "vocab_size"):
             checks.append((getattr(self, name) >= 1, f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"))
         checks += [(self.lr > 0, f"--lr must be > 0, got {self.lr}"), (self.clip > 0, f"--clip must be > 0, got {self.clip}"),
-                   (0 < self.eval_fraction < 1, f"--eval-fraction must be in (0, 1), got {self.eval_fraction}")]
+                   (0 < self.eval_fraction < 1, f"--eval-fraction must be in (0, 1), got {self.eval_fraction}"),
+                   (self.workers is None or self.workers >= 1, f"--workers must be >= 1, got {self.workers}")]
         self._raise_first(checks)
 
     @staticmethod

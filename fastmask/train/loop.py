@@ -25,9 +25,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from fastmask import baselines, data
+from fastmask import data
+from fastmask.data.loader import Batches, Prefetcher
 from fastmask.train.config import HF_BASELINE, Config, parse_args
-from fastmask.train.model import Pretrainer
+from fastmask.train.model import HFBaseline, Pretrainer
 from fastmask.train.run_folder import (
     CHECKPOINT,
     EXPORT_DIR,
@@ -39,24 +40,6 @@ from fastmask.train.run_folder import (
     save_checkpoint,
     write_run_records,
 )
-
-
-class Batches:
-    """Micro-batch m of this rank, as (data epoch, global sample ids, rows): a pure function of (seed, m)."""
-
-    def __init__(self, rows: torch.Tensor, batch_size: int, seed: int, rank: int, world: int):
-        self.rows, self.batch_size, self.seed, self.rank, self.world = rows, batch_size, seed, rank, world
-        self.per_epoch = len(rows) // world // batch_size
-        if self.per_epoch < 1:
-            raise ValueError(f"{len(rows)} training sequences are too few for --batch-size {batch_size} on {world} rank(s)")
-
-    def __call__(self, micro_step: int) -> tuple[int, torch.Tensor, torch.Tensor]:
-        data_epoch, offset = divmod(micro_step, self.per_epoch)
-        shuffle = torch.Generator().manual_seed(self.seed * 100_003 + data_epoch)
-        order = torch.randperm(len(self.rows), generator=shuffle)
-        shard = order[self.rank::self.world]
-        ids = shard[offset * self.batch_size:(offset + 1) * self.batch_size]
-        return data_epoch, ids, self.rows[ids]
 
 
 def _setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
@@ -74,21 +57,15 @@ def _setup_distributed(cfg: Config) -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def _hf_batch(collator, rows: torch.Tensor, special_ids: torch.Tensor, device: torch.device):
-    """The baseline's masking: Hugging Face's collator on CPU tensors, then a copy to the device.
-    `special_ids` (CPU) are those the fastmask path never masks: the tokenizer's special tokens."""
-    out = collator.torch_mask_tokens(rows.long().clone(), special_tokens_mask=torch.isin(rows, special_ids))
-    return out[0].to(device, non_blocking=True), out[1].to(device, non_blocking=True)
-
-
 class Interrupted(Exception):
     pass
 
 
 class MaskingTimer:
     """Time spent in the masking strategy's forward (fastmask's ops; MAPNet's scoring included),
-    from hooks on the strategy module: CUDA events on a GPU, the CPU clock otherwise. Read at
-    log time. Under torch.compile masking is fused into the graph: nothing is timed (null)."""
+    from hooks on the strategy module: CUDA events on a GPU, the CPU clock otherwise; the HF
+    baseline's CPU masking through :meth:`on_the_cpu`. Read at log time. Under torch.compile
+    masking is fused into the graph: nothing is timed (null)."""
 
     def __init__(self, strategy: nn.Module, device: torch.device):
         self.cuda, self.seconds, self._events, self._start = device.type == "cuda", 0.0, [], None
@@ -114,6 +91,13 @@ class MaskingTimer:
         else:
             self.seconds += time.perf_counter() - self._start
         self._start = None
+
+    @contextlib.contextmanager
+    def on_the_cpu(self):
+        """Times a block of host-side masking (the HF baseline's collator)."""
+        start = time.perf_counter()
+        yield
+        self.seconds += time.perf_counter() - start
 
     def take(self) -> float:
         """Masking seconds since the last call (reads GPU events: log time only)."""
@@ -141,6 +125,16 @@ def train(cfg: Config) -> dict:
             dist.destroy_process_group()
 
 
+def warmup_then_linear_decay(warmup: int, total: int):
+    """BERT's learning-rate schedule, as a factor of the peak rate at each optimizer step: a linear
+    warm-up over the first `warmup` steps (no large updates while Adam's moments are still noise),
+    then a linear decay to 0 at step `total`."""
+    def factor(step: int) -> float:
+        return min(1.0, (step + 1) / warmup) * max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
 def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     main = rank == 0
     if main:
@@ -148,7 +142,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     torch.manual_seed(cfg.seed)
 
     # Data. A checkpoint is read (and checked) before the corpus: a bad one fails in seconds. Rank 0
-    # prepares (and caches) the tokenizer and rows first; the other ranks then load them.
+    # prepares the token shards (cached); the other ranks then map the same files.
     state = load_checkpoint(os.path.join(cfg.out, CHECKPOINT), cfg) if cfg.resume else None
     stored_tokenizer = os.path.join(cfg.out, TOKENIZER_DIR)
     if cfg.resume and os.path.isdir(stored_tokenizer):
@@ -156,7 +150,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     if world > 1 and not main:
         dist.barrier()
     prepared = data.prepare(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.seq_len, cfg.eval_fraction, cfg.cache_dir,
-                            show_progress=cfg.progress and main)
+                            show_progress=cfg.progress and main, text_column=cfg.text_column, workers=cfg.workers)
     if main and not cfg.resume:
         write_run_records(cfg, prepared.tokenizer, device)
     if world > 1 and main:
@@ -169,12 +163,12 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
         print(f"warning: {len(prepared.train)} training sequences: {cfg.steps} steps read them {passes:.0f} times over "
               "(a small corpus overfits; give a larger --corpus or fewer --steps)", file=sys.stderr, flush=True)
 
-    # Model, optimizer, schedule; the state of a resumed run.
-    model = Pretrainer(cfg, prepared.tokenizer).to(device)
+    # Model (the HF baseline: the same model, masked by transformers' collator), optimizer, schedule;
+    # the state of a resumed run.
+    model = (HFBaseline if cfg.masking == HF_BASELINE else Pretrainer)(cfg, prepared.tokenizer, rank).to(device)
     timer = MaskingTimer(model.masking, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup) * max(0.0, (cfg.steps - s) / max(1, cfg.steps - cfg.warmup)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_then_linear_decay(cfg.warmup, cfg.steps))
     step = 0
     if state is not None:
         model.load_state_dict(state["model"])
@@ -186,7 +180,6 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
         step = state["step"]  # the data position too: micro-batch m is a pure function of (seed, m)
     trained = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     forward = torch.compile(trained) if cfg.compile else trained
-    to_device = _batch_transfer(cfg, prepared.tokenizer, model, rank, device, timer)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     def checkpoint(at_step: int) -> None:
@@ -197,13 +190,18 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
                 step=at_step, config=dataclasses.asdict(cfg)))
             export_model(model, prepared.tokenizer, os.path.join(cfg.out, EXPORT_DIR))
 
-    # The loop: micro-steps, an optimizer step; at log steps the loss is read (the one host sync),
-    # evaluated, logged and checkpointed.
+    def gradient_sync(micro: int):
+        """DDP all-reduces the gradients on the last micro-step of an optimizer step only."""
+        return trained.no_sync() if world > 1 and micro < cfg.grad_accum - 1 else contextlib.nullcontext()
+
+    # The loop: micro-steps, an optimizer step; at log steps the counters are read (the one host
+    # sync), evaluated, logged and checkpointed.
     progress = Progress(cfg, main, world, step, device, model)
-    window_loss = torch.zeros((), device=device)
-    data_epoch_tensor = torch.zeros((), dtype=torch.int64, device=device)
+    counters = Counters(device, timer, model)
+    data_epoch = torch.zeros((), dtype=torch.int64, device=device)  # the masks' epoch, read by the kernels
     first_step, good_step = step, step
-    with _stop_on_signals(main or world == 1) as stop, progress:
+    loader = Prefetcher(batches, first=step * cfg.grad_accum, pin=device.type == "cuda")
+    with _stop_on_signals(main or world == 1) as stop, progress, loader:
         while step < cfg.steps:
             # Any host sync in the step itself raises under --sync-debug; logging steps may sync. With
             # --compile the first step compiles (Inductor syncs while compiling): checked from the
@@ -211,14 +209,12 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
             if cfg.sync_debug and device.type == "cuda" and not (cfg.compile and step == first_step):
                 torch.cuda.set_sync_debug_mode("error")
             for micro in range(cfg.grad_accum):
-                data_epoch, sample_ids, rows = batches(step * cfg.grad_accum + micro)
-                ids, hf_labels = to_device(rows)
-                data_epoch_tensor.fill_(data_epoch)  # in place, no host sync: the kernels read it on the device
-                with autocast:
-                    loss, objective = forward(ids, sample_ids.to(device, non_blocking=True), data_epoch_tensor,
-                                              hf_labels)
-                (loss + cfg.mapnet_weight * objective).div(cfg.grad_accum).backward()
-                window_loss += loss.detach().float() / cfg.grad_accum
+                batch = next(loader)
+                with gradient_sync(micro):
+                    with autocast:
+                        loss, objective = forward(*model.inputs(batch, data_epoch, timer))
+                    (loss + cfg.mapnet_weight * objective).div(cfg.grad_accum).backward()
+                counters.add_loss(loss, cfg.grad_accum)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             optimizer.step()
             schedule.step()
@@ -228,16 +224,15 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
             if device.type == "cuda":
                 torch.cuda.set_sync_debug_mode("default")
             if step % cfg.log_interval == 0 or step == cfg.steps:
-                mean_loss = window_loss.item() / progress.window_steps  # the one host sync, at log time
-                if not math.isfinite(mean_loss):
+                read = counters.read(progress.window_steps)  # the one host sync, at log time
+                if not math.isfinite(read["loss"]):
                     kept = (f"The last good checkpoint ({os.path.join(cfg.out, CHECKPOINT)}) is from step {good_step}."
                             if good_step > 0 else "There is no checkpoint yet: the run leaves nothing behind.")
-                    raise FloatingPointError(f"the training loss became {mean_loss} between steps "
+                    raise FloatingPointError(f"the training loss became {read['loss']} between steps "
                                              f"{step - progress.window_steps} and {step}; stopping. {kept}")
                 evaluated = step % cfg.eval_interval == 0 or step == cfg.steps
                 eval_loss = evaluate(model, prepared.eval, cfg, device, world, autocast) if evaluated else None
-                progress.log(step, mean_loss, eval_loss, timer, schedule.get_last_lr()[0])
-                window_loss.zero_()
+                progress.log(step, read, eval_loss, schedule.get_last_lr()[0])
                 if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
                     checkpoint(step)
                     good_step = step
@@ -248,27 +243,26 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
     return {**progress.summary, "out": cfg.out}
 
 
-def _batch_transfer(cfg: Config, tokenizer, model: Pretrainer, rank: int, device: torch.device, timer: MaskingTimer):
-    """rows (CPU) -> (the model's input ids on the device, labels or None): the one place the HF
-    baseline differs. fastmask's strategies mask on the device inside the model; the baseline
-    masks on the CPU with transformers' collator first (timed as masking), never masking the
-    tokens the fastmask path never masks."""
-    if cfg.masking != HF_BASELINE:
-        return lambda rows: (rows.to(device, non_blocking=True), None)
-    collator = baselines.hf_collator(tokenizer, cfg.mlm_probability, cfg.mask_replace_prob, cfg.random_replace_prob)
-    collator.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
-    special_ids = model.masking.special_ids.cpu()
+class Counters:
+    """What the step counts on the device (the loss; the masking's time, dropped labels and MAPNet's
+    statistics), accumulated without a host sync and read in one place, at log time."""
 
-    def masked_on_the_cpu(rows):
-        start = time.perf_counter()
-        batch = _hf_batch(collator, rows, special_ids, device)
-        timer.seconds += time.perf_counter() - start
-        return batch
+    def __init__(self, device: torch.device, timer: MaskingTimer, model: Pretrainer):
+        self.window_loss = torch.zeros((), device=device)
+        self.timer, self.masking = timer, model.masking
 
-    return masked_on_the_cpu
+    def add_loss(self, loss: torch.Tensor, grad_accum: int) -> None:
+        self.window_loss += loss.detach().float() / grad_accum
+
+    def read(self, window_steps: int) -> dict:
+        """The window's mean loss, masking seconds, dropped labels and proposal statistics; resets them."""
+        read = dict(loss=self.window_loss.item() / window_steps, masking_seconds=self.timer.take(),
+                    dropped_labels=self.masking.take_dropped_labels(), **self.masking.take_proposal_stats())
+        self.window_loss.zero_()
+        return read
 
 
-def evaluate(model: Pretrainer, rows: torch.Tensor, cfg: Config, device: torch.device, world: int, autocast) -> float:
+def evaluate(model: Pretrainer, rows: data.RowSet, cfg: Config, device: torch.device, world: int, autocast) -> float:
     """Mean MLM loss over the first --eval-batches held-out batches, under the strategies' common
     evaluation masks, averaged over ranks (a host sync)."""
     model.eval()
@@ -309,7 +303,7 @@ class Progress:
     def __init__(self, cfg: Config, main: bool, world: int, step: int, device: torch.device, model: Pretrainer):
         from tqdm import tqdm
 
-        self.cfg, self.main, self.model = cfg, main, model
+        self.cfg, self.main = cfg, main
         self.tokens_per_step = cfg.batch_size * cfg.grad_accum * cfg.seq_len * world
         self.metrics_path = os.path.join(cfg.out, "metrics.jsonl")
         self.use_bar = data.progress_bars(cfg.progress and main)
@@ -326,14 +320,15 @@ class Progress:
         self.window_steps += 1
         self.bar.update(1)
 
-    def log(self, step: int, mean_loss: float, eval_loss: float | None, timer: MaskingTimer, lr: float) -> None:
+    def log(self, step: int, read: dict, eval_loss: float | None, lr: float) -> None:
+        """`read`: what :meth:`Counters.read` returned for this window."""
         elapsed = time.perf_counter() - self.window_start
-        masking = self.model.masking
+        read = dict(read)
+        mean_loss, masking_seconds = read.pop("loss"), read.pop("masking_seconds")
         record = dict(step=step, tokens=step * self.tokens_per_step, loss=round(mean_loss, 5),
                       eval_loss=None if eval_loss is None else round(eval_loss, 5),
                       tokens_per_s=round(self.window_steps * self.tokens_per_step / elapsed, 1),
-                      masking_share=None if self.cfg.compile else round(timer.take() / elapsed, 5), lr=lr,
-                      dropped_labels=masking.take_dropped_labels(), **masking.take_proposal_stats())
+                      masking_share=None if self.cfg.compile else round(masking_seconds / elapsed, 5), lr=lr, **read)
         if self.main:
             if record["dropped_labels"]:
                 self.bar.write(f"warning: {record['dropped_labels']} labelled tokens exceeded the gather capacity "
