@@ -39,7 +39,7 @@ import torch
 from fastmask.data.cache import _cache_dir, _digest, progress_bars
 from fastmask.data.corpus import TEXT_COLUMN, _Corpus, builtin_texts, iter_texts, load_texts
 from fastmask.data.packing import pack, split
-from fastmask.data.shards import SHARDS_VERSION, RowSet, Shards, is_prepared, prepare_shards
+from fastmask.data.shards import SHARD_CHARS, SHARDS_VERSION, RowSet, Shards, is_prepared, prepare_shards
 from fastmask.data.tokenizer import (
     SPECIAL_TOKENS,
     _check_vocab_size,
@@ -143,6 +143,7 @@ def prepare_folder(
     text_column: str = TEXT_COLUMN,
     workers: int | None = None,
     cache_dir: str | os.PathLike | None = None,
+    shard_chars: int = SHARD_CHARS,
     show_progress: bool = True,
 ) -> Shards:
     """``fastmask prepare``: the corpus tokenised into token shards in folder `out` (a trained
@@ -155,4 +156,4 @@ def prepare_folder(
     source, tokenizer = _source_and_tokenizer(corpus, tokenizer_path, vocab_size, _cache_dir(cache_dir), show_progress,
                                               text_column)
     return prepare_shards(source.texts, out, tokenizer, source=source.fingerprint, corpus_name=source.name,
-                          workers=workers, show_progress=show_progress)
+                          workers=workers, shard_chars=shard_chars, show_progress=show_progress)
