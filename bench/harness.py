@@ -63,6 +63,12 @@ BASELINES = {
     "sparse-head": "the same encoder with fastmask's sparse head on the same masks (gathered tokens)",
     "hf-pretrain": "fastmask pretrain --masking hf: the same loop, model and data, masked by transformers' "
                    "DataCollatorForLanguageModeling on the CPU and trained through BertForMaskedLM's dense head",
+    "tokenizer-alone": "tokenizers' encode_batch_fast on one thread, in memory, writing nothing: the ceiling of "
+                       "one prepare worker",
+    "hf-data-pipeline": "a datasets.Dataset of input_ids, DataLoader(shuffle=True, num_workers=0) and "
+                        "DataCollatorForLanguageModeling (which masks on the CPU too), on one core",
+    "in-memory-rows": "fastmask pretrain before token shards (FASTMASK_BENCH_PREVIOUS): every text a Python string, "
+                      "the packed corpus one in-memory tensor per process",
     "hf-trainer-step": "what a Trainer step runs today: transformers' DataCollatorForLanguageModeling on the "
                        "features (CPU), the copy to the device, the unpatched model's forward and backward",
 }

@@ -122,11 +122,13 @@ def demo(args) -> int:
 
 # The op families of the op table (each OpSpec's bench) and the end-to-end ones, in order of value per
 # GPU minute (a --budget leaves out the last ones first): the ranked ones, then any other family of the
-# table. `headline` (the training-step comparison, bench/bench_headline.py) runs only when named.
+# table. `headline` (the training-step comparison, bench/bench_headline.py) and `data` (the data path,
+# bench/bench_data.py, on the host) run only when named.
 _RANKED_FAMILIES = ("masking", "gather", "proposal", "fully-explored")
 BENCH_FAMILIES = (*_RANKED_FAMILIES,
                   *dict.fromkeys(spec.bench for spec in library.OPS.values() if spec.bench not in _RANKED_FAMILIES),
                   "step", "hf-step", "collator")
+NAMED_ONLY = ("headline", "data")  # minutes each (a training step per --masking; corpora of 30 and 300 MB)
 
 
 def bench(args) -> int:
@@ -143,9 +145,9 @@ def bench(args) -> int:
         print(f"fastmask bench: no bench/ folder next to the package ({bench_dir}); it runs from a source "
               "checkout installed with `pip install -e .`", file=sys.stderr)
         return 2
-    unknown = [f for f in args.family if f not in (*BENCH_FAMILIES, "headline")]
+    unknown = [f for f in args.family if f not in (*BENCH_FAMILIES, *NAMED_ONLY)]
     if unknown:
-        print(f"fastmask bench: no family {', '.join(unknown)}; the families: {', '.join(BENCH_FAMILIES)}, headline",
+        print(f"fastmask bench: no family {', '.join(unknown)}; the families: {', '.join(BENCH_FAMILIES + NAMED_ONLY)}",
               file=sys.stderr)
         return 2
     sys.path.insert(0, bench_dir)
@@ -247,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("family", nargs="*", metavar="FAMILY",
                    help=f"families to run, of {', '.join(BENCH_FAMILIES)} (the default: all of them) and headline "
                         "(the training step of fastmask pretrain and of a Trainer with apply_fastmask against "
-                        "their baselines)")
+                        "their baselines) and data (prepare, the training loader and pretrain's memory on 30 and "
+                        "300 MB corpora), which run only when named")
     p.add_argument("--profile", choices=("quick", "full", "gpu"), default="full",
                    help="quick: small shapes, a smoke run; full: every shape for the device; gpu: realistic "
                         "shapes sized for the scripts/gpu/ kit (bench/harness.py PROFILES)")

@@ -299,24 +299,32 @@ def test_the_proposal_width_default_fits_every_model_width(capsys):
 
 def test_hf_baseline_masks_no_special_token_of_the_tokenizer():
     from fastmask import baselines
+    from fastmask.data.loader import Batch
+    from fastmask.train.config import Config
+    from fastmask.train.model import HFBaseline
 
     tokenizer = baselines.in_memory_tokenizer(50)
-    rows = torch.randint(0, 50, (64, 32))  # every special id appears: [UNK] and [MASK] included
+    rows = torch.randint(0, 50, (64, 32), dtype=torch.int32)  # every special id appears: [UNK] and [MASK] included
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-    collator = baselines.hf_collator(tokenizer, mlm_probability=0.9)
-    _, labels = loop._hf_batch(collator, rows, special, torch.device("cpu"))
+    cfg = Config(masking="hf", mlm_probability=0.9, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                 vocab_size=50, seq_len=32).resolved()
+    model = HFBaseline(cfg, tokenizer)
+    timer = loop.MaskingTimer(model.masking, torch.device("cpu"))
+    ids, labels = model.inputs(Batch(0, torch.arange(64), rows), torch.zeros((), dtype=torch.int64), timer)
     assert not (labels != -100)[torch.isin(rows, special)].any()
     assert (labels != -100).float().mean() > 0.5
+    assert torch.equal(labels[labels != -100], rows.long()[labels != -100]) and timer.take() > 0
 
 
 def test_ddp_on_two_cpu_processes(corpus, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "fastmask", "pretrain",
-           *micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "mapnet"), "--device", "cpu"]  # gloo on CPU processes, also where GPUs exist (rank 1 would ask for cuda:1)
+           *micro_args(corpus, tmp_path / "run", tmp_path / "cache", "--masking", "mapnet", "--grad-accum", "2"),
+           "--device", "cpu"]  # gloo on CPU processes, also where GPUs exist (rank 1 would ask for cuda:1)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = metrics(tmp_path / "run")
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
-    assert rows[0]["tokens"] == 2 * 4 * 32  # two ranks' batches per step
+    assert rows[0]["tokens"] == 2 * 2 * 4 * 32  # two ranks' batches, two micro-steps (one all-reduce) per step
     assert result.stdout.count("done: 6 steps") == 1  # rank 0 reports

@@ -231,7 +231,7 @@ def test_a_large_vocabulary_is_stored_as_uint32(texts, tmp_path):
 
     vocab = {t: i for i, t in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])}
     vocab.update({f"w{i}": len(vocab) + i for i in range(70_000)})
-    vocab["text"] = 69_999 + 5  # an id above 2^16
+    vocab["text"] = len(vocab)  # 70_005: an id above 2^16
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     big = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
@@ -240,7 +240,7 @@ def test_a_large_vocabulary_is_stored_as_uint32(texts, tmp_path):
     assert shards.dtype == np.uint32 and shards.index["dtype"] == "uint32"
     rows = shards.rows(5)
     assert torch.equal(torch.from_numpy(rows.take(np.arange(rows.n))), data.pack(["text some text"] * 10, big, 5))
-    assert int(rows.take(np.arange(rows.n)).max()) == 70_004
+    assert int(rows.take(np.arange(rows.n)).max()) == 70_005
 
 
 # ------------------------------------------------------------------------------------------ sources

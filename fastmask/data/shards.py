@@ -358,7 +358,7 @@ class Shards:
         self.dtype = np.dtype(index["dtype"])
         self.cls_id, self.sep_id = index["cls_id"], index["sep_id"]
         self.tokens = index["tokens"]
-        self._maps, begins = [], []
+        self.maps, begins = [], []
         position = 0
         for shard in index["shards"]:
             if shard["tokens"] == 0:
@@ -371,10 +371,11 @@ class Shards:
             if mapped.size != shard["tokens"]:
                 raise ValueError(f"{str(self.folder)!r}: {shard['file']} holds {mapped.size} tokens, the index says "
                                  f"{shard['tokens']}; prepare it again")
-            self._maps.append(mapped)
+            self.maps.append(mapped)
             begins.append(position)
             position += shard["tokens"]
-        self._begins = np.array(begins, dtype=np.int64)
+        self.begins = np.array(begins, dtype=np.int64)  # each mapped shard's first position in the stream
+        self.ends = self.begins + np.array([m.size for m in self.maps], dtype=np.int64)
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
         """The tokenizer the shards were made with (checked against the index's identity)."""
@@ -385,13 +386,17 @@ class Shards:
             raise ValueError(f"{str(self.folder)!r}: its tokenizer/ is not the one the shards were made with")
         return tokenizer
 
+    def shard_of(self, positions: np.ndarray) -> np.ndarray:
+        """The mapped shard holding each stream position."""
+        return np.searchsorted(self.begins, positions, side="right") - 1
+
     def stream(self, start: int, stop: int, out: np.ndarray) -> None:
         """Writes stream tokens [start, stop) into `out` (converting to its dtype)."""
-        k = int(np.searchsorted(self._begins, start, side="right")) - 1
+        k = int(self.shard_of(start))
         filled = 0
         while filled < stop - start:
-            local = start + filled - int(self._begins[k])
-            piece = self._maps[k][local:local + (stop - start - filled)]
+            local = start + filled - int(self.begins[k])
+            piece = self.maps[k][local:local + (stop - start - filled)]
             out[filled:filled + len(piece)] = piece
             filled += len(piece)
             k += 1
@@ -415,10 +420,19 @@ class PackedRows:
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """int32 (len(rows), seq_len): the rows of those numbers."""
+        rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.seq_len), dtype=np.int32)
         out[:, 0], out[:, -1] = self.shards.cls_id, self.shards.sep_id
-        for i, r in enumerate(np.asarray(rows, dtype=np.int64).tolist()):
-            self.shards.stream(r * self.body, (r + 1) * self.body, out[i, 1:-1])
+        starts = rows * self.body
+        shard = self.shards.shard_of(starts)
+        inside = starts + self.body <= self.shards.ends[shard]
+        # Rows inside one shard (nearly all): one gather per shard from its memory map.
+        for k in np.unique(shard[inside]).tolist():
+            pick = np.flatnonzero(inside & (shard == k))
+            local = starts[pick] - self.shards.begins[k]
+            out[pick, 1:-1] = self.shards.maps[k][local[:, None] + np.arange(self.body)]
+        for i in np.flatnonzero(~inside).tolist():  # rows across a shard boundary
+            self.shards.stream(int(starts[i]), int(starts[i]) + self.body, out[i, 1:-1])
         return out
 
 

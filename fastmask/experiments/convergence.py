@@ -62,7 +62,7 @@ def unigram_entropy(cfg) -> float:
 
     prepared = data.prepare(cfg.corpus, cfg.tokenizer, cfg.vocab_size, cfg.seq_len, cfg.eval_fraction, cfg.cache_dir,
                             show_progress=False)
-    ids = prepared.train.long().flatten()
+    ids = prepared.train[:].long().flatten()
     ids = ids[~torch.isin(ids, torch.tensor(sorted(set(prepared.tokenizer.all_special_ids))))]
     p = torch.bincount(ids).double()
     p = p[p > 0] / p.sum()

@@ -219,7 +219,7 @@ def run_variance(args) -> dict:
         model, prepared = load_state(base, None) if checkpoint is None else load_state(
             dataclasses.replace(base, steps=steps).resolved(), checkpoint)
         with torch.no_grad():  # the state's loss level: the evaluation masks on the held-out rows
-            eval_loss = model.eval_loss(prepared.eval.long(), torch.arange(len(prepared.eval))).item()
+            eval_loss = model.eval_loss(prepared.eval[:].long(), torch.arange(len(prepared.eval))).item()
         state_seed = 10_007 * index
         proposals = {objective: train_proposal(model, prepared, objective, args, args.seed + state_seed)
                      for objective in OBJECTIVES}
