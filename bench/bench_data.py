@@ -31,7 +31,6 @@ tiny preset's), the same for every contender. Ops:
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import random
 import subprocess
@@ -39,7 +38,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

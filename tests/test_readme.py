@@ -61,7 +61,7 @@ def test_help_is_plain_text(capsys):
     """--help screens are read in a terminal: no reST markup from the docstrings they come from."""
     from fastmask import cli
 
-    for argv in ([], ["info"], ["demo"], ["bench"], ["pretrain"], ["experiment"], ["experiment", "variance"],
+    for argv in ([], ["info"], ["demo"], ["bench"], ["pretrain"], ["prepare"], ["experiment"], ["experiment", "variance"],
                  ["experiment", "convergence"]):
         with pytest.raises(SystemExit):
             cli.main([*argv, "--help"])

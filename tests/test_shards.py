@@ -355,3 +355,26 @@ def test_the_prefetcher_serves_the_batches_in_order_and_stops(train_rows):
         next(loader), next(loader)
         with pytest.raises(OSError, match="disk gone"):
             next(loader)
+
+
+def test_the_data_benchmark_measures_prepare_and_the_loader(tmp_path, tok):
+    """bench/bench_data.py's prepare and loader measurements on a small corpus (its pretrain runs are
+    `fastmask pretrain` runs, tested in test_pretrain)."""
+    pytest.importorskip("datasets")
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+    try:
+        import bench_data
+        import harness
+    finally:
+        sys.path.pop(0)
+    corpus = bench_data.generated_corpus(str(tmp_path / "c.txt"), 1)
+    assert 1_000_000 <= os.path.getsize(corpus) < 1_010_000
+    tok.save_pretrained(str(tmp_path / "tok"))
+    rows = bench_data.bench_prepare(corpus, str(tmp_path / "tok"), str(tmp_path), "1MB", torch.device("cpu"))
+    assert [r.backend for r in rows] == ["tokenizer-alone", "fastmask-1w", "fastmask-2w"]
+    assert all(r.metrics["tokens_per_s"] > 0 for r in rows)
+    loader = bench_data.bench_loader(str(tmp_path / "prepared-2"), str(tmp_path / "tok"), torch.device("cpu"),
+                                     harness.PROFILES["quick"])
+    assert [r.backend for r in loader] == ["hf-data-pipeline", "fastmask"]
+    for r in loader:
+        assert r.metrics["rows_per_s"] > 0 and abs(r.metrics["tokens_per_s"] - 128 * r.metrics["rows_per_s"]) <= 128

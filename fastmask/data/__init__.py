@@ -30,11 +30,8 @@ loader     the training batches of a rank: a pure function of the micro-step, pr
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-
-import torch
 
 from fastmask.data.cache import _cache_dir, _digest, progress_bars
 from fastmask.data.corpus import TEXT_COLUMN, _Corpus, builtin_texts, iter_texts, load_texts
