@@ -18,7 +18,7 @@ tiny preset's), the same for every contender. Ops:
   pretrain      `fastmask pretrain --steps 2` (tiny preset) in a fresh process on each corpus:
                 cold (a fresh cache: tokenizer training and prepare included) and warm (the corpus
                 prepared before), and warm with 2 DDP ranks on gloo (one row per rank). Metrics:
-                peak_rss_mib (the process' resident-set high-water mark, getrusage), first_step_s
+                peak_rss_mib (the process' resident-set high-water mark, VmHWM), first_step_s
                 (process start to the first logged step); median_ms is the whole run's wall time.
                 With FASTMASK_BENCH_PREVIOUS=<a checkout of an earlier commit> its loop runs the
                 same cold and warm runs as the baseline `in-memory-rows` (every text a Python
