@@ -1,6 +1,6 @@
 """fastmask: fused GPU kernels for the masking side of masked-language-model pretraining."""
 
-from fastmask.counts import gather_capacity, masked_count, span_length_distribution
+from fastmask.counts import gather_capacity, mask_rate, masked_count, set_mask_rate, span_length_distribution
 from fastmask.mapnet import MaskProposalNet, mapnet_loss, proposal_log_q
 from fastmask import ops
 from fastmask.ops import *  # noqa: F403 (every op's public wrapper and its result type: fastmask.ops.__all__)
@@ -15,8 +15,10 @@ __all__ = [
     "MaskingStrategy",
     "gather_capacity",
     "mapnet_loss",
+    "mask_rate",
     "masked_count",
     "proposal_log_q",
+    "set_mask_rate",
     "sparse_mlm_loss",
     "span_length_distribution",
     "word_start_from_offsets",

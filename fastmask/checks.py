@@ -92,6 +92,20 @@ def _philox_key(op: str, seed, epoch, input_ids: torch.Tensor) -> None:
                          f"got {t.device}")
 
 
+def _rate(op: str, rate, input_ids: torch.Tensor) -> None:
+    """The masking rate, when given: an int64 (3,) tensor (select_threshold, count_num, count_den)
+    overriding the ints, on the device of input_ids (read by the kernel: a schedule writes it in
+    place) or on the CPU (read at launch). Its values are the kernels' to clamp: reading them here
+    would be a host sync."""
+    if rate is None:
+        return
+    _tensor(op, "rate", rate, (torch.int64,), 1)
+    _require(rate.shape[0] == 3, ValueError,
+             lambda: f"{op}: rate must have shape (3,) (select_threshold, count_num, count_den), got {tuple(rate.shape)}")
+    _require(rate.device == input_ids.device or rate.device.type == "cpu", ValueError,
+             lambda: f"{op}: rate must be on the device of input_ids ({input_ids.device}) or the CPU, got {rate.device}")
+
+
 def _corruption(op: str, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
     integer(op, "mask_threshold", mask_threshold, 0, reference.PROB_ONE + 1)
     integer(op, "random_threshold", random_threshold, 0, reference.PROB_ONE - mask_threshold + 1)
@@ -114,7 +128,7 @@ def maskable_mask(input_ids, attention_mask, special_ids) -> None:
 
 
 def mask_tokens(input_ids, maskable, row_ids, seed, epoch, select_threshold, count_num, count_den, mask_threshold,
-                random_threshold, mask_token_id, vocab_size, exact) -> None:
+                random_threshold, mask_token_id, vocab_size, exact, rate=None) -> None:
     op = "mask_tokens"
     _ids(op, input_ids)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
@@ -122,6 +136,7 @@ def mask_tokens(input_ids, maskable, row_ids, seed, epoch, select_threshold, cou
     _philox_key(op, seed, epoch, input_ids)
     integer(op, "select_threshold", select_threshold, 0, reference.PROB_ONE + 1)
     _count_fraction(op, count_num, count_den)
+    _rate(op, rate, input_ids)
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
@@ -167,7 +182,8 @@ def scatter_masked(values, index, length) -> None:
 
 
 def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
-                  sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
+                  sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
+                  rate=None) -> None:
     op = "proposal_mask"
     _ids(op, input_ids)
     _companion(op, "scores", scores, input_ids, SCORE_DTYPES)
@@ -175,6 +191,7 @@ def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, 
     _row_ids(op, row_ids, input_ids)
     _philox_key(op, seed, epoch, input_ids)
     _count_fraction(op, count_num, count_den)
+    _rate(op, rate, input_ids)
     _require(sampling in (reference.SAMPLING_TOPK, reference.SAMPLING_POISSON, reference.SAMPLING_SYSTEMATIC)
              and not isinstance(sampling, bool), ValueError,
              lambda: f"{op}: sampling must be 0 (top-k), 1 (Poisson) or 2 (systematic), got {sampling!r}")
@@ -186,7 +203,7 @@ def proposal_mask(input_ids, scores, maskable, row_ids, seed, epoch, count_num, 
 
 
 def whole_word_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_threshold, count_num, count_den,
-                    mask_threshold, random_threshold, mask_token_id, vocab_size, exact) -> None:
+                    mask_threshold, random_threshold, mask_token_id, vocab_size, exact, rate=None) -> None:
     op = "whole_word_mask"
     _ids(op, input_ids)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
@@ -195,11 +212,12 @@ def whole_word_mask(input_ids, maskable, word_start, row_ids, seed, epoch, selec
     _philox_key(op, seed, epoch, input_ids)
     integer(op, "select_threshold", select_threshold, 0, reference.PROB_ONE + 1)
     _count_fraction(op, count_num, count_den)
+    _rate(op, rate, input_ids)
     _corruption(op, mask_threshold, random_threshold, mask_token_id, vocab_size)
 
 
 def span_mask(input_ids, maskable, word_start, row_ids, seed, epoch, count_num, count_den, length_thresholds,
-              per_span, mask_threshold, random_threshold, mask_token_id, vocab_size) -> None:
+              per_span, mask_threshold, random_threshold, mask_token_id, vocab_size, rate=None) -> None:
     op = "span_mask"
     _ids(op, input_ids)
     _companion(op, "maskable", maskable, input_ids, (torch.bool,))
@@ -207,6 +225,7 @@ def span_mask(input_ids, maskable, word_start, row_ids, seed, epoch, count_num, 
     _row_ids(op, row_ids, input_ids)
     _philox_key(op, seed, epoch, input_ids)
     _count_fraction(op, count_num, count_den)
+    _rate(op, rate, input_ids)
     thresholds = list(length_thresholds) if isinstance(length_thresholds, (list, tuple)) else None
     _require(thresholds is not None and len(thresholds) < reference.MAX_SPAN_WORDS, ValueError,
              lambda: f"{op}: length_thresholds must be a list of fewer than {reference.MAX_SPAN_WORDS} ints, "

@@ -77,6 +77,24 @@ def count_fraction(p: float, name: str = "mlm_probability") -> tuple[int, int]:
     return _fraction(check_probability(name, p))
 
 
+def _rate_words(p: float) -> tuple[int, int, int]:
+    return (probability_threshold("mlm_probability", p), *count_fraction(p))
+
+
+def mask_rate(p: float, device: torch.device | str | None = None) -> torch.Tensor:
+    """A masking probability as the masking ops read it from memory (their ``rate`` argument): an
+    int64 (3,) tensor (the Bernoulli threshold, the exact count's fraction). Rewrite it with
+    :func:`set_mask_rate`."""
+    return torch.tensor(_rate_words(p), dtype=torch.int64, device=device)
+
+
+def set_mask_rate(rate: torch.Tensor, p: float) -> None:
+    """Writes probability p into a :func:`mask_rate` tensor, in place and without a host sync (on a
+    GPU, an asynchronous copy from pinned memory): kernels launched after it read p."""
+    words = torch.tensor(_rate_words(p), dtype=torch.int64, pin_memory=rate.is_cuda)
+    rate.copy_(words, non_blocking=True)
+
+
 def masked_count(n, p: float):
     """How many of n maskable tokens an exact-count mask holds: min(n, max(1, floor(p n + 1/2))), 0 if n = 0.
 

@@ -335,7 +335,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec(
         "mask_tokens",
         "(Tensor input_ids, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int select_threshold, "
-        f"int count_num, int count_den, {_MASKING_SCALARS}, bool exact) -> (Tensor, Tensor)",
+        f"int count_num, int count_den, {_MASKING_SCALARS}, bool exact, Tensor? rate=None) -> (Tensor, Tensor)",
         summary="Bernoulli or exact-count masking with 80/10/10",
         check=checks.mask_tokens, fake=_masked_ids_fake, triton_module="masking", bench="masking",
         example=_mask_tokens_example,
@@ -364,7 +364,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec(
         "whole_word_mask",
         "(Tensor input_ids, Tensor maskable, Tensor word_start, Tensor row_ids, Tensor seed, Tensor epoch, "
-        f"int select_threshold, int count_num, int count_den, {_MASKING_SCALARS}, bool exact) -> (Tensor, Tensor)",
+        f"int select_threshold, int count_num, int count_den, {_MASKING_SCALARS}, bool exact, Tensor? rate=None) "
+        "-> (Tensor, Tensor)",
         summary="whole words, each with probability p or under an exact budget",
         check=checks.whole_word_mask, fake=_masked_ids_fake, triton_module="words", bench="words",
         example=_whole_word_mask_example,
@@ -375,7 +376,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec(
         "span_mask",
         "(Tensor input_ids, Tensor maskable, Tensor word_start, Tensor row_ids, Tensor seed, Tensor epoch, "
-        f"int count_num, int count_den, int[] length_thresholds, bool per_span, {_MASKING_SCALARS}) -> (Tensor, Tensor)",
+        f"int count_num, int count_den, int[] length_thresholds, bool per_span, {_MASKING_SCALARS}, Tensor? rate=None) "
+        "-> (Tensor, Tensor)",
         summary="spans of whole words under an exact budget",
         check=checks.span_mask, fake=_masked_ids_fake, triton_module="words", bench="words",
         example=_span_mask_example,
@@ -437,7 +439,7 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
         "proposal_mask",
         "(Tensor input_ids, Tensor scores, Tensor maskable, Tensor row_ids, Tensor seed, Tensor epoch, int count_num, "
         "int count_den, float uniform_mix, float temperature, int sampling, bool sequence_weights, "
-        f"{_MASKING_SCALARS}) -> (Tensor, Tensor, Tensor)",
+        f"{_MASKING_SCALARS}, Tensor? rate=None) -> (Tensor, Tensor, Tensor)",
         summary="MAPNet sampling from a proposal, with weights",
         check=checks.proposal_mask, fake=_proposal_fake, triton_module="proposal", bench="proposal",
         example=_proposal_mask_example,

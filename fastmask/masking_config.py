@@ -32,6 +32,7 @@ from fastmask.ops import PARTITIONS, REPLACE_PER, SAMPLINGS, WEIGHTINGS
 from fastmask.reference import MAX_SPAN_WORDS
 
 STRATEGIES = ("random", "bernoulli", "fully-explored", "mapnet", "whole-word", "span")
+RATE_SCHEDULES = ("constant", "linear", "cosine", "step")  # how the masking rate moves over training
 PER_ROW_MASKS = ("random", "bernoulli")  # the strategies that can draw masks_per_row independent masks of a row
 WORD_MASKS = ("whole-word", "span")  # the strategies that mask whole words: they need the tokens' word starts
 
@@ -102,7 +103,15 @@ class MaskingConfig:
                                      "importance-weighted; whole-word: whole words within the budget of round(p n) "
                                      "tokens per row; span: spans of whole words (SpanBERT, Megatron's n-grams) "
                                      "within that budget", choices=STRATEGIES)
-    mlm_probability: float = setting(0.15, "share of maskable tokens masked (p)")
+    mlm_probability: float = setting(0.15, "share of maskable tokens masked (p); with a schedule, the rate it ends at "
+                                           "(and evaluation's)")
+    mlm_probability_schedule: str = setting(
+        "constant", "how the masking rate moves from --mlm-probability-start at the first step to --mlm-probability "
+                    "at the last: constant; linear; cosine (half a cosine); step (the start rate for the first half "
+                    "of training, then the final one). MosaicBERT and Ankner et al. (2024): linear from 0.30 to 0.15. "
+                    "The rate is a device value the kernels read: a change recompiles nothing", choices=RATE_SCHEDULES)
+    mlm_probability_start: float | None = setting(None, "the schedule's first rate; None: --mlm-probability (no "
+                                                        "change)", kind=float)
     mask_replace_prob: float = setting(0.8, "share of the masked tokens whose input becomes [MASK]")
     random_replace_prob: float = setting(0.1, "share of the masked tokens whose input becomes a random token "
                                               "(the rest keep theirs)")
@@ -231,6 +240,17 @@ class MaskingConfig:
         _probability(spelling, "mlm_probability", self.mlm_probability)
         if self.mlm_probability == 0:
             raise ValueError(f"{name('mlm_probability')} must be in (0, 1], got {self.mlm_probability!r}")
+        if self.mlm_probability_schedule not in RATE_SCHEDULES:
+            raise ValueError(f"{name('mlm_probability_schedule')} must be one of {RATE_SCHEDULES}, got "
+                             f"{self.mlm_probability_schedule!r}")
+        if self.mlm_probability_start is not None:
+            _probability(spelling, "mlm_probability_start", self.mlm_probability_start)
+            if self.mlm_probability_start == 0:
+                raise ValueError(f"{name('mlm_probability_start')} must be in (0, 1], got {self.mlm_probability_start!r}")
+        if self.scheduled and self.masking == "fully-explored":
+            raise ValueError(f"{value('masking', 'fully-explored')} masks 1/K of every row in each of its K views "
+                             f"(K = {name('num_segments')}): its rate is the number of views, a shape, and "
+                             f"{name('mlm_probability_schedule')} does not apply")
         _probability(spelling, "mask_replace_prob", self.mask_replace_prob)
         _probability(spelling, "random_replace_prob", self.random_replace_prob)
         if self.mask_replace_prob + self.random_replace_prob > 1.0 + 1e-9:
@@ -264,6 +284,35 @@ class MaskingConfig:
         return self
 
     # ---- what the settings build ------------------------------------------------------------
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the masking rate changes over training (a schedule between two different rates)."""
+        return self.mlm_probability_schedule != "constant" and self.start_probability != self.mlm_probability
+
+    @property
+    def start_probability(self) -> float:
+        return self.mlm_probability if self.mlm_probability_start is None else self.mlm_probability_start
+
+    @property
+    def max_probability(self) -> float:
+        """The highest rate of the schedule: what the gather capacity is sized for."""
+        return max(self.start_probability, self.mlm_probability) if self.scheduled else self.mlm_probability
+
+    def mlm_probability_at(self, step: int, total_steps: int) -> float:
+        """The masking rate at optimizer step `step` of `total_steps` (0-based: the first step gets the
+        start rate, the last the final one), rounded to 4 decimals (a bounded set of rates)."""
+        start, end = self.start_probability, self.mlm_probability
+        progress = min(1.0, max(0.0, step / max(1, total_steps - 1)))
+        if self.mlm_probability_schedule == "linear":
+            p = start + (end - start) * progress
+        elif self.mlm_probability_schedule == "cosine":
+            p = end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        elif self.mlm_probability_schedule == "step":
+            p = start if step < total_steps // 2 else end
+        else:
+            p = end
+        return round(p, 4)
 
     @property
     def views(self) -> int:

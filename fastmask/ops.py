@@ -121,6 +121,7 @@ def mask_tokens(
     row_ids: torch.Tensor | None = None,
     epoch: int | torch.Tensor = 0,
     backend: str = "auto",
+    rate: torch.Tensor | None = None,
 ) -> MaskedBatch:
     """Standard MLM masking with the 80/10/10 rule, fused in one kernel.
 
@@ -134,11 +135,16 @@ def mask_tokens(
     host sync. ``seed`` and ``epoch`` may be 0-dim int64 tensors on the device of ``input_ids``: the kernel reads them
     when it runs, so a compiled or CUDA-graph-captured step that advances them in place
     (``epoch.add_(1)``) gets fresh masks without recompiling; ints give the same masks.
+
+    ``rate``: a masking probability held in an int64 (3,) tensor (:func:`fastmask.mask_rate`) on the
+    device of ``input_ids``, read by the kernel when it runs in place of ``mlm_probability``;
+    :func:`fastmask.set_mask_rate` rewrites it in place (no host sync), so a rate schedule needs no
+    recompilation or re-capture.
     """
     t_select = probability_threshold("mlm_probability", mlm_probability)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
     args = (input_ids, maskable, _row_ids(row_ids, input_ids), *_philox_key("mask_tokens", seed, epoch), t_select,
-            *count_fraction(mlm_probability), t_mask, t_random, mask_token_id, vocab_size, bool(exact_count))
+            *count_fraction(mlm_probability), t_mask, t_random, mask_token_id, vocab_size, bool(exact_count), rate)
     return MaskedBatch(*_call("mask_tokens", backend, args, ranked=bool(exact_count)))
 
 
@@ -198,6 +204,7 @@ def whole_word_mask(
     row_ids: torch.Tensor | None = None,
     epoch: int | torch.Tensor = 0,
     backend: str = "auto",
+    rate: torch.Tensor | None = None,
 ) -> MaskedBatch:
     """Whole-word masking: every word is masked whole or not at all, with the 80/10/10 rule per token.
 
@@ -211,12 +218,17 @@ def whole_word_mask(
     capacity :func:`fastmask.gather_capacity` (L, p) holds) and at least k minus the length of one
     word plus one. Linear work per row after one sort; no host sync. ``seed``, ``epoch``, row ids:
     as in :func:`mask_tokens`.
+
+    ``rate``: a masking probability held in an int64 (3,) tensor (:func:`fastmask.mask_rate`) on the
+    device of ``input_ids``, read by the kernel when it runs in place of ``mlm_probability``;
+    :func:`fastmask.set_mask_rate` rewrites it in place (no host sync), so a rate schedule needs no
+    recompilation or re-capture.
     """
     t_select = probability_threshold("mlm_probability", mlm_probability)
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
     args = (input_ids, maskable, word_start, _row_ids(row_ids, input_ids),
             *_philox_key("whole_word_mask", seed, epoch), t_select, *count_fraction(mlm_probability),
-            t_mask, t_random, mask_token_id, vocab_size, bool(exact_count))
+            t_mask, t_random, mask_token_id, vocab_size, bool(exact_count), rate)
     return MaskedBatch(*_call("whole_word_mask", backend, args, ranked=bool(exact_count)))
 
 
@@ -241,6 +253,7 @@ def span_mask(
     row_ids: torch.Tensor | None = None,
     epoch: int | torch.Tensor = 0,
     backend: str = "auto",
+    rate: torch.Tensor | None = None,
 ) -> MaskedBatch:
     """Span masking: spans of whole words, within an exact token budget per row.
 
@@ -255,13 +268,18 @@ def span_mask(
     ``"token"``: per token. Where this differs from the sequential originals (spans tile the row
     instead of being placed at random starts and rejected on overlap) is measured in the tests
     and the README. No host sync.
+
+    ``rate``: a masking probability held in an int64 (3,) tensor (:func:`fastmask.mask_rate`) on the
+    device of ``input_ids``, read by the kernel when it runs in place of ``mlm_probability``;
+    :func:`fastmask.set_mask_rate` rewrites it in place (no host sync), so a rate schedule needs no
+    recompilation or re-capture.
     """
     _choice("replace_per", replace_per, REPLACE_PER)
     thresholds = span_length_thresholds(span_length_distribution(lengths, span_p, max_span, max_ngram))
     t_mask, t_random = replacement_thresholds(mask_replace_prob, random_replace_prob)
     args = (input_ids, maskable, word_start, _row_ids(row_ids, input_ids), *_philox_key("span_mask", seed, epoch),
             *count_fraction(mlm_probability), thresholds, replace_per == "span",
-            t_mask, t_random, mask_token_id, vocab_size)
+            t_mask, t_random, mask_token_id, vocab_size, rate)
     return MaskedBatch(*_call("span_mask", backend, args, ranked=True))
 
 
@@ -475,6 +493,7 @@ def proposal_mask(
     row_ids: torch.Tensor | None = None,
     epoch: int | torch.Tensor = 0,
     backend: str = "auto",
+    rate: torch.Tensor | None = None,
 ) -> ProposalBatch:
     """MAPNet masking: positions drawn from a proposal q over each row's maskable positions, with importance weights.
 
@@ -499,6 +518,11 @@ def proposal_mask(
     rather than from a garbage distribution; checking for them on the host would sync.
     Integer outputs are bit-identical on every backend; no host sync. ``seed``, ``epoch``: as in
     :func:`mask_tokens` (ints, or 0-dim int64 tensors read on the device).
+
+    ``rate``: a masking probability held in an int64 (3,) tensor (:func:`fastmask.mask_rate`) on the
+    device of ``input_ids``, read by the kernel when it runs in place of ``mlm_probability``;
+    :func:`fastmask.set_mask_rate` rewrites it in place (no host sync), so a rate schedule needs no
+    recompilation or re-capture.
     """
     _choice("sampling", sampling, SAMPLINGS)
     _choice("weighting", weighting, WEIGHTINGS)
@@ -506,7 +530,7 @@ def proposal_mask(
     args = (input_ids, scores, maskable, _row_ids(row_ids, input_ids), *_philox_key("proposal_mask", seed, epoch),
             *count_fraction(mlm_probability),
             uniform_mix, temperature, SAMPLINGS.index(sampling), weighting == "sequence",
-            t_mask, t_random, mask_token_id, vocab_size)
+            t_mask, t_random, mask_token_id, vocab_size, rate)
     return ProposalBatch(*_call("proposal_mask", backend, args, ranked=sampling != "poisson"))
 
 

@@ -87,6 +87,17 @@ def token_randoms(seed: torch.Tensor, epoch: torch.Tensor, row_ids: torch.Tensor
     return philox4x32(c0, c1, c2, c3, seed & MASK32, (seed >> 32) & MASK32)
 
 
+def read_rate(rate, select_threshold, count_num, count_den, device):
+    """The masking rate an op masks with: its ``rate`` tensor (int64 (3,): select_threshold,
+    count_num, count_den) when given, clamped into range as the kernels clamp what they read from
+    memory (num <= den, 1 <= den < 2**31, threshold <= 2**24); else the int arguments."""
+    if rate is None:
+        return select_threshold, count_num, count_den
+    rate = rate.to(device)
+    den = rate[2].clamp(1, (1 << 31) - 1)
+    return rate[0].clamp(0, PROB_ONE), torch.minimum(rate[1].clamp(min=0), den), den
+
+
 def exact_count(n, count_num: int, count_den: int):
     """k = min(n, max(1, floor(p n + 1/2))) for n > 0, else 0, with p = count_num / count_den.
 
@@ -138,10 +149,11 @@ def maskable_mask(input_ids, attention_mask, special_ids):
 
 def mask_tokens(
     input_ids, maskable, row_ids, seed, epoch, select_threshold, count_num, count_den, mask_threshold,
-    random_threshold, mask_token_id, vocab_size, exact,
+    random_threshold, mask_token_id, vocab_size, exact, rate=None,
 ):
     """Standard MLM masking: Bernoulli per token (select_threshold), or an exact count per row
-    (count_num / count_den)."""
+    (count_num / count_den); `rate`: see :func:`read_rate`."""
+    select_threshold, count_num, count_den = read_rate(rate, select_threshold, count_num, count_den, input_ids.device)
     r0, r1, r2, _ = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
     if exact:
         k = exact_count(maskable.sum(1), count_num, count_den)
@@ -321,7 +333,7 @@ SYSTEMATIC_BITS = 24
 
 def proposal_mask(
     input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
-    sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size, rate=None,
 ):
     """MAPNet masking: positions drawn from the proposal q, with importance weights.
 
@@ -338,6 +350,7 @@ def proposal_mask(
     mode: the row's exp(-sum over sampled i of log(n q_i)), clipped to [0.8, 1.2], then divided by
     the batch mean (:func:`divide_by_batch_mean`). Returns (ids, labels, weights).
     """
+    _, count_num, count_den = read_rate(rate, 0, count_num, count_den, input_ids.device)
     r0, r1, r2, r3 = token_randoms(seed, epoch, row_ids, input_ids.shape[1])
     q, pi, k = proposal_inclusion(scores, maskable, count_num, count_den, uniform_mix, temperature)
     if sampling == SAMPLING_POISSON:
@@ -546,13 +559,15 @@ def span_tiles(draws, maskable, word_start, count_num, count_den, length_thresho
 
 def whole_word_mask(
     input_ids, maskable, word_start, row_ids, seed, epoch, select_threshold, count_num, count_den,
-    mask_threshold, random_threshold, mask_token_id, vocab_size, exact,
+    mask_threshold, random_threshold, mask_token_id, vocab_size, exact, rate=None,
 ):
     """Whole-word masking: every word masked whole or not at all, 80/10/10 per token.
 
     exact=False: word w chosen iff (r0 >> 8) of index w's draw < select_threshold (each word with
     probability p). exact=True: one-word tiles under the budget k (see above): at most k tokens.
+    `rate`: see :func:`read_rate`.
     """
+    select_threshold, count_num, count_den = read_rate(rate, select_threshold, count_num, count_den, input_ids.device)
     length = input_ids.shape[1]
     draws = token_randoms(seed, epoch, row_ids, length)
     r0, r1, r2, _ = draws
@@ -567,11 +582,13 @@ def whole_word_mask(
 
 def span_mask(
     input_ids, maskable, word_start, row_ids, seed, epoch, count_num, count_den, length_thresholds, per_span,
-    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    mask_threshold, random_threshold, mask_token_id, vocab_size, rate=None,
 ):
     """Span masking: tiles of whole words with lengths from `length_thresholds`, taken under the
     budget k (see above). per_span: the 80/10/10 action of a span is r1 of its tile's draw (one
-    decision per span, SpanBERT); else each token's own r1. A random replacement is each token's own."""
+    decision per span, SpanBERT); else each token's own r1. A random replacement is each token's own.
+    `rate`: see :func:`read_rate`."""
+    _, count_num, count_den = read_rate(rate, 0, count_num, count_den, input_ids.device)
     length = input_ids.shape[1]
     draws = token_randoms(seed, epoch, row_ids, length)
     _, r1, r2, _ = draws

@@ -160,6 +160,11 @@ class MaskingStrategy(nn.Module):
         # MAPNet's health, summed over calls on the device (see losses): objective, the smallest and
         # largest importance weight, the largest q_i over the uniform 1/n; and the number of calls.
         self.proposal_sums = torch.zeros(5)
+        # A rate schedule: the rate as the masking kernels read it from memory, rewritten in place by
+        # set_mlm_probability (nothing recompiled or re-captured); the gather capacity is sized for
+        # the schedule's highest rate. Not a buffer, as dropped_labels.
+        self.max_probability = config.max_probability
+        self.mask_rate = counts.mask_rate(config.start_probability) if config.scheduled else None
 
     @classmethod
     def from_tokenizer(cls, config: MaskingConfig, tokenizer, *, vocab_size: int | None = None, seed: int = 0,
@@ -186,7 +191,21 @@ class MaskingStrategy(nn.Module):
         # .to(device) and friends, as for a buffer (the sums stay float32 whatever the model's dtype)
         self.dropped_labels = fn(self.dropped_labels)
         self.proposal_sums = fn(self.proposal_sums).float()
+        if self.mask_rate is not None:
+            self.mask_rate = fn(self.mask_rate).long()
         return super()._apply(fn, *args, **kwargs)
+
+    def set_mlm_probability(self, p: float) -> None:
+        """The masking rate of the next steps, under a schedule (``mlm_probability_schedule``): written
+        into the rate the kernels read, in place, without a host sync; at most the schedule's highest
+        rate (what the gather capacity holds)."""
+        if self.mask_rate is None:
+            raise ValueError("set_mlm_probability needs a strategy built with a rate schedule "
+                             "(mlm_probability_schedule and an mlm_probability_start other than mlm_probability)")
+        if not 0 < p <= self.max_probability:
+            raise ValueError(f"the masking rate must be in (0, {self.max_probability}] (the schedule's highest rate, "
+                             f"which the gather capacity is sized for), got {p!r}")
+        counts.set_mask_rate(self.mask_rate, p)
 
     def take_proposal_stats(self) -> dict:
         """MAPNet's means since the last call: objective, weight_min, weight_max, max_q_over_uniform
@@ -211,7 +230,7 @@ class MaskingStrategy(nn.Module):
         the word strategies' budget is exact-count's."""
         if self.strategy == "fully-explored":
             return counts.gather_capacity(length, num_segments=self.num_segments)
-        return counts.gather_capacity(length, self.mlm_probability, exact_count=self.strategy != "bernoulli")
+        return counts.gather_capacity(length, self.max_probability, exact_count=self.strategy != "bernoulli")
 
     def maskable(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return maskable_mask(input_ids, attention_mask, self.special_ids)
@@ -228,6 +247,7 @@ class MaskingStrategy(nn.Module):
         maskable = self.maskable(input_ids, attention_mask)
         op_args = dict(mask_token_id=self.mask_token_id, vocab_size=self.vocab_size, seed=self.seed, row_ids=row_ids,
                        epoch=epoch, **self.replace)  # what every masking op takes: tokens, Philox key, 80/10/10
+        rate = dict(mlm_probability=self.mlm_probability, rate=self.mask_rate)  # the rate kernels read, if scheduled
         views, weights, scores = 1, None, None
         if self.strategy in PER_ROW_MASKS:
             views = self.masks_per_row
@@ -235,7 +255,7 @@ class MaskingStrategy(nn.Module):
                 view = torch.arange(views, device=row_ids.device).repeat_interleave(row_ids.shape[0])
                 op_args["row_ids"] = row_ids.repeat(views) + (view << VIEW_ROW_SHIFT)
             masked = mask_tokens(input_ids.repeat(views, 1), maskable.repeat(views, 1),
-                                 mlm_probability=self.mlm_probability, exact_count=self.strategy == "random", **op_args)
+                                 exact_count=self.strategy == "random", **rate, **op_args)
         elif self.strategy == "fully-explored":
             masked = fully_explored_mask(input_ids, maskable, num_segments=self.num_segments,
                                          partition=self.partition, **op_args)
@@ -244,16 +264,13 @@ class MaskingStrategy(nn.Module):
         elif self.strategy in WORD_MASKS:
             word_start = self.word_start_table[input_ids]  # one gather on the ids' device
             if self.strategy == "whole-word":
-                masked = whole_word_mask(input_ids, maskable, word_start, mlm_probability=self.mlm_probability,
-                                         exact_count=True, **op_args)
+                masked = whole_word_mask(input_ids, maskable, word_start, exact_count=True, **rate, **op_args)
             else:
-                masked = span_mask(input_ids, maskable, word_start, mlm_probability=self.mlm_probability,
-                                   **self.span, **op_args)
+                masked = span_mask(input_ids, maskable, word_start, **self.span, **rate, **op_args)
         else:
             scores = self.proposal(input_ids, attention_mask)
-            masked = proposal_mask(input_ids, scores.detach(), maskable, mlm_probability=self.mlm_probability,
-                                   uniform_mix=self.uniform_mix, sampling=self.sampling, weighting=self.weighting,
-                                   **op_args)
+            masked = proposal_mask(input_ids, scores.detach(), maskable, uniform_mix=self.uniform_mix,
+                                   sampling=self.sampling, weighting=self.weighting, **rate, **op_args)
             weights = masked.weights
         positions = self._gathered(masked.labels, self.capacity(input_ids.shape[1]))
         return MaskedStep(masked.input_ids, masked.labels, positions, views, maskable, weights, scores)
@@ -272,8 +289,8 @@ class MaskingStrategy(nn.Module):
 
     def gather_labels(self, input_ids: torch.Tensor | None, labels: torch.Tensor) -> MaskedStep:
         """A batch masked elsewhere (a collator's labels): gathered with the Bernoulli bound of
-        ``mlm_probability``; tokens beyond it are counted in ``dropped_labels``."""
-        capacity = counts.gather_capacity(labels.shape[1], self.mlm_probability, exact_count=False)
+        ``mlm_probability`` (a schedule's highest rate); tokens beyond it are counted in ``dropped_labels``."""
+        capacity = counts.gather_capacity(labels.shape[1], self.max_probability, exact_count=False)
         return MaskedStep(input_ids, labels, self._gathered(labels, capacity), 1, labels != IGNORE_INDEX)
 
     def labelled(self, input_ids: torch.Tensor | None, labels: torch.Tensor) -> MaskedStep:

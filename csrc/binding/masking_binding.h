@@ -97,16 +97,39 @@ inline const int64_t* philox_key_word(const char* op, const char* name, const at
   return word.const_data_ptr<int64_t>();
 }
 
+// A masking rate (select_threshold, count_num, count_den): an int64 (3,) tensor, read now when on
+// the CPU (overriding the ints); on the device of input_ids left to the kernel (returns the pointer).
+inline const int64_t* rate_words(const char* op, const std::optional<at::Tensor>& rate, const at::Tensor& input_ids,
+                                 int64_t* select_threshold, int64_t* count_num, int64_t* count_den) {
+  if (!rate || !rate->defined()) return nullptr;
+  TORCH_CHECK_TYPE(rate->scalar_type() == at::kLong, op, ": rate must be an int64 tensor, got ", rate->scalar_type());
+  TORCH_CHECK_VALUE(rate->dim() == 1 && rate->size(0) == 3 && rate->is_contiguous(), op,
+                    ": rate must be a contiguous (3,) tensor (select_threshold, count_num, count_den), got shape ",
+                    rate->sizes());
+  if (rate->is_cpu()) {
+    const int64_t* words = rate->const_data_ptr<int64_t>();
+    *select_threshold = words[0];
+    *count_num = words[1];
+    *count_den = words[2];
+    return nullptr;
+  }
+  TORCH_CHECK_VALUE(rate->device() == input_ids.device(), op, ": rate must be on the device of input_ids (",
+                    input_ids.device(), ") or the CPU, got ", rate->device());
+  return rate->const_data_ptr<int64_t>();
+}
+
 inline MaskArgs make_mask_args(const char* op, const at::Tensor& input_ids, const at::Tensor& seed,
                                const at::Tensor& epoch, int64_t select_threshold, int64_t count_num,
                                int64_t count_den, int64_t mask_threshold, int64_t random_threshold,
-                               int64_t mask_token_id, int64_t vocab_size) {
+                               int64_t mask_token_id, int64_t vocab_size,
+                               const std::optional<at::Tensor>& rate = std::nullopt) {
   constexpr int64_t one = int64_t{1} << kProbBits;
   constexpr int64_t max_den = (int64_t{1} << 31) - 1;
   int64_t seed_value = 0;
   int64_t epoch_value = 0;
   const int64_t* seed_ptr = philox_key_word(op, "seed", seed, input_ids, &seed_value);
   const int64_t* epoch_ptr = philox_key_word(op, "epoch", epoch, input_ids, &epoch_value);
+  const int64_t* rate_ptr = rate_words(op, rate, input_ids, &select_threshold, &count_num, &count_den);
   TORCH_CHECK_VALUE(select_threshold >= 0 && select_threshold <= one, op,
                     ": select_threshold must be in [0, 2^24], got ", select_threshold);
   TORCH_CHECK_VALUE(count_den >= 1 && count_den <= max_den, op, ": count_den must be in [1, 2^31), got ", count_den);
@@ -124,6 +147,7 @@ inline MaskArgs make_mask_args(const char* op, const at::Tensor& input_ids, cons
                   static_cast<uint32_t>(epoch_value),
                   seed_ptr,
                   epoch_ptr,
+                  rate_ptr,
                   static_cast<uint32_t>(select_threshold),
                   count_num,
                   count_den,
@@ -223,10 +247,11 @@ template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> mask_tokens_binding(
     const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& row_ids, const at::Tensor& seed,
     const at::Tensor& epoch, int64_t select_threshold, int64_t count_num, int64_t count_den, int64_t mask_threshold,
-    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact) {
+    int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact,
+    const std::optional<at::Tensor>& rate) {
   check_mask_args("mask_tokens", input_ids, maskable, row_ids, Backend::kDevice);
   const MaskArgs args = make_mask_args("mask_tokens", input_ids, seed, epoch, select_threshold, count_num, count_den,
-                                       mask_threshold, random_threshold, mask_token_id, vocab_size);
+                                       mask_threshold, random_threshold, mask_token_id, vocab_size, rate);
   return masked_ids_binding<Backend>(input_ids, maskable, row_ids, input_ids.sizes(), [&](auto... pointers_and_sizes) {
     Backend::mask_tokens(pointers_and_sizes..., args, exact);
   });

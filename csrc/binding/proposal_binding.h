@@ -62,14 +62,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> proposal_mask_binding(
     const at::Tensor& input_ids, const at::Tensor& scores, const at::Tensor& maskable, const at::Tensor& row_ids,
     const at::Tensor& seed, const at::Tensor& epoch, int64_t count_num, int64_t count_den, double uniform_mix,
     double temperature, int64_t sampling, bool sequence_weights, int64_t mask_threshold, int64_t random_threshold,
-    int64_t mask_token_id, int64_t vocab_size) {
+    int64_t mask_token_id, int64_t vocab_size, const std::optional<at::Tensor>& rate) {
   check_mask_args("proposal_mask", input_ids, maskable, row_ids, Backend::kDevice);
   check_scores(scores, input_ids);
   check_sampling(sampling);
   // Not a structured binding: lambdas may capture those only from C++20 on.
   const ProposalFloatArgs floats = proposal_float_args(uniform_mix, temperature);
   const MaskArgs args = make_mask_args("proposal_mask", input_ids, seed, epoch, 0, count_num, count_den, mask_threshold,
-                                       random_threshold, mask_token_id, vocab_size);
+                                       random_threshold, mask_token_id, vocab_size, rate);
   [[maybe_unused]] const typename Backend::Guard guard(input_ids.device());
   const at::Tensor ids = input_ids.contiguous();
   at::Tensor out_ids = at::empty(ids.sizes(), ids.options());

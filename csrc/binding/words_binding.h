@@ -44,11 +44,12 @@ template <typename Backend>
 std::tuple<at::Tensor, at::Tensor> whole_word_mask_binding(
     const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& word_start, const at::Tensor& row_ids,
     const at::Tensor& seed, const at::Tensor& epoch, int64_t select_threshold, int64_t count_num, int64_t count_den,
-    int64_t mask_threshold, int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact) {
+    int64_t mask_threshold, int64_t random_threshold, int64_t mask_token_id, int64_t vocab_size, bool exact,
+    const std::optional<at::Tensor>& rate) {
   constexpr const char* op = "whole_word_mask";
   check_word_args(op, input_ids, maskable, word_start, row_ids, Backend::kDevice);
   const MaskArgs args = make_mask_args(op, input_ids, seed, epoch, select_threshold, count_num, count_den,
-                                       mask_threshold, random_threshold, mask_token_id, vocab_size);
+                                       mask_threshold, random_threshold, mask_token_id, vocab_size, rate);
   return masked_ids_binding<Backend>(
       input_ids, maskable, row_ids, input_ids.sizes(),
       [&](auto ids, const bool* mask, const int64_t* rid, auto out_ids, int64_t* labels, int64_t rows, int64_t length) {
@@ -62,12 +63,12 @@ std::tuple<at::Tensor, at::Tensor> span_mask_binding(
     const at::Tensor& input_ids, const at::Tensor& maskable, const at::Tensor& word_start, const at::Tensor& row_ids,
     const at::Tensor& seed, const at::Tensor& epoch, int64_t count_num, int64_t count_den,
     at::IntArrayRef length_thresholds, bool per_span, int64_t mask_threshold, int64_t random_threshold,
-    int64_t mask_token_id, int64_t vocab_size) {
+    int64_t mask_token_id, int64_t vocab_size, const std::optional<at::Tensor>& rate) {
   constexpr const char* op = "span_mask";
   check_word_args(op, input_ids, maskable, word_start, row_ids, Backend::kDevice);
   const SpanLengths lengths = span_lengths(length_thresholds);
   const MaskArgs args = make_mask_args(op, input_ids, seed, epoch, 0, count_num, count_den, mask_threshold,
-                                       random_threshold, mask_token_id, vocab_size);
+                                       random_threshold, mask_token_id, vocab_size, rate);
   return masked_ids_binding<Backend>(
       input_ids, maskable, row_ids, input_ids.sizes(),
       [&](auto ids, const bool* mask, const int64_t* rid, auto out_ids, int64_t* labels, int64_t rows, int64_t length) {

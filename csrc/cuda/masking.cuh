@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
                           const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
                           int64_t* __restrict__ labels, int64_t total, int64_t length,
                           MaskArgs args) {
-  read_philox_key(&args);
+  read_device_args(&args);
   // 32-bit division is much cheaper than the emulated 64-bit one; the branch is uniform.
   const bool small = total <= static_cast<int64_t>(UINT32_MAX);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
@@ -144,7 +144,7 @@ __global__ void __launch_bounds__(kThreads)
                        const int64_t* __restrict__ row_ids, IdT* __restrict__ out_ids,
                        int64_t* __restrict__ labels, int64_t rows, int64_t length,
                        int64_t num_segments, MaskArgs args) {
-  read_philox_key(&args);
+  read_device_args(&args);
   static_assert(kItems <= 32, "maskable flags are packed in one uint32");
   using Ranker = RowRanker<kThreads, kItems>;
   using Reduce = cub::BlockReduce<int, kThreads>;
@@ -256,7 +256,7 @@ __global__ void __launch_bounds__(kScanThreads)
                               const bool* __restrict__ word_start, const int64_t* __restrict__ row_ids,
                               IdT* __restrict__ out_ids, int64_t* __restrict__ labels, int64_t rows,
                               int64_t length, int64_t num_segments, MaskArgs args) {
-  read_philox_key(&args);
+  read_device_args(&args);
   using Reduce = cub::BlockReduce<int64_t, kScanThreads>;
   using Scan = cub::BlockScan<int, kScanThreads>;
   __shared__ union {
@@ -325,7 +325,7 @@ __global__ void __launch_bounds__(kThreads)
                         const bool* __restrict__ word_start, const int64_t* __restrict__ row_ids,
                         IdT* __restrict__ out_ids, int64_t* __restrict__ labels, int64_t rows, int64_t length,
                         int64_t num_segments, MaskArgs args) {
-  read_philox_key(&args);
+  read_device_args(&args);
   using Ranker = RowRanker<kThreads, kItems>;
   using FlagExchange = cub::BlockExchange<uint8_t, kThreads, kItems>;
   using SegmentExchange = cub::BlockExchange<uint16_t, kThreads, kItems>;

@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kThreads)
                          IdT* __restrict__ out_ids, int64_t* __restrict__ labels,
                          float* __restrict__ weights, int64_t rows, int64_t length, MaskArgs args,
                          float uniform_mix, float temperature, bool sequence_weights) {
-  read_philox_key(&args);
+  read_device_args(&args);
   static_assert(kItems <= 32, "per-item flags are packed in one uint32");
 
   const int tid = static_cast<int>(threadIdx.x);
@@ -368,7 +368,7 @@ __global__ void __launch_bounds__(kProposalLongRowThreads)
                                    int64_t* __restrict__ labels, float* __restrict__ weights,
                                    int64_t rows, int64_t length, MaskArgs args, float uniform_mix,
                                    float temperature, bool sequence_weights) {
-  read_philox_key(&args);
+  read_device_args(&args);
   constexpr int kThreads = kProposalLongRowThreads;
 
   const int64_t tid = threadIdx.x;

@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(kScanThreads)
                        const bool* __restrict__ word_start, const int64_t* __restrict__ row_ids,
                        IdT* __restrict__ out_ids, int64_t* __restrict__ labels, int64_t rows,
                        int64_t length, MaskArgs args) {
-  read_philox_key(&args);
+  read_device_args(&args);
   using Scan = cub::BlockScan<int, kScanThreads>;
   __shared__ typename Scan::TempStorage scan_storage;
 
@@ -92,7 +92,7 @@ __global__ void __launch_bounds__(kThreads)
                       const bool* __restrict__ word_start, const int64_t* __restrict__ row_ids,
                       IdT* __restrict__ out_ids, int64_t* __restrict__ labels, int64_t rows,
                       int64_t length, MaskArgs args, SpanLengths lengths, bool per_span) {
-  read_philox_key(&args);
+  read_device_args(&args);
   constexpr int kCapacity = kThreads * kItems;
   // Word and tile indices below 2^15 and counts up to 2^15 pack in the uint32 and uint16 values below.
   static_assert(kCapacity <= 32768, "tile indices and token counts are packed in 16 bits");

@@ -357,7 +357,10 @@ def _proposal_net(model, config: MaskingConfig) -> tuple[MaskingConfig, MaskProp
 
 
 class FastMaskCallback(TrainerCallback):
-    """Reports, at every Trainer log, the labelled tokens dropped for capacity since the last one.
+    """Reports, at every Trainer log, the labelled tokens dropped for capacity since the last one;
+    drives a masking-rate schedule (``mlm_probability_schedule``): before every optimizer step the
+    rate of that step of ``state.max_steps``, written into the device value the kernels read
+    (nothing recompiled), and logged as ``fastmask_mlm_probability``.
 
     Only Bernoulli masks (``masking="bernoulli"``, or a collator's labels) can overflow the gather
     capacity, with probability 1e-9 per row at the stated ``mlm_probability``; the count is kept on
@@ -404,10 +407,19 @@ class FastMaskCallback(TrainerCallback):
             warnings.warn(f"fastmask: the best checkpoint {folder} holds no {PROPOSAL_FILE}: the MAPNet proposal "
                           "net keeps the last step's weights", UserWarning, stacklevel=2)
 
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        masking = getattr(getattr(model, "fastmask", None), "masking", None)
+        if masking is not None and masking.mask_rate is not None:
+            masking.set_mlm_probability(masking.config.mlm_probability_at(state.global_step, state.max_steps))
+
     def on_log(self, args, state, control, model=None, logs=None, **kwargs):
         fastmask_state = getattr(model, "fastmask", None)
         if not isinstance(fastmask_state, FastMaskState):
             return
+        masking = fastmask_state.masking
+        if masking.mask_rate is not None and state.log_history:
+            state.log_history[-1]["fastmask_mlm_probability"] = masking.config.mlm_probability_at(
+                max(0, state.global_step - 1), state.max_steps)
         dropped = fastmask_state.take_dropped_labels()
         if dropped:
             state.log_history[-1]["fastmask_dropped_labels"] = dropped

@@ -208,6 +208,9 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
             # second, where a recompilation would raise too.
             if cfg.sync_debug and device.type == "cuda" and not (cfg.compile and step == first_step):
                 torch.cuda.set_sync_debug_mode("error")
+            mlm_probability = cfg.mlm_probability_at(step, cfg.steps)
+            if cfg.scheduled:
+                model.set_mlm_probability(mlm_probability)
             for micro in range(cfg.grad_accum):
                 batch = next(loader)
                 with gradient_sync(micro):
@@ -232,7 +235,7 @@ def _train(cfg: Config, rank: int, world: int, device: torch.device) -> dict:
                                              f"{step - progress.window_steps} and {step}; stopping. {kept}")
                 evaluated = step % cfg.eval_interval == 0 or step == cfg.steps
                 eval_loss = evaluate(model, prepared.eval, cfg, device, world, autocast) if evaluated else None
-                progress.log(step, read, eval_loss, schedule.get_last_lr()[0])
+                progress.log(step, read, eval_loss, schedule.get_last_lr()[0], mlm_probability)
                 if step % cfg.checkpoint_interval == 0 or step == cfg.steps:
                     checkpoint(step)
                     good_step = step
@@ -320,7 +323,7 @@ class Progress:
         self.window_steps += 1
         self.bar.update(1)
 
-    def log(self, step: int, read: dict, eval_loss: float | None, lr: float) -> None:
+    def log(self, step: int, read: dict, eval_loss: float | None, lr: float, mlm_probability: float) -> None:
         """`read`: what :meth:`Counters.read` returned for this window."""
         elapsed = time.perf_counter() - self.window_start
         read = dict(read)
@@ -328,7 +331,8 @@ class Progress:
         record = dict(step=step, tokens=step * self.tokens_per_step, loss=round(mean_loss, 5),
                       eval_loss=None if eval_loss is None else round(eval_loss, 5),
                       tokens_per_s=round(self.window_steps * self.tokens_per_step / elapsed, 1),
-                      masking_share=None if self.cfg.compile else round(masking_seconds / elapsed, 5), lr=lr, **read)
+                      masking_share=None if self.cfg.compile else round(masking_seconds / elapsed, 5), lr=lr,
+                      mlm_probability=mlm_probability, **read)
         if self.main:
             if record["dropped_labels"]:
                 self.bar.write(f"warning: {record['dropped_labels']} labelled tokens exceeded the gather capacity "

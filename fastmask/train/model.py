@@ -44,6 +44,10 @@ class Pretrainer(nn.Module):
         data_epoch.fill_(batch.data_epoch)
         return batch.rows.to(device, non_blocking=True), batch.sample_ids.to(device, non_blocking=True), data_epoch
 
+    def set_mlm_probability(self, p: float) -> None:
+        """The masking rate of the next steps (a rate schedule): a device value the kernels read."""
+        self.masking.set_mlm_probability(p)
+
     def forward(self, ids: torch.Tensor, sample_ids: torch.Tensor, data_epoch: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(MLM loss, MAPNet objective) of one micro-batch; ids are uncorrupted (B, L).
@@ -73,6 +77,9 @@ class HFBaseline(Pretrainer):
         self.collator = baselines.hf_collator(tokenizer, cfg.mlm_probability, cfg.mask_replace_prob,
                                               cfg.random_replace_prob)
         self.collator.generator = torch.Generator().manual_seed(cfg.seed * 7919 + rank)
+
+    def set_mlm_probability(self, p: float) -> None:
+        self.collator.mlm_probability = p  # the collator masks on the host: a float it reads per batch
 
     def inputs(self, batch: Batch, data_epoch: torch.Tensor, timer) -> tuple[torch.Tensor, torch.Tensor]:
         """(masked ids, labels) on the device, masked by the collator on the CPU."""

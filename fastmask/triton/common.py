@@ -41,6 +41,8 @@ RADIX = tl.constexpr(1 << 8)
 CORRUPT_ARGS = ["mask_threshold", "random_threshold", "mask_token_id", "vocab_size"]
 PHILOX_KEY_ARGS = ["seed", "epoch"]  # the Philox key: seed and the mask counter
 COUNT_ARGS = ["count_num", "count_den"]
+RATE_ONE = tl.constexpr(reference.PROB_ONE)  # the largest Bernoulli threshold: p = 1
+RATE_MAX_DEN = tl.constexpr(2**31 - 1)  # count fractions keep den below 2**31
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,6 +78,24 @@ def philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, E
         epoch = tl.load(epoch_ptr)
     seed = seed.to(tl.int64)  # a small scalar argument arrives as int32
     return seed.to(tl.uint32), (seed >> 32).to(tl.uint32), epoch.to(tl.uint32)
+
+
+@triton.jit
+def read_threshold(rate_ptr, select_threshold, RATE_IN_MEMORY: tl.constexpr):
+    """The Bernoulli threshold: from the op's rate tensor when it is on the kernel's device (so a
+    rate schedule changes it in place), clamped as the CUDA kernels clamp it; else the argument."""
+    if RATE_IN_MEMORY:
+        select_threshold = tl.minimum(tl.maximum(tl.load(rate_ptr), 0), RATE_ONE)
+    return select_threshold.to(tl.int64)
+
+
+@triton.jit
+def read_count_fraction(rate_ptr, count_num, count_den, RATE_IN_MEMORY: tl.constexpr):
+    """The exact count's fraction (num, den): from the op's rate tensor as read_threshold reads it."""
+    if RATE_IN_MEMORY:
+        count_den = tl.minimum(tl.maximum(tl.load(rate_ptr + 2), 1), RATE_MAX_DEN)
+        count_num = tl.minimum(tl.maximum(tl.load(rate_ptr + 1), 0), count_den)
+    return count_num.to(tl.int64), count_den.to(tl.int64)
 
 
 @triton.jit
@@ -215,6 +235,20 @@ def ranked_launch(length: int) -> RowLaunch:
 def as_bytes(t: torch.Tensor) -> torch.Tensor:
     """Bool tensors are passed as uint8 (same storage), which every Triton version loads alike."""
     return t.view(torch.uint8) if t.dtype == torch.bool else t
+
+
+def rate_args(rate: torch.Tensor | None, device: torch.device, select_threshold: int, count_num: int,
+              count_den: int) -> tuple[tuple[int, int, int], dict]:
+    """((select_threshold, count_num, count_den), the kernel arguments of the op's rate tensor): on
+    the kernel's device it is passed by pointer and read by the kernel (read_threshold,
+    read_count_fraction); on the CPU it is read here (no device sync), clamped as the kernels clamp."""
+    in_memory = rate is not None and rate.device == device
+    if rate is not None and not in_memory:
+        threshold, count_num, count_den = (int(v) for v in rate.tolist())
+        count_den = min(max(count_den, 1), 2**31 - 1)
+        select_threshold, count_num = min(max(threshold, 0), reference.PROB_ONE), min(max(count_num, 0), count_den)
+    ints = (int(select_threshold), int(count_num), int(count_den))
+    return ints, {"rate_ptr": rate if in_memory else None, "RATE_IN_MEMORY": in_memory}
 
 
 def philox_key_args(seed: torch.Tensor, epoch: torch.Tensor, device: torch.device) -> dict:

@@ -68,6 +68,9 @@ from fastmask.triton.common import (
     row_block,
     philox_key_args,
     philox_key,
+    rate_args,
+    read_count_fraction,
+    read_threshold,
     sorted_rank_keys,
     take_first,
     token_draw,
@@ -146,10 +149,13 @@ def _mask_tokens_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, L,
     select_threshold, count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    rate_ptr, RATE_IN_MEMORY: tl.constexpr,
     EXACT: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # Bernoulli: grid (B, cdiv(L, BLOCK)); exact count: grid (B, 1) with BLOCK >= L.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    select_threshold = read_threshold(rate_ptr, select_threshold, RATE_IN_MEMORY)
+    count_num, count_den = read_count_fraction(rate_ptr, count_num, count_den, RATE_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     in_row = offs < L
@@ -174,10 +180,12 @@ def _mask_tokens_long_row_kernel(
     ids_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, L,
     count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    rate_ptr, RATE_IN_MEMORY: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     # Exact count of long rows: one program per row, walking it in chunks of BLOCK lanes.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    count_num, count_den = read_count_fraction(rate_ptr, count_num, count_den, RATE_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     base = row * L
     row_id = tl.load(row_ids_ptr + row)
@@ -375,7 +383,7 @@ def maskable_mask(input_ids, attention_mask, special_ids):
 
 def mask_tokens(
     input_ids, maskable, row_ids, seed, epoch, select_threshold, count_num, count_den, mask_threshold,
-    random_threshold, mask_token_id, vocab_size, exact,
+    random_threshold, mask_token_id, vocab_size, exact, rate=None,
 ):
     """Standard MLM masking: Bernoulli per token, or an exact count per row."""
     batch, length = input_ids.shape
@@ -386,10 +394,12 @@ def mask_tokens(
         return out_ids, labels
     inputs = (input_ids.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(), out_ids, labels, length)
     corruption = (int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size))
+    (select_threshold, count_num, count_den), rate_kwargs = rate_args(rate, device, select_threshold, count_num,
+                                                                      count_den)
     launch = ranked_launch(length)
     if exact and launch.long_row:
         _mask_tokens_long_row_kernel[(batch,)](
-            *inputs, int(count_num), int(count_den), *corruption, **philox_key_args(seed, epoch, device),
+            *inputs, count_num, count_den, *corruption, **philox_key_args(seed, epoch, device), **rate_kwargs,
             BLOCK=launch.block, num_warps=launch.num_warps,
         )
         return out_ids, labels
@@ -400,8 +410,8 @@ def mask_tokens(
         block = min(_ELEMENTWISE_BLOCK, row_block(length))
         grid, warps = (batch, triton.cdiv(length, block)), 4
     _mask_tokens_kernel[grid](
-        *inputs, int(select_threshold), int(count_num), int(count_den), *corruption,
-        **philox_key_args(seed, epoch, device), EXACT=bool(exact), BLOCK=block, num_warps=warps,
+        *inputs, select_threshold, count_num, count_den, *corruption,
+        **philox_key_args(seed, epoch, device), **rate_kwargs, EXACT=bool(exact), BLOCK=block, num_warps=warps,
     )
     return out_ids, labels
 

@@ -64,6 +64,8 @@ from fastmask.triton.common import (
     replacement,
     philox_key_args,
     philox_key,
+    rate_args,
+    read_count_fraction,
     sorted_rank_keys,
     take_first,
     token_draw,
@@ -391,10 +393,12 @@ def _proposal_mask_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    rate_ptr, RATE_IN_MEMORY: tl.constexpr,
     SAMPLING: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    count_num, count_den = read_count_fraction(rate_ptr, count_num, count_den, RATE_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     in_row = offs < L
@@ -458,11 +462,13 @@ def _proposal_mask_long_row_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    rate_ptr, RATE_IN_MEMORY: tl.constexpr,
     SAMPLING: tl.constexpr, SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # Long rows, top-k and Poisson: one program per row, walking it in chunks of BLOCK lanes; every
     # pass recomputes the chunk's q and pi from the row statistics of the first two.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    count_num, count_den = read_count_fraction(rate_ptr, count_num, count_den, RATE_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     base = row * L
     row_id = tl.load(row_ids_ptr + row)
@@ -515,6 +521,7 @@ def _proposal_systematic_long_row_kernel(
     ids_ptr, scores_ptr, maskable_ptr, row_ids_ptr, out_ids_ptr, labels_ptr, weights_ptr, log_sums_ptr, L,
     count_num, count_den, uniform_mix, temperature, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    rate_ptr, RATE_IN_MEMORY: tl.constexpr,
     SEQUENCE_WEIGHTS: tl.constexpr, BLOCK: tl.constexpr, SCAN_BLOCK: tl.constexpr,
 ):
     # Long rows, systematic: grid (B, cdiv(L, BLOCK)). Each program finds its row's statistics and
@@ -522,6 +529,7 @@ def _proposal_systematic_long_row_kernel(
     # pair, SCAN_BLOCK others at a time (O(L) per position). Sequence mode: it writes 1 where
     # chosen and its share of the row's log sum; _sequence_weights_kernel then writes the weights.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    count_num, count_den = read_count_fraction(rate_ptr, count_num, count_den, RATE_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     tile = tl.program_id(1)
     base = row * L
@@ -617,7 +625,7 @@ _LOG_SUMS_BLOCK = 128  # tiles' log sums read at a time by _sequence_weights_ker
 
 def proposal_mask(
     input_ids, scores, maskable, row_ids, seed, epoch, count_num, count_den, uniform_mix, temperature,
-    sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size,
+    sampling, sequence_weights, mask_threshold, random_threshold, mask_token_id, vocab_size, rate=None,
 ):
     """MAPNet masking: positions drawn from the proposal q, with importance weights.
 
@@ -634,8 +642,9 @@ def proposal_mask(
     sequence_weights = bool(sequence_weights)
     inputs = (input_ids.contiguous(), scores.contiguous(), as_bytes(maskable.contiguous()), row_ids.contiguous(),
               out_ids, labels, weights)
+    (_, count_num, count_den), rate_kwargs = rate_args(rate, device, 0, count_num, count_den)
     scalars = (
-        length, int(count_num), int(count_den),
+        length, count_num, count_den,
         # Rounded to float32 here, as the reference does.
         _f32_rounded(uniform_mix), _f32_rounded(temperature),
         int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
@@ -645,7 +654,8 @@ def proposal_mask(
         tiles = triton.cdiv(length, common.PAIR_BLOCK_I)
         log_sums = torch.empty((batch, tiles), dtype=torch.float32, device=device) if sequence_weights else weights
         _proposal_systematic_long_row_kernel[(batch, tiles)](
-            *inputs, log_sums, *scalars, **philox_key_args(seed, epoch, device), SEQUENCE_WEIGHTS=sequence_weights,
+            *inputs, log_sums, *scalars, **philox_key_args(seed, epoch, device), **rate_kwargs,
+            SEQUENCE_WEIGHTS=sequence_weights,
             BLOCK=common.PAIR_BLOCK_I, SCAN_BLOCK=max(common.PAIR_BLOCK_J // 2, 1), num_warps=common.PAIR_WARPS,
             enable_fp_fusion=False,
         )
@@ -657,7 +667,7 @@ def proposal_mask(
     else:
         kernel = _proposal_mask_long_row_kernel if launch.long_row else _proposal_mask_kernel
         kernel[(batch,)](
-            *inputs, *scalars, **philox_key_args(seed, epoch, device), SAMPLING=sampling,
+            *inputs, *scalars, **philox_key_args(seed, epoch, device), **rate_kwargs, SAMPLING=sampling,
             SEQUENCE_WEIGHTS=sequence_weights, BLOCK=launch.block, num_warps=launch.num_warps, enable_fp_fusion=False,
         )
     return out_ids, labels, reference.divide_by_batch_mean(weights) if sequence_weights else weights

@@ -47,6 +47,9 @@ from fastmask.triton.common import (
     exact_count,
     philox_key,
     philox_key_args,
+    rate_args,
+    read_count_fraction,
+    read_threshold,
     ranked_launch,
     row_warps,
     replacement,
@@ -171,10 +174,13 @@ def _words_kernel(
     thresholds_ptr, num_thresholds, L,
     select_threshold, count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    rate_ptr, RATE_IN_MEMORY: tl.constexpr,
     SPANS: tl.constexpr, PER_SPAN: tl.constexpr, SEARCH_STEPS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # One program per row; BLOCK >= L. Lane i is position i and tile index i (the same draw).
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    select_threshold = read_threshold(rate_ptr, select_threshold, RATE_IN_MEMORY)
+    count_num, count_den = read_count_fraction(rate_ptr, count_num, count_den, RATE_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     base = row * L
     row_id = tl.load(row_ids_ptr + row)
@@ -220,10 +226,13 @@ def _words_long_row_kernel(
     thresholds_ptr, num_thresholds, L,
     select_threshold, count_num, count_den, mask_threshold, random_threshold, mask_token_id, vocab_size,
     seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY: tl.constexpr, EPOCH_IN_MEMORY: tl.constexpr,
+    rate_ptr, RATE_IN_MEMORY: tl.constexpr,
     SPANS: tl.constexpr, PER_SPAN: tl.constexpr, SEARCH_STEPS: tl.constexpr, BLOCK: tl.constexpr,
 ):
     # Long rows: one program per row, walking it in chunks of BLOCK lanes; scans carry across chunks.
     seed_lo, seed_hi, epoch = philox_key(seed_ptr, seed, epoch_ptr, epoch, SEED_IN_MEMORY, EPOCH_IN_MEMORY)
+    select_threshold = read_threshold(rate_ptr, select_threshold, RATE_IN_MEMORY)
+    count_num, count_den = read_count_fraction(rate_ptr, count_num, count_den, RATE_IN_MEMORY)
     row = tl.program_id(0).to(tl.int64)
     base = row * L
     row_id = tl.load(row_ids_ptr + row)
@@ -307,7 +316,8 @@ def _words_long_row_kernel(
 
 
 def _words_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_threshold, count_num, count_den,
-                length_thresholds, spans, per_span, mask_threshold, random_threshold, mask_token_id, vocab_size):
+                length_thresholds, spans, per_span, mask_threshold, random_threshold, mask_token_id, vocab_size,
+                rate):
     batch, length = input_ids.shape
     device = input_ids.device
     out_ids = torch.empty((batch, length), dtype=input_ids.dtype, device=device)
@@ -325,6 +335,7 @@ def _words_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_th
     # read): exact whole words then run the span kernel binary.
     thresholds = (torch.tensor(length_thresholds, dtype=torch.int32).to(device, non_blocking=True)
                   if length_thresholds else ends)
+    rate_ints, rate_kwargs = rate_args(rate, device, select_threshold, count_num, count_den)
     launch = ranked_launch(length)
     kernel = _words_long_row_kernel if launch.long_row else _words_kernel
     # Spans keep the word and tile tables' values live through the sort: at most two lanes a
@@ -337,9 +348,8 @@ def _words_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_th
     kernel[(batch,)](
         ids, as_bytes(maskable.contiguous()), as_bytes(word_start.contiguous()), row_ids.contiguous(), out_ids, labels,
         ends, tokens_before, thresholds, len(length_thresholds), length,
-        int(select_threshold), int(count_num), int(count_den),
-        int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
-        **philox_key_args(seed, epoch, device), SPANS=bool(spans), PER_SPAN=bool(per_span),
+        *rate_ints, int(mask_threshold), int(random_threshold), int(mask_token_id), int(vocab_size),
+        **philox_key_args(seed, epoch, device), **rate_kwargs, SPANS=bool(spans), PER_SPAN=bool(per_span),
         SEARCH_STEPS=length.bit_length(), BLOCK=launch.block,
         num_warps=warps,
     )
@@ -348,18 +358,18 @@ def _words_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_th
 
 def whole_word_mask(
     input_ids, maskable, word_start, row_ids, seed, epoch, select_threshold, count_num, count_den,
-    mask_threshold, random_threshold, mask_token_id, vocab_size, exact,
+    mask_threshold, random_threshold, mask_token_id, vocab_size, exact, rate=None,
 ):
     """Whole-word masking: each word with probability p, or one-word tiles under the exact budget."""
     return _words_mask(input_ids, maskable, word_start, row_ids, seed, epoch, select_threshold, count_num, count_den,
-                       (), exact, False, mask_threshold, random_threshold, mask_token_id, vocab_size)
+                       (), exact, False, mask_threshold, random_threshold, mask_token_id, vocab_size, rate)
 
 
 def span_mask(
     input_ids, maskable, word_start, row_ids, seed, epoch, count_num, count_den, length_thresholds, per_span,
-    mask_threshold, random_threshold, mask_token_id, vocab_size,
+    mask_threshold, random_threshold, mask_token_id, vocab_size, rate=None,
 ):
     """Span masking: tiles of whole words (lengths from `length_thresholds`) under the exact budget."""
     return _words_mask(input_ids, maskable, word_start, row_ids, seed, epoch, 0, count_num, count_den,
                        list(length_thresholds), True, per_span, mask_threshold, random_threshold, mask_token_id,
-                       vocab_size)
+                       vocab_size, rate)

@@ -24,6 +24,9 @@ struct MaskArgs {
   // instead of the values above: a captured graph or compiled step can advance them in place.
   const int64_t* seed_ptr;
   const int64_t* epoch_ptr;
+  // When not null, the masking rate (select_threshold, count_num, count_den) is read here (an int64
+  // (3,) tensor on the kernel's device): a rate schedule changes it in place, nothing recompiled.
+  const int64_t* rate_ptr;
   uint32_t select_threshold;
   int64_t count_num;
   int64_t count_den;
@@ -33,12 +36,28 @@ struct MaskArgs {
   int64_t vocab_size;
 };
 
-// Settles the Philox key of a kernel: call once at its start, before any token_draw.
-FASTMASK_HD void read_philox_key(MaskArgs* a) {
+// The masking rate as read from memory, clamped into the ranges the bindings check for values
+// given on the host (the device cannot be asked without a sync): a bad write masks oddly, never
+// divides by zero or reads out of bounds.
+FASTMASK_HD void clamp_rate(MaskArgs* a, int64_t threshold, int64_t num, int64_t den) {
+  constexpr int64_t one = int64_t{1} << kProbBits;
+  constexpr int64_t max_den = (int64_t{1} << 31) - 1;
+  den = den < 1 ? 1 : (den > max_den ? max_den : den);
+  num = num < 0 ? 0 : (num > den ? den : num);
+  a->select_threshold = static_cast<uint32_t>(threshold < 0 ? 0 : (threshold > one ? one : threshold));
+  a->count_num = num;
+  a->count_den = den;
+}
+
+// Settles what a kernel reads from device memory (the Philox key, the masking rate): call once at
+// its start, before any token_draw.
+FASTMASK_HD void read_device_args(MaskArgs* a) {
   if (a->seed_ptr != nullptr) a->seed = static_cast<uint64_t>(*a->seed_ptr);
   if (a->epoch_ptr != nullptr) a->epoch = static_cast<uint32_t>(*a->epoch_ptr);  // mod 2^32
+  if (a->rate_ptr != nullptr) clamp_rate(a, a->rate_ptr[0], a->rate_ptr[1], a->rate_ptr[2]);
   a->seed_ptr = nullptr;
   a->epoch_ptr = nullptr;
+  a->rate_ptr = nullptr;
 }
 
 FASTMASK_HD bool bernoulli_selected(const Draw& d, const MaskArgs& a) {
