@@ -144,7 +144,7 @@ def _maskable_mask_example(device):
 
 
 def _mask_tokens_example(device):
-    return (*_example_rows(device), _T_SELECT, *_COUNT, *_REPLACE, 4, 10, True)
+    return (*_example_rows(device), _T_SELECT, *_COUNT, *_REPLACE, 4, 10, True, None)
 
 
 def _word_rows(device) -> tuple:
@@ -160,19 +160,20 @@ def _fully_explored_mask_example(device):
 
 
 def _whole_word_mask_example(device):
-    return (*_word_rows(device), _T_SELECT, *_COUNT, *_REPLACE, 4, 10, True)
+    return (*_word_rows(device), _T_SELECT, *_COUNT, *_REPLACE, 4, 10, True, None)
 
 
 _SPAN_THRESHOLDS = counts.span_length_thresholds(counts.span_length_distribution("geometric"))
 
 
 def _span_mask_example(device):
-    return (*_word_rows(device), *_COUNT, list(_SPAN_THRESHOLDS), True, *_REPLACE, 4, 10)
+    return (*_word_rows(device), *_COUNT, list(_SPAN_THRESHOLDS), True, *_REPLACE, 4, 10, None)
 
 
 def _proposal_mask_example(device):
     ids, ok, rows, seed, epoch = _example_rows(device)
-    return ids, torch.zeros(2, 6, device=device), ok, rows, seed, epoch, *_COUNT, 0.1, 1.0, 2, False, *_REPLACE, 4, 10
+    return (ids, torch.zeros(2, 6, device=device), ok, rows, seed, epoch, *_COUNT, 0.1, 1.0, 2, False, *_REPLACE, 4, 10,
+            None)
 
 
 def _slots_example(device):
@@ -231,7 +232,9 @@ def _maskable_mask_cases(length, device, generator, ranked):
 
 def _mask_tokens_cases(length, device, generator, ranked):
     ids, maskable, row_ids = _san_rows(length, device, generator)
-    return [(ids, maskable, row_ids, *_san_philox_key(device), _T_SELECT, *_COUNT, *_san_scalars(), exact)
+    # The exact count reads its rate from memory (a schedule's), the Bernoulli mask its int arguments.
+    return [(ids, maskable, row_ids, *_san_philox_key(device), _T_SELECT, *_COUNT, *_san_scalars(), exact,
+             counts.mask_rate(0.3, device) if exact else None)
             for exact in (False, True) if not exact or ranked]
 
 
@@ -239,7 +242,7 @@ def _proposal_mask_cases(length, device, generator, ranked):
     ids, maskable, row_ids = _san_rows(length, device, generator)
     scores = torch.randn(ids.shape, generator=generator).to(device)
     return [(ids, scores, maskable, row_ids, *_san_philox_key(device), *_COUNT, 0.1, 1.0, sampling, sequence_weights,
-             *_san_scalars())
+             *_san_scalars(), counts.mask_rate(0.3, device) if sequence_weights else None)
             for sampling in (0, 1, 2) if sampling == 1 or ranked  # 1: Poisson, any length
             for sequence_weights in (False, True)]
 
@@ -259,7 +262,8 @@ def _fully_explored_mask_cases(length, device, generator, ranked):
 
 def _whole_word_mask_cases(length, device, generator, ranked):
     ids, maskable, word_start, row_ids = _san_word_rows(length, device, generator)
-    return [(ids, maskable, word_start, row_ids, *_san_philox_key(device), _T_SELECT, *_COUNT, *_san_scalars(), exact)
+    return [(ids, maskable, word_start, row_ids, *_san_philox_key(device), _T_SELECT, *_COUNT, *_san_scalars(), exact,
+             counts.mask_rate(0.3, device) if exact else None)
             for exact in (False, True) if not exact or ranked]
 
 
@@ -267,7 +271,7 @@ def _span_mask_cases(length, device, generator, ranked):
     ids, maskable, word_start, row_ids = _san_word_rows(length, device, generator)
     ngram = counts.span_length_thresholds(counts.span_length_distribution("ngram"))
     return [(ids, maskable, word_start, row_ids, *_san_philox_key(device), *_COUNT, list(thresholds), per_span,
-             *_san_scalars())
+             *_san_scalars(), None if per_span else counts.mask_rate(0.3, device))
             for thresholds, per_span in ((_SPAN_THRESHOLDS, True), (ngram, False)) if ranked]
 
 
@@ -346,7 +350,8 @@ OPS: dict[str, OpSpec] = {spec.name: spec for spec in (
              BadCase("select_threshold", reference.PROB_ONE + 1, "got 16777217"),
              BadCase("count_num", _COUNT[1] + 1, f"got {_COUNT[1] + 1}"), BadCase("count_den", 0, "got 0"),
              BadCase("mask_threshold", -1, "got -1"), BadCase("random_threshold", reference.PROB_ONE, "got 16777216"),
-             BadCase("mask_token_id", 10, "got 10"), BadCase("vocab_size", 0, "got 0")),
+             BadCase("mask_token_id", 10, "got 10"), BadCase("vocab_size", 0, "got 0"),
+             BadCase("rate", torch.zeros(3)), BadCase("rate", torch.zeros(2, dtype=torch.int64), "got shape [2]")),
         sanitizer_cases=_mask_tokens_cases,
     ),
     OpSpec(

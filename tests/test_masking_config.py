@@ -53,6 +53,9 @@ BAD = [
     ("max_ngram", 65, {}, "max_ngram must be an int in [1, 64], got 65"),
     ("replace_per", "word", {}, "replace_per must be one of ('span', 'token'), got 'word'"),
     ("fused_loss", "yes", {}, "fused_loss must be True or False, got 'yes'"),
+    ("mlm_probability_schedule", "exponential", {}, "mlm_probability_schedule must be one of ('constant', 'linear', "
+                                                    "'cosine', 'step'), got 'exponential'"),
+    ("mlm_probability_start", 1.5, {}, "mlm_probability_start must be a probability in [0, 1], got 1.5"),
 ]
 
 
@@ -158,7 +161,7 @@ def test_pretrain_flags_set_every_field_and_the_model_masks_with_them():
                   num_segments=3, partition="contiguous", masks_per_row=1, mapnet_layers=1, mapnet_hidden=6,
                   mapnet_weight=0.5, mapnet_objective="loss", mapnet_sampling="poisson", uniform_mix=0.3,
                   weighting="sequence", span_lengths="ngram", span_p=0.3, max_span=5, max_ngram=4,
-                  replace_per="token", fused_loss=False)
+                  replace_per="token", fused_loss=False, mlm_probability_schedule="linear", mlm_probability_start=0.3)
     assert set(values) == set(FIELDS)
     argv = [item for name, value in values.items()
             for item in ((f"--{'' if value else 'no-'}{name.replace('_', '-')}",) if isinstance(value, bool)
@@ -197,7 +200,8 @@ def _every_field(masking):
     common_fields = dict(mlm_probability=0.2, mask_replace_prob=0.7, random_replace_prob=0.2, num_segments=3,
                          partition="contiguous", mapnet_layers=1, mapnet_hidden=6, mapnet_weight=0.5,
                          mapnet_objective="variance", mapnet_sampling="poisson", uniform_mix=0.3, weighting="token",
-                         span_lengths="ngram", span_p=0.3, max_span=5, max_ngram=4, replace_per="token")
+                         span_lengths="ngram", span_p=0.3, max_span=5, max_ngram=4, replace_per="token",
+                         mlm_probability_schedule="cosine", mlm_probability_start=0.3)
     return dict(common_fields, masking=masking, masks_per_row=2 if masking == "random" else 1,
                 fused_loss=masking == "random")
 
