@@ -173,5 +173,6 @@ def test_the_trainer_callback_drives_the_schedule(tmp_path):
 def test_opcheck_with_a_rate(name, backend):
     from fastmask import library
 
-    args = library.OPS[name].example(DEVICE)
+    *args, no_rate = library.OPS[name].example(DEVICE)  # the example's rate: None
+    assert no_rate is None
     torch.library.opcheck(library.op(name, backend), (*args, fastmask.mask_rate(0.4, DEVICE)))

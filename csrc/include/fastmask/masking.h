@@ -36,32 +36,27 @@ struct MaskArgs {
   int64_t vocab_size;
 };
 
-// The masking rate as read from memory, clamped into the ranges the bindings check for values
-// given on the host (the device cannot be asked without a sync): a bad write masks oddly, never
-// divides by zero or reads out of bounds.
-FASTMASK_HD void clamp_rate(MaskArgs* a, int64_t threshold, int64_t num, int64_t den) {
-  constexpr int64_t one = int64_t{1} << kProbBits;
-  constexpr int64_t max_den = (int64_t{1} << 31) - 1;
-  den = den < 1 ? 1 : (den > max_den ? max_den : den);
-  num = num < 0 ? 0 : (num > den ? den : num);
-  a->select_threshold = static_cast<uint32_t>(threshold < 0 ? 0 : (threshold > one ? one : threshold));
-  a->count_num = num;
-  a->count_den = den;
-}
-
-// Settles what a kernel reads from device memory (the Philox key, the masking rate): call once at
-// its start, before any token_draw.
+// Settles the Philox key of a kernel: call once at its start, before any token_draw.
 FASTMASK_HD void read_device_args(MaskArgs* a) {
   if (a->seed_ptr != nullptr) a->seed = static_cast<uint64_t>(*a->seed_ptr);
   if (a->epoch_ptr != nullptr) a->epoch = static_cast<uint32_t>(*a->epoch_ptr);  // mod 2^32
-  if (a->rate_ptr != nullptr) clamp_rate(a, a->rate_ptr[0], a->rate_ptr[1], a->rate_ptr[2]);
   a->seed_ptr = nullptr;
   a->epoch_ptr = nullptr;
-  a->rate_ptr = nullptr;
+}
+
+// The masking rate is read where it is used, not settled at the kernel's start: settled, the
+// count fraction would sit in registers for the whole kernel (the ranked kernels spilled). Values
+// read from memory are clamped into the ranges the bindings check for values given on the host
+// (the device cannot be asked without a sync): a bad write masks oddly, never divides by zero.
+FASTMASK_HD uint32_t select_threshold_of(const MaskArgs& a) {
+  if (a.rate_ptr == nullptr) return a.select_threshold;
+  constexpr int64_t one = int64_t{1} << kProbBits;
+  const int64_t t = a.rate_ptr[0];
+  return static_cast<uint32_t>(t < 0 ? 0 : (t > one ? one : t));
 }
 
 FASTMASK_HD bool bernoulli_selected(const Draw& d, const MaskArgs& a) {
-  return (d.r0 >> 8) < a.select_threshold;
+  return (d.r0 >> 8) < select_threshold_of(a);
 }
 
 // Ranking key of a position; ties are broken by position (ascending).
@@ -78,7 +73,14 @@ FASTMASK_HD uint64_t packed_rank_key(const Draw& d, bool maskable, uint32_t posi
 // floor((2 num n + den) / (2 den)), in int64 without overflow for n <= 2^31.
 FASTMASK_HD int64_t exact_count(int64_t n, const MaskArgs& a) {
   if (n <= 0) return 0;
-  int64_t k = (2 * a.count_num * n + a.count_den) / (2 * a.count_den);
+  int64_t num = a.count_num;
+  int64_t den = a.count_den;
+  if (a.rate_ptr != nullptr) {  // clamped: see select_threshold_of
+    constexpr int64_t max_den = (int64_t{1} << 31) - 1;
+    den = a.rate_ptr[2] < 1 ? 1 : (a.rate_ptr[2] > max_den ? max_den : a.rate_ptr[2]);
+    num = a.rate_ptr[1] < 0 ? 0 : (a.rate_ptr[1] > den ? den : a.rate_ptr[1]);
+  }
+  int64_t k = (2 * num * n + den) / (2 * den);
   if (k < 1) k = 1;
   return k < n ? k : n;
 }
