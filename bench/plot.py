@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import math
+import re
 import os
 import sys
 from collections import defaultdict
@@ -33,8 +34,9 @@ def latest_run(rows):
 
 
 def size(shape: str) -> int:
-    """Elements of a shape such as 256x512; a ragged length range (256x64-512) counts at its longest."""
-    return math.prod(int(v.split("-")[-1]) for v in shape.split("x"))
+    """Elements of a shape such as 256x512; a ragged length range (256x64-512) counts at its longest;
+    a size with a unit (the data family's 30MB) counts as its number."""
+    return math.prod(int(re.match(r"\d+", v.split("-")[-1]).group()) for v in shape.split("x"))
 
 
 def plot_file(path: str, out_dir: str, include_quick: bool = False) -> list[str]:
