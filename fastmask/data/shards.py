@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from fastmask.data.cache import _hash_text, _log, progress_bars
+from fastmask.data.tokenizer import _tokenizer_identity, load_tokenizer
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -79,9 +80,13 @@ def encode_stream(backend, texts: Sequence[str], sep_id: int, dtype) -> tuple[np
 def plain_backend(tokenizer: PreTrainedTokenizerFast):
     """A private copy of the Rust tokenizer: no truncation or padding a tokenizer.json may carry, and
     no transformers per-call overhead or "sequence longer than model_max_length" warnings."""
+    return _plain_backend_of(tokenizer.backend_tokenizer.to_str())
+
+
+def _plain_backend_of(tokenizer_json: str):
     from tokenizers import Tokenizer
 
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend = Tokenizer.from_str(tokenizer_json)
     backend.no_truncation()
     backend.no_padding()
     return backend
@@ -114,12 +119,7 @@ _WORKER: dict = {}  # per worker process: the tokenizer and the shard layout, se
 
 
 def _start_worker(tokenizer_json: str, sep_id: int, dtype: str, out: str) -> None:
-    from tokenizers import Tokenizer
-
-    backend = Tokenizer.from_str(tokenizer_json)
-    backend.no_truncation()
-    backend.no_padding()
-    _WORKER.update(backend=backend, sep_id=sep_id, dtype=np.dtype(dtype), out=Path(out))
+    _WORKER.update(backend=_plain_backend_of(tokenizer_json), sep_id=sep_id, dtype=np.dtype(dtype), out=Path(out))
 
 
 def _tokenize_shard(k: int, texts: list[str], texts_hash: str) -> dict:
@@ -130,7 +130,11 @@ def _tokenize_shard(k: int, texts: list[str], texts_hash: str) -> dict:
     base = w["out"] / _shard_name(k)
     _write_atomically(base.with_suffix(".tokens"), lambda tmp: stream.tofile(tmp))
     offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) if len(lengths) else lengths
-    _write_atomically(base.with_suffix(".docs.npy"), lambda tmp: np.save(open(tmp, "wb"), offsets))
+    def write_offsets(tmp: str) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.save would add .npy to the temporary name
+            np.save(f, offsets)
+
+    _write_atomically(base.with_suffix(".docs.npy"), write_offsets)
     record = dict(file=base.with_suffix(".tokens").name, tokens=int(stream.size), documents=int(lengths.size),
                   texts=len(texts), texts_hash=texts_hash, sha256=hashlib.sha256(stream.tobytes()).hexdigest(),
                   seconds=round(time.perf_counter() - start, 4))
@@ -188,12 +192,6 @@ def _pool(workers: int, initargs: tuple):
 def default_workers() -> int:
     """All the cores this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def tokenizer_identity(tokenizer: PreTrainedTokenizerFast) -> str:
-    from fastmask.data.tokenizer import _tokenizer_identity
-
-    return _tokenizer_identity(tokenizer)
 
 
 def _claim(out: Path, header: dict, show: bool) -> tuple[bool, dict | None]:
@@ -260,7 +258,7 @@ def prepare_shards(texts: Callable[[], Iterable[str]], out: str | os.PathLike, t
         raise ValueError("preparing needs a tokenizer with [CLS] and [SEP] (cls_token/sep_token) tokens")
     dtype = token_dtype(len(tokenizer))
     out = Path(out).expanduser()
-    header = dict(format=FORMAT, version=SHARDS_VERSION, source=source, tokenizer=tokenizer_identity(tokenizer),
+    header = dict(format=FORMAT, version=SHARDS_VERSION, source=source, tokenizer=_tokenizer_identity(tokenizer),
                   dtype=dtype.name, shard_chars=shard_chars)
     created, index = _claim(out, header, show_progress)
     if index is not None:
@@ -379,10 +377,8 @@ class Shards:
 
     def tokenizer(self) -> PreTrainedTokenizerFast:
         """The tokenizer the shards were made with (checked against the index's identity)."""
-        from fastmask.data.tokenizer import load_tokenizer
-
         tokenizer = load_tokenizer(self.folder / TOKENIZER_DIR)
-        if tokenizer_identity(tokenizer) != self.index["tokenizer"]:
+        if _tokenizer_identity(tokenizer) != self.index["tokenizer"]:
             raise ValueError(f"{str(self.folder)!r}: its tokenizer/ is not the one the shards were made with")
         return tokenizer
 
